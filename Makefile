@@ -1,0 +1,38 @@
+# One command for the main job, one for the tests (README.md). Both set everything up first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+DEMO   := data/demo
+
+.PHONY: setup venv engines demo test test-fast clean
+
+setup: venv engines
+
+# The virtual environment, rebuilt when pyproject.toml changes. samtts is installed --no-deps:
+# it declares pyaudio, which does not build here and is not needed to write files.
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps 'samtts==0.3.0'
+	touch $@
+
+# Debian TTS engines of the corpus (main, plus contrib/non-free through a private sources list).
+engines:
+	bash scripts/setup_engines.sh
+
+# The main job: build the demo corpus, run the demo sweep (local Ray, sqlite MLflow), print Table 1.
+demo: setup
+	$(PY) -m sourcetrace.cli corpus build --out $(DEMO) --preset demo
+	$(PY) -m sourcetrace.cli sweep sweeps/demo.py --root $(DEMO)
+
+test: setup
+	$(PY) -m pytest -q
+
+# Everything but the tests marked slow (for quick local iterations).
+test-fast: setup
+	$(PY) -m pytest -q -m 'not slow'
+
+clean:
+	rm -rf $(VENV) ray_results mlruns mlflow.db

@@ -1,0 +1,313 @@
+"""Strict, frozen configuration with flat dotted keys.
+
+Every setting of a trial lives in one ``Config`` of frozen dataclass sections. The same flat keys
+(``loss.margin``) are Tune search keys, CLI ``--set`` overrides and MLflow param names. Unknown keys
+and invalid pairings are ``ConfigError``s that name the key, raised before any data is read. The
+class count is never configured: it comes from the data.
+
+>>> cfg = Config.from_dict({"loss.name": "ge2e", "sampler.name": "balanced"})
+>>> cfg.loss.name, cfg.sampler.per_class
+('ge2e', 2)
+>>> Config.from_dict({"loss.nmae": "ge2e"})
+Traceback (most recent call last):
+...
+sourcetrace.errors.ConfigError: unknown config key 'loss.nmae'; keys of section 'loss': init_b, init_w, margin, name, scale
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+from sourcetrace.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the clips are and how they are cropped."""
+
+    root: str = ""  # data root: protocol paths are relative to it
+    protocol: str = ""  # protocol folder; "" means <root>/protocol
+    sample_rate: int = 16000
+    crop_seconds: float = 2.0  # random training crop (paper: 2 s)
+    eval_seconds: float = 6.0  # evaluation: one centred crop of at most this length (0 = full clip)
+    short_clips: str = "error"  # clips shorter than the crop: error | pad (wrap, as voxceleb_trainer) | drop
+    max_clips_per_class: int = 0  # cap per system and split, 0 = all (for quick runs)
+    train_split: str = "train"
+    dev_split: str = "dev"
+    test_split: str = "eval"
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """Log-Mel filterbank front end of the ResNet (paper: 40 mels, instance norm)."""
+
+    n_mels: int = 40
+    n_fft: int = 512
+    win_length: int = 400  # 25 ms at 16 kHz
+    hop_length: int = 160  # 10 ms
+    f_min: float = 20.0
+    f_max: float = 7600.0
+    instance_norm: bool = True
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Backbone (a key of sourcetrace.models.MODELS) and the embedding size."""
+
+    name: str = "thin_resnet34"
+    embedding_dim: int = 50
+    channels: int = 16  # first-stage width: a quarter of ResNet-34's 64 (stages 16-32-64-128)
+
+
+@dataclass(frozen=True)
+class SSLConfig:
+    """wav2vec2 front end of the SSL backbone (used by MODELS['w2v2_aasist'])."""
+
+    source: str = "facebook/wav2vec2-xls-r-300m"  # hub id or local folder (save_pretrained)
+    layer: int = -1  # hidden state to use; -1 = last
+    weighted_layers: bool = False  # learned softmax-weighted sum of all hidden states instead
+    finetune: str = "full"  # full | frozen | top
+    top_layers: int = 0  # with finetune=top: how many top transformer layers train
+    grad_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss (a key of sourcetrace.losses.LOSSES) and its hyper-parameters."""
+
+    name: str = "aamsoftmax"
+    margin: float = 0.3  # AM / AAM
+    scale: float = 30.0  # AM / AAM
+    init_w: float = 10.0  # GE2E / Angular Prototypical
+    init_b: float = -5.0
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Batch sampler: ``random`` or ``balanced`` (train.batch_size / per_class classes x per_class)."""
+
+    name: str = "random"
+    per_class: int = 2  # clips per class in a balanced batch (k)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, schedule, evaluation cadence and hardware."""
+
+    epochs: int = 300
+    batch_size: int = 128  # clips per batch, for every sampler
+    lr: float = 1e-4
+    min_lr: float = 1e-6
+    warmup_epochs: int = 10
+    weight_decay: float = 0.0
+    optimizer: str = "adam"  # adam | adamw
+    eval_every: int = 25  # dev EER every k epochs (and at the last epoch)
+    eval_test: bool = True  # also score the test split at each evaluation
+    steps_per_epoch: int = 0  # 0 = a full pass of the sampler; >0 caps it (quick runs)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    num_threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    grad_clip: float = 0.0  # 0 = off
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "features": FeaturesConfig,
+    "model": ModelConfig,
+    "ssl": SSLConfig,
+    "loss": LossConfig,
+    "sampler": SamplerConfig,
+    "train": TrainConfig,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole trial. Build it with ``from_dict`` / ``with_overrides``; read it as ``cfg.loss.margin``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # -- building -------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None = None) -> "Config":
+        """Build from flat dotted keys and/or nested section dicts; unknown keys are errors."""
+        return cls().with_values(values or {})
+
+    def with_values(self, values: Mapping[str, Any]) -> "Config":
+        """Return a copy with the given (flat or nested) values replaced, coerced to field types."""
+        flat = _flatten(values)
+        per_section: dict[str, dict[str, Any]] = {}
+        for key, value in flat.items():
+            section, name = _split_key(key)
+            per_section.setdefault(section, {})[name] = _coerce(key, _field_type(section, name), value)
+        replaced = {s: dataclasses.replace(getattr(self, s), **kv) for s, kv in per_section.items()}
+        return dataclasses.replace(self, **replaced)
+
+    def with_overrides(self, assignments: list[str]) -> "Config":
+        """Apply CLI-style ``key=value`` strings (``--set loss.margin=0.2``)."""
+        values: dict[str, Any] = {}
+        for item in assignments:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not of the form key=value")
+            key, value = item.split("=", 1)
+            values[key.strip()] = value.strip()
+        return self.with_values(values)
+
+    # -- reading --------------------------------------------------------------------------
+    def to_flat(self) -> dict[str, Any]:
+        """All settings as flat dotted keys (MLflow params, Tune keys, config.json)."""
+        return {f"{s}.{f.name}": getattr(getattr(self, s), f.name) for s in SECTIONS for f in fields(SECTIONS[s])}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_flat(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        return cls.from_dict(json.loads(text))
+
+    # -- checking -------------------------------------------------------------------------
+    def validate(self, n_classes: int | None = None) -> "Config":
+        """Check names and pairings; with ``n_classes`` (from the protocol) also batch filling.
+
+        Imports the registries lazily so that reading a config stays cheap.
+        """
+        from sourcetrace.data.samplers import SAMPLERS
+        from sourcetrace.losses import LOSSES
+        from sourcetrace.models import MODELS
+        from sourcetrace.registry import lookup
+
+        lookup(MODELS, self.model.name, "model")
+        loss_cls = lookup(LOSSES, self.loss.name, "loss")
+        lookup(SAMPLERS, self.sampler.name, "sampler")
+        _check_ranges(self)
+        need = getattr(loss_cls, "min_per_class", 1)
+        if need > 1:
+            if self.sampler.name != "balanced":
+                raise ConfigError(
+                    f"loss.name={self.loss.name!r} is a metric loss that needs >= {need} clips per class in "
+                    f"every batch; set sampler.name=balanced (got sampler.name={self.sampler.name!r})"
+                )
+            if self.sampler.per_class < need:
+                raise ConfigError(
+                    f"sampler.per_class={self.sampler.per_class} is too small for loss.name={self.loss.name!r}, "
+                    f"which needs >= {need} clips per class"
+                )
+        if self.sampler.name == "balanced":
+            k = self.sampler.per_class
+            if self.train.batch_size % k:
+                raise ConfigError(
+                    f"train.batch_size={self.train.batch_size} is not a multiple of sampler.per_class={k}: "
+                    "a balanced batch is (batch_size / per_class) classes x per_class clips"
+                )
+            if self.train.batch_size // k < 2:
+                raise ConfigError(
+                    f"train.batch_size={self.train.batch_size} with sampler.per_class={k} gives fewer than "
+                    "2 classes per batch"
+                )
+            if n_classes is not None and self.train.batch_size // k > n_classes:
+                raise ConfigError(
+                    f"a balanced batch of train.batch_size={self.train.batch_size} / sampler.per_class={k} = "
+                    f"{self.train.batch_size // k} classes cannot be filled from the {n_classes} training classes"
+                )
+        return self
+
+
+def _check_ranges(cfg: Config) -> None:
+    checks = [
+        ("model.embedding_dim", cfg.model.embedding_dim >= 2),
+        ("data.crop_seconds", cfg.data.crop_seconds > 0),
+        ("data.eval_seconds", cfg.data.eval_seconds >= 0),
+        ("train.epochs", cfg.train.epochs >= 1),
+        ("train.batch_size", cfg.train.batch_size >= 2),
+        ("train.lr", cfg.train.lr > 0),
+        ("train.eval_every", cfg.train.eval_every >= 1),
+        ("train.warmup_epochs", 0 <= cfg.train.warmup_epochs),
+        ("sampler.per_class", cfg.sampler.per_class >= 1),
+        ("loss.scale", cfg.loss.scale > 0),
+        ("loss.margin", cfg.loss.margin >= 0),
+    ]
+    for key, ok in checks:
+        if not ok:
+            section, name = key.split(".")
+            raise ConfigError(f"{key}={getattr(getattr(cfg, section), name)!r} is out of range")
+    choices = {
+        "train.optimizer": ("adam", "adamw"),
+        "train.precision": ("auto", "fp32", "bf16", "fp16"),
+        "ssl.finetune": ("full", "frozen", "top"),
+        "data.short_clips": ("error", "pad", "drop"),
+    }
+    for key, allowed in choices.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, full + "."))
+        else:
+            flat[full] = value
+    return flat
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    section, _, name = key.partition(".")
+    if section not in SECTIONS or not name or "." in name:
+        raise ConfigError(f"unknown config key {key!r}; sections: {', '.join(SECTIONS)} (keys look like loss.margin)")
+    names = [f.name for f in fields(SECTIONS[section])]
+    if name not in names:
+        raise ConfigError(f"unknown config key {key!r}; keys of section {section!r}: {', '.join(sorted(names))}")
+    return section, name
+
+
+def _field_type(section: str, name: str) -> type:
+    hints = typing.get_type_hints(SECTIONS[section])
+    return hints[name]
+
+
+def _coerce(key: str, typ: Any, value: Any) -> Any:
+    """Coerce strings from the CLI (and ints for floats) to the declared field type."""
+    if isinstance(typ, types.UnionType):  # not used today; keep strict
+        raise ConfigError(f"config key {key!r} has an unsupported type {typ}")
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+                return value.lower() in ("true", "1", "yes", "on")
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            raise ValueError
+        if typ is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if typ is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if typ is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key {key!r} expects {typ.__name__}, got {value!r}") from None
+    raise ConfigError(f"config key {key!r} has an unsupported type {typ}")

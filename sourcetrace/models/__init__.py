@@ -1,0 +1,39 @@
+"""Backbones: ``MODELS[name](cfg) -> nn.Module`` mapping a 16 kHz waveform batch [B, T] to embeddings [B, D].
+
+Each model owns its front end (log-Mel fbank or wav2vec2) so the trainer never needs to know which
+one it runs. Builders import their module lazily: a ResNet run never imports transformers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from sourcetrace.registry import lookup
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from sourcetrace.config import Config
+
+
+def _thin_resnet34(cfg: "Config") -> "nn.Module":
+    from sourcetrace.models.thin_resnet34 import ThinResNet34
+
+    return ThinResNet34.from_config(cfg)
+
+
+def _w2v2_aasist(cfg: "Config") -> "nn.Module":
+    from sourcetrace.models.aasist import W2V2AASIST
+
+    return W2V2AASIST.from_config(cfg)
+
+
+MODELS: dict[str, Callable[["Config"], "nn.Module"]] = {
+    "thin_resnet34": _thin_resnet34,
+    "w2v2_aasist": _w2v2_aasist,
+}
+
+
+def build_model(cfg: "Config") -> "nn.Module":
+    """Build the configured backbone; an unknown ``model.name`` lists the valid ones."""
+    return lookup(MODELS, cfg.model.name, "model")(cfg)
