@@ -1,0 +1,155 @@
+"""Everything a trial reads, prepared once: protocol tables, labels and decoded wave banks.
+
+The order is the one that spends no compute on a bad input: read the protocol (CSV only), validate the
+config against its class count, check that every file exists, then decode. Prepared data is memoised
+per process, so a Ray actor reused for the next trial does not decode the corpus again; set
+``SOURCETRACE_CACHE`` to a folder to also share decoded banks between processes (memory-mapped).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sourcetrace.config import Config
+from sourcetrace.data.bank import WaveBank
+from sourcetrace.data.protocol import Protocol, read_protocol
+from sourcetrace.errors import AudioError, ProtocolError
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """One split: its table (protocol columns), decoded audio, and integer labels (-1 = unseen system)."""
+
+    name: str
+    table: pd.DataFrame
+    bank: WaveBank
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.table["label"].to_numpy(dtype=np.int64)
+
+    @property
+    def systems(self) -> np.ndarray:
+        return self.table["system"].to_numpy()
+
+
+@dataclass(frozen=True)
+class TrialData:
+    protocol: Protocol
+    train: SplitData
+    dev: SplitData
+    test: SplitData | None
+
+    @property
+    def known_systems(self) -> tuple[str, ...]:
+        return self.protocol.known_systems
+
+
+_MEMO: dict[tuple, TrialData] = {}
+
+
+def data_key(cfg: Config) -> tuple:
+    d = cfg.data
+    return (
+        str(Path(d.root).resolve()),
+        d.protocol,
+        d.sample_rate,
+        d.crop_seconds,
+        d.short_clips,
+        d.max_clips_per_class,
+        d.train_split,
+        d.dev_split,
+        d.test_split,
+        cfg.train.eval_test,
+    )
+
+
+def prepare_data(cfg: Config) -> TrialData:
+    """Read, validate and decode the data of ``cfg`` (memoised per process)."""
+    key = data_key(cfg)
+    if key not in _MEMO:
+        _MEMO.clear()  # one corpus per process at a time: keep memory bounded
+        _MEMO[key] = _prepare(cfg)
+    return _MEMO[key]
+
+
+def read_tables(cfg: Config) -> tuple[Protocol, dict[str, pd.DataFrame]]:
+    """Protocol tables of the configured splits, capped per class; validates cfg against the class count."""
+    d = cfg.data
+    if not d.root:
+        raise ProtocolError("data.root is not set: pass --root DIR (the folder holding fake/ and protocol/)")
+    splits = [d.train_split, d.dev_split] + ([d.test_split] if cfg.train.eval_test else [])
+    protocol = read_protocol(d.root, d.protocol or None, splits=tuple(dict.fromkeys(splits)))
+    cfg.validate(n_classes=len(protocol.known_systems))
+    tables = {}
+    for split in splits:
+        table = protocol.tables[split]
+        if d.max_clips_per_class:
+            table = (
+                table.groupby("system", group_keys=False, sort=True)
+                .apply(lambda g: g.sample(n=min(len(g), d.max_clips_per_class), random_state=0))
+                .sort_index()
+            )
+        tables[split] = table.reset_index(drop=True)
+    for split, table in tables.items():
+        if len(table) < 2:
+            raise ProtocolError(f"split {split!r} has {len(table)} clips; at least 2 are needed")
+    return protocol, tables
+
+
+def _missing_files(tables: dict[str, pd.DataFrame]) -> list[str]:
+    missing = []
+    for split, table in tables.items():
+        for row, file in zip(table["path"], table["file"]):
+            if not os.path.exists(file):
+                missing.append(f"{split}: {row} -> {file}")
+    return missing
+
+
+def _short_training_clips(cfg: Config, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of training clips shorter than the crop, from file headers (nothing decoded)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sourcetrace.data.audio import probe_audio
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        durations = np.array(list(pool.map(lambda f: probe_audio(f).duration, table["file"])))
+    return np.flatnonzero(durations < cfg.data.crop_seconds), durations
+
+
+def _prepare(cfg: Config) -> TrialData:
+    d = cfg.data
+    protocol, tables = read_tables(cfg)
+    missing = _missing_files(tables)
+    if missing:
+        shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
+        raise ProtocolError(f"{len(missing)} protocol rows point at missing files:\n  {shown}")
+    train_table = tables[d.train_split]
+    if d.short_clips != "pad":
+        short, durations = _short_training_clips(cfg, train_table)
+        if len(short) and d.short_clips == "error":
+            names = "\n  ".join(f"{train_table['path'][i]} ({durations[i]:.2f} s)" for i in short[:20])
+            more = f"\n  ... and {len(short) - 20} more" if len(short) > 20 else ""
+            raise AudioError(
+                f"{len(short)} training clips are shorter than the {d.crop_seconds} s crop:\n  {names}{more}\n"
+                "set data.short_clips=pad (wrap-pad them) or data.short_clips=drop (leave them out), "
+                "or shorten data.crop_seconds"
+            )
+        if len(short):  # drop
+            tables[d.train_split] = train_table.drop(index=short).reset_index(drop=True)
+    cache = os.environ.get("SOURCETRACE_CACHE") or None
+    splits = {
+        split: SplitData(split, table, WaveBank.load(list(table["file"]), sample_rate=d.sample_rate, cache_dir=cache))
+        for split, table in tables.items()
+    }
+    return TrialData(
+        protocol=protocol,
+        train=splits[d.train_split],
+        dev=splits[d.dev_split],
+        test=splits.get(d.test_split) if cfg.train.eval_test else None,
+    )

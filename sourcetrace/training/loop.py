@@ -1,0 +1,263 @@
+"""One trial of the paper in plain PyTorch: ``train(cfg, out_dir, on_epoch)`` — no Ray in here.
+
+Per epoch: sampler batches -> random crops from the resident wave bank -> model (front end on the
+device) -> loss. Every ``train.eval_every`` epochs and at the last one: dev (and test) all-pairs EER
+overall and per condition, and the ``best/`` (lowest dev EER — never training loss) and ``last/``
+checkpoints. Crops, batches and dropout draw from generators seeded by (seed, epoch), so a run resumed
+from ``last/`` reproduces the uninterrupted run's metrics exactly (on the same device).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from sourcetrace.config import Config
+from sourcetrace.errors import TrainingError
+from sourcetrace.evaluation.conditions import split_metrics
+from sourcetrace.evaluation.embed import embed_waves
+from sourcetrace.losses import LOSSES
+from sourcetrace.models import build_model
+from sourcetrace.data.samplers import SAMPLERS
+from sourcetrace.registry import lookup
+from sourcetrace.training.checkpoint import load_state, save_checkpoint
+from sourcetrace.training.data import TrialData, prepare_data
+
+
+@dataclass
+class EpochResult:
+    """What ``on_epoch`` receives after each epoch."""
+
+    epoch: int  # completed epochs, from 1
+    metrics: dict[str, float]
+    evaluated: bool  # dev/test metrics are in ``metrics``
+    checkpoint_dir: Path | None  # resumable state after this epoch (evaluation epochs and the last)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    final_metrics: dict[str, float]
+    best_metrics: dict[str, float]
+    best_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def best_dir(self) -> Path:
+        return self.out_dir / "best"
+
+    @property
+    def last_dir(self) -> Path:
+        return self.out_dir / "last"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError(f"train.device={name!r} but CUDA is not available here; use train.device=cpu or auto")
+    return torch.device(name)
+
+
+def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """Mixed-precision dtype, or None for fp32 (the CPU default: bf16 on CPU is slower here)."""
+    precision = cfg.train.precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def lr_lambda(cfg: Config, steps_per_epoch: int) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup_epochs`` to ``lr``, then cosine annealing to ``min_lr`` (per step)."""
+    warm = cfg.train.warmup_epochs * steps_per_epoch
+    total = max(cfg.train.epochs * steps_per_epoch, warm + 1)
+    floor = cfg.train.min_lr / cfg.train.lr
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def evaluate(model: torch.nn.Module, data: TrialData, cfg: Config, device: torch.device) -> dict[str, float]:
+    """Dev (and test) EER overall and per condition, with minDCF."""
+    amp = autocast_dtype(cfg, device)
+    metrics: dict[str, float] = {}
+    for prefix, split in (("dev", data.dev), ("test", data.test)):
+        if split is None:
+            continue
+        emb = embed_waves(model, split.bank, cfg.data.eval_seconds, 64, device, cfg.data.sample_rate, amp)
+        metrics.update(split_metrics(prefix, emb, split.table))
+    return metrics
+
+
+def train(
+    cfg: Config,
+    out_dir: str | Path,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+    resume_from: str | Path | None = None,
+) -> TrainResult:
+    """Train and evaluate one configuration; resumable from a ``last/`` checkpoint."""
+    cfg.validate()  # names and pairings first: nothing is read or written for a bad config
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    device = resolve_device(cfg.train.device)
+    data = prepare_data(cfg)  # validates cfg before anything is decoded
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg).to(device)
+    n_classes = len(data.known_systems)
+    loss_fn = lookup(LOSSES, cfg.loss.name, "loss")(model.embedding_dim, n_classes, cfg.loss).to(device)
+    params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
+    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.train.optimizer]
+    optimizer = opt_cls(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    labels = data.train.labels
+    sampler = lookup(SAMPLERS, cfg.sampler.name, "sampler")(labels, cfg.train.batch_size, cfg.sampler.per_class, cfg.train.seed)
+    steps = len(sampler) if cfg.train.steps_per_epoch == 0 else min(len(sampler), cfg.train.steps_per_epoch)
+    if steps == 0:
+        raise TrainingError(
+            f"the sampler yields no batch: {len(labels)} training clips for train.batch_size={cfg.train.batch_size}"
+        )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps))
+    amp = autocast_dtype(cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
+    crop = int(round(cfg.data.crop_seconds * cfg.data.sample_rate))
+    meta = {"known_systems": list(data.known_systems), "embedding_dim": model.embedding_dim}
+
+    start, best_eer, best_epoch, best_metrics, history = 1, math.inf, 0, {}, []
+    if resume_from is not None:
+        _, state, _ = load_state(resume_from)
+        model.load_state_dict(state["model"])
+        loss_fn.load_state_dict(state["loss"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"]:  # empty when saved by a disabled (non-fp16) scaler
+            scaler.load_state_dict(state["scaler"])
+        start, best_eer, best_epoch = state["epoch"] + 1, state["best_eer"], state["best_epoch"]
+        best_metrics, history = state["best_metrics"], state["history"]
+    (out_dir / "config.json").write_text(cfg.to_json())
+    _write_history(out_dir, history)
+
+    for epoch in range(start, cfg.train.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        loss_fn.train()
+        sampler.set_epoch(epoch)
+        rng = np.random.default_rng((cfg.train.seed, epoch))
+        torch.manual_seed(cfg.train.seed * 100_003 + epoch)
+        total, correct, seen, n_steps = 0.0, 0, 0, 0
+        for step, idx in enumerate(sampler):
+            if step >= steps:
+                break
+            wave = data.train.bank.random_crops(idx, crop, rng).to(device, non_blocking=True)
+            target = torch.as_tensor(labels[idx], device=device)
+            with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+                emb = model(wave)
+            out = loss_fn(emb.float(), target)
+            if not torch.isfinite(out.loss):
+                raise TrainingError(
+                    f"non-finite loss ({out.loss.item()}) at epoch {epoch}, step {step + 1} "
+                    f"(lr={scheduler.get_last_lr()[0]:.3g}, loss.name={cfg.loss.name}); "
+                    "lower train.lr or use train.precision=fp32"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(out.loss).backward()
+            if cfg.train.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            total += out.loss.item() * len(idx)
+            seen += len(idx)
+            n_steps += 1
+            if out.logits is not None and out.logits.shape[0] == len(idx):
+                correct += int((out.logits.argmax(1) == target).sum())
+        seconds = time.perf_counter() - t0
+        metrics = {
+            "epoch": float(epoch),
+            "train_loss": total / max(seen, 1),
+            "lr": optimizer.param_groups[0]["lr"],
+            "epoch_seconds": seconds,
+            "clips_per_s": seen / seconds if seconds > 0 else 0.0,
+        }
+        if correct:
+            metrics["train_acc"] = correct / seen
+        evaluated = epoch % cfg.train.eval_every == 0 or epoch == cfg.train.epochs
+        checkpoint_dir = None
+        if evaluated:
+            t1 = time.perf_counter()
+            metrics.update(evaluate(model, data, cfg, device))
+            metrics["eval_seconds"] = time.perf_counter() - t1
+            history.append(metrics)
+            state = {
+                "model": model.state_dict(),
+                "loss": loss_fn.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "epoch": epoch,
+                "history": history,
+            }
+            if metrics["dev_eer"] < best_eer:
+                best_eer, best_epoch, best_metrics = metrics["dev_eer"], epoch, dict(metrics)
+                save_checkpoint(out_dir / "best", cfg, state | _best(best_eer, best_epoch, best_metrics), meta | {"epoch": epoch})
+            checkpoint_dir = save_checkpoint(
+                out_dir / "last", cfg, state | _best(best_eer, best_epoch, best_metrics), meta | {"epoch": epoch}
+            )
+        else:
+            history.append(metrics)
+        _write_history(out_dir, history)
+        if on_epoch is not None:
+            on_epoch(EpochResult(epoch, metrics, evaluated, checkpoint_dir))
+
+    final = next((h for h in reversed(history) if "dev_eer" in h), {})
+    result = TrainResult(out_dir, final, best_metrics, best_epoch, history)
+    (out_dir / "results.json").write_text(
+        json.dumps({"final": final, "best": best_metrics, "best_epoch": best_epoch}, indent=2, sort_keys=True)
+    )
+    return result
+
+
+def _best(eer: float, epoch: int, metrics: dict[str, float]) -> dict:
+    return {"best_eer": eer, "best_epoch": epoch, "best_metrics": metrics}
+
+
+def _write_history(out_dir: Path, history: list[dict[str, float]]) -> None:
+    lines = "".join(json.dumps(h, sort_keys=True) + "\n" for h in history)
+    (out_dir / "metrics.jsonl").write_text(lines)
+
+
+def cli_train(args) -> int:
+    """``sourcetrace train --root DIR [--protocol P] --set k=v ... --out RUN_DIR [--resume]``."""
+    cfg = Config().with_values({"data.root": args.root, "data.protocol": args.protocol or ""})
+    cfg = cfg.with_overrides(args.set)
+    out = Path(args.out)
+    resume = out / "last" if args.resume and (out / "last").exists() else None
+
+    def show(r: EpochResult) -> None:
+        m = r.metrics
+        line = f"epoch {r.epoch:4d}  loss {m['train_loss']:.4f}  lr {m['lr']:.2e}  {m['clips_per_s']:.0f} clips/s"
+        if r.evaluated:
+            line += f"  dev EER {m['dev_eer']:.2f}%" + (f"  test EER {m['test_eer']:.2f}%" if "test_eer" in m else "")
+        print(line, flush=True)
+
+    result = train(cfg, out, on_epoch=show, resume_from=resume)
+    best = result.best_metrics
+    print(f"best dev EER {best.get('dev_eer', float('nan')):.2f}% at epoch {result.best_epoch}; "
+          f"test EER there {best.get('test_eer', float('nan')):.2f}%")
+    for key in sorted(k for k in best if "." in k):
+        print(f"  {key:45s} {best[key]:6.2f}%")
+    print(f"run folder: {out}")
+    return 0

@@ -1,0 +1,124 @@
+"""The trainer on the tiny real TTS corpus: CLI outputs, exact resume, clear failures."""
+
+import json
+import math
+
+import pytest
+
+from sourcetrace.cli import main
+from sourcetrace.config import Config
+from sourcetrace.errors import AudioError, ConfigError, ProtocolError, TrainingError
+from sourcetrace.training.checkpoint import load_model
+from sourcetrace.training.loop import train
+
+QUICK = {
+    "train.epochs": 2,
+    "train.eval_every": 1,
+    "train.warmup_epochs": 1,
+    "train.steps_per_epoch": 4,
+    "train.batch_size": 16,
+    "train.lr": 1e-3,
+    "model.embedding_dim": 16,
+    "data.eval_seconds": 2.0,
+    "data.short_clips": "pad",
+}
+
+
+def quick(root, **extra):
+    return Config.from_dict({"data.root": str(root), **QUICK, **extra})
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["loss.name=ge2e", "sampler.name=balanced", "train.batch_size=16"],
+        ["loss.name=aamsoftmax", "sampler.name=random"],
+    ],
+    ids=["ge2e", "aamsoftmax"],
+)
+def test_cli_train_writes_config_metrics_results_and_checkpoints(tiny_corpus, tmp_path, capsys, overrides):
+    out = tmp_path / "run"
+    sets = [f"{k}={v}" for k, v in QUICK.items() if k != "train.batch_size"] + overrides
+    argv = ["train", "--root", str(tiny_corpus), "--out", str(out)]
+    for s in sets:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "dev EER" in printed and "best dev EER" in printed
+    cfg = Config.from_json((out / "config.json").read_text())
+    assert cfg.loss.name == overrides[0].split("=")[1]
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1.0, 2.0]
+    results = json.loads((out / "results.json").read_text())
+    best = results["best"]
+    assert 0.0 <= best["dev_eer"] <= 100.0 and 0.0 <= best["test_eer"] <= 100.0
+    assert any(k.startswith("dev_eer.lang_") for k in best) and any(k.startswith("test_eer.lang_") for k in best)
+    loaded = load_model(out)
+    assert loaded.path.name == "best" and len(loaded.known_systems) >= 2
+    assert (out / "last" / "state.pt").is_file()
+
+
+def test_resume_reproduces_the_uninterrupted_run(tiny_corpus, tmp_path):
+    cfg = quick(tiny_corpus, **{"train.epochs": 4, "train.eval_every": 2, "train.eval_test": False})
+    full = train(cfg, tmp_path / "full")
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(r):
+        if r.epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(cfg, tmp_path / "cut", on_epoch=stop_after_two)
+    resumed = train(cfg, tmp_path / "cut", resume_from=tmp_path / "cut" / "last")
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+    assert resumed.final_metrics["dev_eer"] == full.final_metrics["dev_eer"]
+    assert resumed.best_epoch == full.best_epoch
+
+
+def test_non_finite_loss_stops_with_a_reason(tiny_corpus, tmp_path):
+    cfg = quick(tiny_corpus, **{"loss.name": "amsoftmax", "loss.scale": 1e38, "train.epochs": 1})
+    with pytest.raises(TrainingError, match=r"non-finite loss .* at epoch 1, step 1"):
+        train(cfg, tmp_path / "nan")
+
+
+def test_bad_pairing_fails_before_the_data_is_read(tmp_path):
+    cfg = Config.from_dict({"data.root": str(tmp_path / "nowhere"), "loss.name": "ge2e"})
+    with pytest.raises(ConfigError, match="sampler.name=balanced"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_unfillable_balanced_batch_is_named_with_the_class_count(tiny_corpus, tmp_path):
+    cfg = quick(tiny_corpus, **{"loss.name": "ge2e", "sampler.name": "balanced", "train.batch_size": 400})
+    with pytest.raises(ConfigError, match="200 classes cannot be filled from the"):
+        train(cfg, tmp_path / "run")
+
+
+def test_missing_file_is_named_before_decoding(tiny_corpus, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_corpus, root)
+    victim = next((root / "fake").rglob("*.*"))
+    victim.unlink()
+    with pytest.raises(ProtocolError, match=f"protocol rows point at missing files:(.|\n)*{victim.name}"):
+        train(quick(root), tmp_path / "run")
+
+
+def test_short_training_clips_are_an_error_unless_padded_or_dropped(tiny_corpus, tmp_path):
+    cfg = quick(tiny_corpus, **{"data.short_clips": "error", "data.crop_seconds": 30.0})
+    with pytest.raises(AudioError, match=r"training clips are shorter than the 30.0 s crop(.|\n)*data.short_clips=pad"):
+        train(cfg, tmp_path / "run")
+
+
+def test_lr_schedule_warms_up_then_anneals():
+    from sourcetrace.training.loop import lr_lambda
+
+    cfg = Config.from_dict({"train.epochs": 20, "train.warmup_epochs": 10, "train.lr": 1e-4, "train.min_lr": 1e-6})
+    f = lr_lambda(cfg, steps_per_epoch=5)
+    assert f(0) == pytest.approx(1 / 50) and f(49) == pytest.approx(1.0)
+    assert f(50) == pytest.approx(1.0) and f(75) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert f(99) < 0.02 and f(1000) == pytest.approx(0.01)
+    assert all(f(s) >= f(s + 1) for s in range(50, 120)) and not math.isnan(f(10**6))
