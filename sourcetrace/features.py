@@ -1,0 +1,64 @@
+"""Front ends that turn a 16 kHz waveform batch into model input.
+
+``LogMelFbank`` is the ResNet's: 40 log-Mel filterbanks with per-utterance instance normalisation,
+the voxceleb_trainer ResNetSE34L recipe (pre-emphasis 0.97, Hamming window, log(x + 1e-6),
+InstanceNorm1d). The SSL (wav2vec2) front end lives with its model in ``models/``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchaudio
+
+from sourcetrace.config import FeaturesConfig
+
+
+class PreEmphasis(nn.Module):
+    """``y[t] = x[t] - coef * x[t-1]`` with a reflected first sample, as voxceleb_trainer."""
+
+    def __init__(self, coef: float = 0.97):
+        super().__init__()
+        self.coef = float(coef)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(wave.unsqueeze(1), (1, 0), mode="reflect").squeeze(1)
+        return padded[:, 1:] - self.coef * padded[:, :-1]
+
+
+class LogMelFbank(nn.Module):
+    """Waveform [B, T] -> log-Mel [B, n_mels, frames]; frames = T // hop_length + 1 (centred STFT).
+
+    Always computed in fp32, also inside an autocast region, on the input's device. No parameters
+    are learned, and no graph is kept for a waveform that does not require grad.
+
+    >>> fb = LogMelFbank(FeaturesConfig())
+    >>> tuple(fb(torch.randn(3, 32000)).shape)
+    (3, 40, 201)
+    """
+
+    def __init__(self, cfg: FeaturesConfig, sample_rate: int = 16000, pre_emphasis: float = 0.97):
+        super().__init__()
+        self.n_mels, self.hop_length, self.instance_norm = cfg.n_mels, cfg.hop_length, cfg.instance_norm
+        self.pre_emphasis = PreEmphasis(pre_emphasis) if pre_emphasis else nn.Identity()
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate,
+            n_fft=cfg.n_fft,
+            win_length=cfg.win_length,
+            hop_length=cfg.hop_length,
+            f_min=cfg.f_min,
+            f_max=cfg.f_max,
+            n_mels=cfg.n_mels,
+            window_fn=torch.hamming_window,
+        )
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        if wave.dim() != 2:
+            raise ValueError(f"LogMelFbank expects a waveform batch [B, T], got shape {tuple(wave.shape)}")
+        with torch.autocast(device_type=wave.device.type, enabled=False):
+            x = self.mel(self.pre_emphasis(wave.float()))
+            x = torch.log(x + 1e-6)
+            if self.instance_norm:  # per utterance and mel bin over time, like nn.InstanceNorm1d
+                x = F.instance_norm(x, eps=1e-5)
+        return x
