@@ -118,10 +118,17 @@ class ThinResNet34(nn.Module):
 
     def frame_features(self, wave: torch.Tensor) -> torch.Tensor:
         """Waveform [B, T] -> frame features [B, C, frames / 4] before pooling."""
-        x = self.fbank(wave).unsqueeze(1)  # [B, 1, n_mels, frames], fp32
+        return self._trunk(self.fbank(wave))
+
+    def _trunk(self, fbank: torch.Tensor) -> torch.Tensor:
+        x = fbank.unsqueeze(1)  # [B, 1, n_mels, frames], fp32
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.stages(x)  # [B, C, n_mels / 8, frames / 4]
         return x.mean(dim=2)  # ResNetSE34L: average the frequency rows
 
+    def embed_fbank(self, fbank: torch.Tensor) -> torch.Tensor:
+        """Log-Mel features [B, n_mels, frames] (from ``self.fbank``) -> embeddings [B, D]."""
+        return self.fc(self.pool(self._trunk(fbank)))
+
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pool(self.frame_features(wave)))
+        return self.embed_fbank(self.fbank(wave))

@@ -8,6 +8,7 @@ per process, so a Ray actor reused for the next trial does not decode the corpus
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import pandas as pd
 
 from sourcetrace.config import Config
 from sourcetrace.data.bank import WaveBank
-from sourcetrace.data.protocol import Protocol, read_protocol
+from sourcetrace.data.protocol import Protocol, check_files, read_protocol
 from sourcetrace.errors import AudioError, ProtocolError
 
 
@@ -102,15 +103,6 @@ def read_tables(cfg: Config) -> tuple[Protocol, dict[str, pd.DataFrame]]:
     return protocol, tables
 
 
-def _missing_files(tables: dict[str, pd.DataFrame]) -> list[str]:
-    missing = []
-    for split, table in tables.items():
-        for row, file in zip(table["path"], table["file"]):
-            if not os.path.exists(file):
-                missing.append(f"{split}: {row} -> {file}")
-    return missing
-
-
 def _short_training_clips(cfg: Config, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Row indices of training clips shorter than the crop, from file headers (nothing decoded)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -125,7 +117,7 @@ def _short_training_clips(cfg: Config, table: pd.DataFrame) -> tuple[np.ndarray,
 def _prepare(cfg: Config) -> TrialData:
     d = cfg.data
     protocol, tables = read_tables(cfg)
-    missing = _missing_files(tables)
+    missing = check_files(dataclasses.replace(protocol, tables=tables))
     if missing:
         shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
         raise ProtocolError(f"{len(missing)} protocol rows point at missing files:\n  {shown}")
