@@ -114,7 +114,8 @@ def train(
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     device = resolve_device(cfg.train.device)
-    data = prepare_data(cfg)  # validates cfg before anything is decoded
+    data = prepare_data(cfg)  # validates cfg before anything is decoded (memoised per process)
+    cfg.validate(n_classes=len(data.known_systems))  # also on a memo hit
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg).to(device)
     n_classes = len(data.known_systems)
