@@ -124,3 +124,12 @@ def test_lr_schedule_warms_up_then_anneals():
     assert f(50) == pytest.approx(1.0) and f(75) == pytest.approx(0.01 + 0.99 * 0.5)
     assert f(99) < 0.02 and f(1000) == pytest.approx(0.01)
     assert all(f(s) >= f(s + 1) for s in range(50, 120)) and not math.isnan(f(10**6))
+
+
+def test_max_clips_per_class_caps_every_system(tiny_corpus):
+    from sourcetrace.training.data import read_tables
+
+    _, tables = read_tables(quick(tiny_corpus, **{"data.max_clips_per_class": 3}))
+    for table in tables.values():
+        counts = table.groupby("system").size()
+        assert counts.max() <= 3 and {"system", "condition", "label"} <= set(table.columns)

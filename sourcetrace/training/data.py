@@ -91,11 +91,8 @@ def read_tables(cfg: Config) -> tuple[Protocol, dict[str, pd.DataFrame]]:
     for split in splits:
         table = protocol.tables[split]
         if d.max_clips_per_class:
-            table = (
-                table.groupby("system", group_keys=False, sort=True)
-                .apply(lambda g: g.sample(n=min(len(g), d.max_clips_per_class), random_state=0))
-                .sort_index()
-            )
+            # a seeded shuffle, then the first k of each system (groupby.apply drops the key in pandas 3)
+            table = table.sample(frac=1, random_state=0).groupby("system").head(d.max_clips_per_class).sort_index()
         tables[split] = table.reset_index(drop=True)
     for split, table in tables.items():
         if len(table) < 2:
