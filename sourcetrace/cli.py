@@ -27,7 +27,7 @@ HANDLERS = {
 
 
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--root", required=required, help="data root holding fake/<lang>/<system>/... and protocol/")
+    p.add_argument("--root", required=required, default=None, help="data root holding fake/<lang>/<system>/... and protocol/")
     p.add_argument("--protocol", default=None, help="protocol folder (default: ROOT/protocol)")
 
 
@@ -78,18 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("analyze", help="linear probe, confusion matrix, UMAP, DET of a trained model")
     a.add_argument("model", help="run directory or checkpoint directory")
-    _add_data_args(a)
+    _add_data_args(a, required=False)  # default: the data the model was trained on (its config.json)
     a.add_argument("--split", choices=("dev", "eval"), default="dev")
     a.add_argument("--out", default=None, help="output folder (default: MODEL/analysis_<split>)")
 
     e = sub.add_parser("enroll", help="add or extend a system's centroid from a few clips")
     e.add_argument("--model", required=True, help="run directory or checkpoint directory")
     e.add_argument("--system", required=True, help="system name to enrol")
+    _add_data_args(e, required=False)  # where the training systems' centroids come from
     e.add_argument("clips", nargs="+")
 
     tr = sub.add_parser("trace", help="name the system behind each clip, or 'unknown'")
     tr.add_argument("--model", required=True, help="run directory or checkpoint directory")
     tr.add_argument("--top-k", type=int, default=3)
+    _add_data_args(tr, required=False)  # training centroids and the dev-calibrated "unknown" threshold
     tr.add_argument("clips", nargs="+")
     return parser
 

@@ -53,12 +53,21 @@ class LogMelFbank(nn.Module):
             window_fn=torch.hamming_window,
         )
 
+    def _power(self, wave: torch.Tensor) -> torch.Tensor:
+        """|STFT|^2 as torchaudio's Spectrogram(power=2), from the real and imaginary parts: on CPU the
+        complex ``abs().pow(2)`` it uses costs as much as the STFT itself (benchmarks/README.md)."""
+        spec = self.mel.spectrogram
+        stft = torch.stft(
+            wave, spec.n_fft, spec.hop_length, spec.win_length, spec.window,
+            center=spec.center, pad_mode=spec.pad_mode, onesided=True, return_complex=True,
+        )
+        return torch.view_as_real(stft).pow(2).sum(-1)
+
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         if wave.dim() != 2:
             raise ValueError(f"LogMelFbank expects a waveform batch [B, T], got shape {tuple(wave.shape)}")
         with torch.autocast(device_type=wave.device.type, enabled=False):
-            x = self.mel(self.pre_emphasis(wave.float()))
-            x = torch.log(x + 1e-6)
+            x = torch.log(self.mel.mel_scale(self._power(self.pre_emphasis(wave.float()))) + 1e-6)
             if self.instance_norm:  # per utterance and mel bin over time, like nn.InstanceNorm1d
                 x = F.instance_norm(x, eps=1e-5)
         return x
