@@ -55,6 +55,7 @@ def test_cli_train_writes_config_metrics_results_and_checkpoints(tiny_corpus, tm
     best = results["best"]
     assert 0.0 <= best["dev_eer"] <= 100.0 and 0.0 <= best["test_eer"] <= 100.0
     assert any(k.startswith("dev_eer.lang_") for k in best) and any(k.startswith("test_eer.lang_") for k in best)
+    assert 0.0 <= best["test_openset_auroc"] <= 1.0 and 0.0 <= best["dev_openset_closed_accuracy"] <= 1.0
     loaded = load_model(out)
     assert loaded.path.name == "best" and len(loaded.known_systems) >= 2
     assert (out / "last" / "state.pt").is_file()

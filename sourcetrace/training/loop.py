@@ -23,6 +23,7 @@ from sourcetrace.config import Config
 from sourcetrace.errors import TrainingError
 from sourcetrace.evaluation.conditions import split_metrics
 from sourcetrace.evaluation.embed import embed_waves
+from sourcetrace.evaluation.openset import openset_metrics
 from sourcetrace.losses import LOSSES
 from sourcetrace.models import build_model
 from sourcetrace.data.samplers import SAMPLERS
@@ -89,15 +90,30 @@ def lr_lambda(cfg: Config, steps_per_epoch: int) -> Callable[[int], float]:
     return factor
 
 
+REFERENCE_CLIPS_PER_SYSTEM = 20  # training clips per known system whose centroid the open-set scores use
+
+
 def evaluate(model: torch.nn.Module, data: TrialData, cfg: Config, device: torch.device) -> dict[str, float]:
-    """Dev (and test) EER overall and per condition, with minDCF."""
+    """Dev (and test) EER overall and per condition with minDCF, and open-set metrics.
+
+    Open set: each clip's best cosine to the known systems' centroids (from a fixed sample of training
+    clips) detects systems absent from train (``*_openset_auroc``/``*_openset_eer``); nearest-centroid
+    accuracy and macro-F1 on known systems are the closed-set scores.
+    """
     amp = autocast_dtype(cfg, device)
+    embed = lambda waves: embed_waves(model, waves, cfg.data.eval_seconds, 64, device, cfg.data.sample_rate, amp)  # noqa: E731
+    train = data.train.table
+    ref_rows = train.groupby("system").head(REFERENCE_CLIPS_PER_SYSTEM).index.to_numpy()
+    ref_emb = embed([data.train.bank.clip(int(i)).numpy() for i in ref_rows])
+    ref_systems = train["system"].to_numpy()[ref_rows]
     metrics: dict[str, float] = {}
     for prefix, split in (("dev", data.dev), ("test", data.test)):
         if split is None:
             continue
-        emb = embed_waves(model, split.bank, cfg.data.eval_seconds, 64, device, cfg.data.sample_rate, amp)
+        emb = embed(split.bank)
         metrics.update(split_metrics(prefix, emb, split.table))
+        openset = openset_metrics(ref_emb, ref_systems, emb, split.systems, data.known_systems)
+        metrics.update(openset.metrics(f"{prefix}_openset_"))
     return metrics
 
 
