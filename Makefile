@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 DEMO   := data/demo
 
-.PHONY: setup venv engines demo test test-fast clean
+.PHONY: setup venv engines demo test test-slow clean
 
 setup: venv engines
 
@@ -27,12 +27,13 @@ demo: setup
 	$(PY) -m sourcetrace.cli corpus build --out $(DEMO) --preset demo
 	$(PY) -m sourcetrace.cli sweep sweeps/demo.py --root $(DEMO)
 
+# The default test run: everything but the end-to-end tests marked slow (a few minutes on 2 cores).
 test: setup
-	$(PY) -m pytest -q
-
-# Everything but the tests marked slow (for quick local iterations).
-test-fast: setup
 	$(PY) -m pytest -q -m 'not slow'
+
+# The slow tier: real Ray sweeps, SIGKILL + resume, MLflow server, multi-node, training-based tests.
+test-slow: setup
+	$(PY) -m pytest -q -m slow
 
 clean:
 	rm -rf $(VENV) ray_results mlruns mlflow.db
