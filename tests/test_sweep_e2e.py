@@ -1,0 +1,212 @@
+"""Real local Ray sweeps on the tiny corpus with a sqlite MLflow store: grid and Optuna under ASHA,
+a driver SIGKILLed and resumed, the MLflow server's REST API, the analysis notebook."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).parent.parent
+QUICK = {"train.epochs": 4, "train.eval_every": 1, "train.warmup_epochs": 1, "train.steps_per_epoch": 3,
+         "model.channels": 8, "model.embedding_dim": 16, "data.crop_seconds": 1.0, "data.eval_seconds": 2.0,
+         "data.short_clips": "pad", "train.lr": 1e-3}
+GRID = f'''
+from ray import tune
+BASE = {QUICK!r}
+BUNDLES = {{"recipe": {{
+    "aamsoftmax/random": {{"loss.name": "aamsoftmax", "sampler.name": "random", "train.batch_size": 16}},
+    "ge2e/balanced": {{"loss.name": "ge2e", "sampler.name": "balanced", "sampler.per_class": 2, "train.batch_size": 16}},
+}}}}
+SPACE = {{"recipe": tune.grid_search(list(BUNDLES["recipe"])), "train.seed": tune.grid_search([0, 1])}}
+TUNE = {{"scheduler": "SCHED", "grace_period": 1, "reduction_factor": 2, "keep_checkpoints": 1}}
+RESOURCES = {{"cpu": 1}}
+'''
+
+
+def sweep_cmd(sweep_file, root, tmp, *extra):
+    return [sys.executable, "-m", "sourcetrace.cli", "sweep", str(sweep_file), "--root", str(root),
+            "--storage", str(tmp / "ray"), "--tracking-uri", f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}", "--no-analyze",
+            *extra]
+
+
+def env():
+    return dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(REPO))
+
+
+def run_sweep(cmd, cwd):
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=540)
+    return proc, time.perf_counter() - t0
+
+
+def mlflow_runs(tmp, name):
+    client = MlflowClient(f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(name)
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def trial_states(exp_dir):
+    snap = max(exp_dir.glob("experiment_state-*.json"), key=lambda p: p.name)  # the newest session
+    return {json.loads(s)["trial_id"]: json.loads(s)["status"] for s, _ in json.loads(snap.read_text())["trial_data"]}
+
+
+def check_runs(tmp, name, exp_dir):
+    """One MLflow run per Tune trial, ended, with params and one metric point per epoch."""
+    client, runs = mlflow_runs(tmp, name)
+    states = trial_states(exp_dir)
+    assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(states)
+    for run in runs:
+        assert run.info.status == "FINISHED" and run.data.tags["status"] in ("finished", "early_stopped")
+        assert run.data.params["model.channels"] == "8" and "train.lr" in run.data.params
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+        assert steps == list(range(1, len(steps) + 1)) and len(steps) == int(run.data.metrics["epoch"])
+    return runs
+
+
+@pytest.fixture(scope="module")
+def grid(tiny_corpus, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("grid")
+    (tmp / "grid.py").write_text(GRID.replace("SCHED", "asha"))
+    proc, wall = run_sweep(sweep_cmd(tmp / "grid.py", tiny_corpus, tmp), tmp)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = pd.read_parquet(tmp / "ray" / "grid" / "report" / "trials.parquet")
+    compute = trials.drop_duplicates("trial_id")["wall_s"].sum()
+    print(f"\ngrid sweep: {len(trials['trial_id'].unique())} trials, wall {wall:.1f} s, trial compute {compute:.1f} s, "
+          f"overhead factor {wall / (compute / 2):.2f} (concurrency 2)")
+    return tmp, proc
+
+
+def test_grid_sweep_logs_one_run_per_trial_and_writes_reports(grid):
+    tmp, proc = grid
+    assert "Table 1 of sweep grid" in proc.stdout and "4 trial configs validated" in proc.stdout
+    runs = check_runs(tmp, "grid", tmp / "ray" / "grid")
+    assert len(runs) == 4 and {r.data.params["recipe"] for r in runs} == {"aamsoftmax/random", "ge2e/balanced"}
+    art = Path(runs[0].info.artifact_uri.removeprefix("file://"))
+    assert (art / "config.json").is_file() and (art / "eer_by_condition.csv").is_file()
+    assert (art / "best_checkpoint" / "state.pt").is_file()
+    report = tmp / "ray" / "grid" / "report"
+    trials = pd.read_parquet(report / "trials.parquet")
+    assert {"backbone", "loss", "sampler", "dim", "seed", "epoch", "epoch_reached", "status", "stop_reason", "dev_eer",
+            "test_eer", "wall_s", "run_id"} <= set(trials.columns)
+    assert any(c.startswith("test_eer.lang_") for c in trials.columns)
+    per_trial = trials.drop_duplicates("trial_id")
+    assert len(per_trial) == 4 and per_trial["run_id"].notna().all()
+    assert (trials.groupby("trial_id")["best"].sum() == 1).all()
+    tags = {r.data.tags["trial_id"]: r.data.tags["status"] for r in runs}
+    assert per_trial.set_index("trial_id")["status"].to_dict() == tags
+    table1 = pd.read_parquet(report / "table1.parquet")
+    assert len(table1) == 2 and {"dev@16", "test@16", "dev@16_ci95", "test@16_ci95"} <= set(table1.columns)
+    cells = pd.read_parquet(report / "table1_cells.parquet")
+    assert (cells["n_trials"] == 2).all()  # two seeds per cell
+
+
+def test_optuna_sweep_with_asha(tiny_corpus, tmp_path, grid):
+    proc, wall = run_sweep(sweep_cmd(REPO / "sweeps" / "search_resnet.py", tiny_corpus, tmp_path, "--smoke"), tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp_dir = tmp_path / "ray" / "search_resnet_smoke"
+    runs = check_runs(tmp_path, "search_resnet_smoke", exp_dir)
+    assert len(runs) == 6 and len({r.data.params["train.lr"] for r in runs}) == 6
+    statuses = [r.data.tags["status"] for r in runs] + [r.data.tags["status"] for r in mlflow_runs(grid[0], "grid")[1]]
+    assert "early_stopped" in statuses, "ASHA stopped no trial in either sweep"
+    trials = pd.read_parquet(exp_dir / "report" / "trials.parquet")
+    assert trials["trial_id"].nunique() == 6
+
+
+def test_killed_driver_resumes_every_trial_exactly_once(tiny_corpus, tmp_path):
+    (tmp_path / "grid.py").write_text(GRID.replace("SCHED", "fifo").replace("'train.epochs': 4", "'train.epochs': 5"))
+    cmd = sweep_cmd(tmp_path / "grid.py", tiny_corpus, tmp_path, "--name", "killme")
+    exp_dir = tmp_path / "ray" / "killme"
+    log = open(tmp_path / "driver.log", "w")
+    driver = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and driver.poll() is None:
+            evaluated = [sum('"dev_eer"' in ln for ln in p.read_text().splitlines()) for p in exp_dir.glob("*/result.json")]
+            if sum(evaluated) >= 3 and list(exp_dir.glob("experiment_state-*.json")):
+                break
+            time.sleep(0.5)
+        assert driver.poll() is None, "the sweep ended before it could be killed:\n" + (tmp_path / "driver.log").read_text()[-3000:]
+        os.kill(driver.pid, signal.SIGKILL)
+        assert driver.wait(30) == -signal.SIGKILL
+    finally:
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)  # Ray processes the driver started, if any outlived it
+        except ProcessLookupError:
+            pass
+        log.close()
+    assert set(trial_states(exp_dir).values()) != {"TERMINATED"}
+
+    proc, _ = run_sweep(cmd + ["--resume"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    states = trial_states(exp_dir)
+    assert len(states) == 4 and set(states.values()) == {"TERMINATED"}
+    assert len([p for p in exp_dir.iterdir() if p.is_dir() and p.name.startswith("run_trial")]) == 4
+    runs = check_runs(tmp_path, "killme", exp_dir)
+    assert len(runs) == 4 and {r.data.tags["status"] for r in runs} == {"finished"}
+    trials = pd.read_parquet(exp_dir / "report" / "trials.parquet")
+    assert (trials.drop_duplicates("trial_id")["epoch_reached"] == 5).all()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_server_lists_the_sweep_runs(grid):
+    tmp, _ = grid
+    port = _free_port()
+    cmd = [sys.executable, "-m", "sourcetrace.cli", "ui", "--tracking-uri", f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}",
+           "--port", str(port)]
+    server = subprocess.Popen(cmd, cwd=tmp, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+        deadline, exp = time.time() + 90, None
+        while time.time() < deadline and exp is None:
+            try:
+                with urllib.request.urlopen(f"{base}/experiments/get-by-name?experiment_name=grid", timeout=5) as r:
+                    exp = json.load(r)["experiment"]["experiment_id"]
+            except OSError:
+                assert server.poll() is None, "mlflow server exited"
+                time.sleep(1)
+        assert exp is not None, "mlflow server did not answer"
+        body = json.dumps({"experiment_ids": [exp], "max_results": 100}).encode()
+        req = urllib.request.Request(f"{base}/runs/search", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            runs = json.load(r)["runs"]
+        assert len(runs) == 4
+        assert {t["value"] for run in runs for t in run["data"]["tags"] if t["key"] == "sweep"} == {"grid"}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(10)
+
+
+def test_analysis_notebook_runs_headless_on_the_report(grid, monkeypatch):
+    import nbclient
+    import nbformat
+
+    tmp, _ = grid
+    report = tmp / "ray" / "grid" / "report"
+    monkeypatch.setenv("SOURCETRACE_REPORT", str(report))
+    nb = nbformat.read(REPO / "analysis" / "table1.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp)}}).execute()
+    for name in ("table1_heatmap.png", "eer_vs_dim.png", "dev_vs_test.png"):
+        assert (report / "figures" / name).stat().st_size > 1000
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any("paper_eer" in str(o.get("data", {})) for o in outputs)

@@ -1,0 +1,117 @@
+"""Every sweep file loads and every trial config validates; bad keys and pairings fail before Ray starts."""
+
+from pathlib import Path
+
+import pytest
+
+from sourcetrace.cli import main
+from sourcetrace.errors import ConfigError, SourcetraceError
+from sourcetrace.sweep import load_sweep, pin_overrides, validate
+
+SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.py"))
+MLAAD_TRAIN_CLASSES = 24
+
+
+@pytest.mark.parametrize("smoke", [False, True], ids=["full", "smoke"])
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_every_sweep_file_loads_and_validates(path, smoke):
+    sweep = load_sweep(path, smoke=smoke)
+    configs = validate(sweep, n_classes=None if smoke else MLAAD_TRAIN_CLASSES)
+    assert configs, path
+    assert sweep.name == path.stem + ("_smoke" if smoke else "")
+    for _, cfg in configs:
+        if cfg.loss.name in ("ge2e", "angleproto"):
+            assert cfg.sampler.name == "balanced"
+    if smoke:
+        assert sweep.resources.get("gpu", 0) == 0, "smoke variants run on CPU"
+
+
+def test_table1_resnet_is_the_papers_grid():
+    sweep = load_sweep(SWEEPS[0].parent / "table1_resnet.py")
+    configs = [cfg for _, cfg in validate(sweep, MLAAD_TRAIN_CLASSES)]
+    assert len(configs) == 32  # 3 classification losses x 2 samplers + 2 metric losses x balanced, x 4 dims
+    assert {c.model.embedding_dim for c in configs} == {10, 50, 200, 512}
+    assert {c.train.batch_size for c in configs if c.sampler.name == "random"} == {128}
+    assert {(c.train.batch_size, c.sampler.per_class) for c in configs if c.sampler.name == "balanced"} == {(24, 2)}
+    assert all(c.train.epochs == 300 and c.train.eval_every == 25 and c.train.lr == 1e-4 for c in configs)
+    assert 0 < sweep.resources["gpu"] < 1
+
+
+def test_aasist_grid_one_gpu_per_trial():
+    sweep = load_sweep(SWEEPS[0].parent / "table1_aasist.py")
+    configs = [cfg for _, cfg in validate(sweep, MLAAD_TRAIN_CLASSES)]
+    assert len(configs) == 16 and {c.model.name for c in configs} == {"w2v2_aasist"}
+    assert {c.loss.name for c in configs} == {"amsoftmax", "aamsoftmax"} and sweep.resources["gpu"] == 1
+
+
+def _write(tmp_path, body: str) -> Path:
+    path = tmp_path / "bad.py"
+    path.write_text("from ray import tune\n" + body)
+    return path
+
+
+def test_bad_key_names_the_trial_and_the_key(tmp_path):
+    path = _write(tmp_path, 'SPACE = {"loss.nmae": tune.grid_search(["ge2e"])}\n')
+    with pytest.raises(ConfigError, match=r"trial config 1 of 1 \{loss.nmae='ge2e'\}.*unknown config key 'loss.nmae'"):
+        validate(load_sweep(path))
+
+
+def test_bad_pairing_names_the_trial_and_the_key(tmp_path):
+    path = _write(tmp_path, 'SPACE = {"loss.name": tune.grid_search(["aamsoftmax", "ge2e"]), "sampler.name": "random"}\n')
+    with pytest.raises(ConfigError, match=r"trial config 2 of 2 \{loss.name='ge2e', sampler.name='random'\}.*sampler.name=balanced"):
+        validate(load_sweep(path))
+
+
+def test_ranges_and_bundles_are_checked(tmp_path):
+    path = _write(tmp_path, 'SPACE = {"train.lr": tune.uniform(-1.0, 1e-3)}\n')
+    with pytest.raises(ConfigError, match="train.lr"):
+        validate(load_sweep(path))
+    path = _write(tmp_path, 'BUNDLES = {"r": {"a": {"loss.name": "softmax"}}}\nSPACE = {"r": tune.choice(["a", "b"])}\n')
+    with pytest.raises(ConfigError, match="bundle r='b' is unknown"):
+        validate(load_sweep(path))
+
+
+def test_file_level_errors(tmp_path):
+    with pytest.raises(SourcetraceError, match="unknown TUNE setting"):
+        load_sweep(_write(tmp_path, 'SPACE = {"loss.name": "ge2e"}\nTUNE = {"shceduler": "asha"}\n'))
+    with pytest.raises(SourcetraceError, match="no SMOKE"):
+        load_sweep(_write(tmp_path, 'SPACE = {"loss.name": "softmax"}\n'), smoke=True)
+    with pytest.raises(SourcetraceError, match="no SPACE"):
+        load_sweep(_write(tmp_path, "BASE = {}\n"))
+    with pytest.raises(SourcetraceError, match="failed to import: NameError"):
+        load_sweep(_write(tmp_path, "SPACE = {undefined: 1}\n"))
+    with pytest.raises(ConfigError, match="Optuna cannot search"):
+        validate(load_sweep(_write(tmp_path, 'SPACE = {"train.seed": tune.grid_search([0, 1])}\nTUNE = {"search": "optuna"}\n')))
+
+
+def test_set_pins_a_searched_key():
+    sweep = load_sweep(SWEEPS[0].parent / "demo.py")
+    pin_overrides(sweep, ["model.embedding_dim=32", "train.epochs=3"])
+    configs = validate(sweep)
+    assert "model.embedding_dim" not in sweep.space and len(configs) == 3
+    assert {c.model.embedding_dim for _, c in configs} == {32} and {c.train.epochs for _, c in configs} == {3}
+    with pytest.raises(ConfigError, match="unknown config key 'train.epoch'"):
+        pin_overrides(sweep, ["train.epoch=3"])
+
+
+def test_cli_rejects_a_bad_trial_before_ray_starts(tmp_path, tiny_corpus, capsys):
+    import ray
+
+    path = _write(tmp_path, 'SPACE = {"loss.name": tune.grid_search(["softmax", "angleproto"])}\n')
+    argv = ["sweep", str(path), "--root", str(tiny_corpus), "--storage", str(tmp_path / "ray"),
+            "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "trial config 2 of 2 {loss.name='angleproto'}" in err and "sampler.name=balanced" in err
+    assert not ray.is_initialized() and not (tmp_path / "ray").exists() and not (tmp_path / "m.db").exists()
+
+
+def test_cli_resume_and_name_clashes_are_clear(tmp_path, capsys):
+    demo = str(SWEEPS[0].parent / "demo.py")
+    argv = ["sweep", demo, "--root", str(tmp_path), "--storage", str(tmp_path / "ray")]
+    assert main(argv + ["--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    (tmp_path / "ray" / "demo").mkdir(parents=True)
+    (tmp_path / "ray" / "demo" / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    assert main(argv) == 2
+    assert "pass --resume, or --name" in capsys.readouterr().err
