@@ -273,6 +273,8 @@ def cli_ui(args) -> int:
     store = resolve_store(args.tracking_uri)
     proc = start_server(store, args.host, args.port)
     print(f"MLflow UI on http://{args.host}:{args.port} (store {store.uri}); Ctrl-C stops it", flush=True)
+    # SIGTERM (e.g. a killpg of this command's group) must still stop the server's own group below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         return proc.wait()
     except KeyboardInterrupt:

@@ -123,7 +123,7 @@ def test_optuna_sweep_with_asha(tiny_corpus, tmp_path, grid):
 
 
 def test_killed_driver_resumes_every_trial_exactly_once(tiny_corpus, tmp_path):
-    (tmp_path / "grid.py").write_text(GRID.replace("SCHED", "fifo").replace("'train.epochs': 4", "'train.epochs': 5"))
+    (tmp_path / "grid.py").write_text(GRID.replace("SCHED", "fifo"))
     cmd = sweep_cmd(tmp_path / "grid.py", tiny_corpus, tmp_path, "--name", "killme")
     exp_dir = tmp_path / "ray" / "killme"
     log = open(tmp_path / "driver.log", "w")
@@ -154,7 +154,7 @@ def test_killed_driver_resumes_every_trial_exactly_once(tiny_corpus, tmp_path):
     runs = check_runs(tmp_path, "killme", exp_dir)
     assert len(runs) == 4 and {r.data.tags["status"] for r in runs} == {"finished"}
     trials = pd.read_parquet(exp_dir / "report" / "trials.parquet")
-    assert (trials.drop_duplicates("trial_id")["epoch_reached"] == 5).all()
+    assert (trials.drop_duplicates("trial_id")["epoch_reached"] == QUICK["train.epochs"]).all()
 
 
 def _free_port():
@@ -187,13 +187,18 @@ def test_mlflow_server_lists_the_sweep_runs(grid):
             runs = json.load(r)["runs"]
         assert len(runs) == 4
         assert {t["value"] for run in runs for t in run["data"]["tags"] if t["key"] == "sweep"} == {"grid"}
+        children = subprocess.run(["pgrep", "-f", f"mlflow server .*--port {port}"], capture_output=True, text=True).stdout.split()
+        assert children, "the mlflow server process was not found"
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        os.killpg(server.pid, signal.SIGTERM)  # `sourcetrace ui` then stops the server's own process group
         try:
             server.wait(20)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(10)
+    time.sleep(1)
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(), "server survived"
 
 
 def test_analysis_notebook_runs_headless_on_the_report(grid, monkeypatch):
