@@ -44,12 +44,14 @@ def test_confusion_matrix_names_every_system_and_sums_to_the_test_set():
     assert set(long.columns) == {"true", "predicted", "count", "row_fraction"}
 
 
-def test_classes_are_undersampled_to_a_common_seeded_count():
+def test_classes_are_capped_at_a_seeded_count():
     labels = np.array(["a"] * 500 + ["b"] * 40 + ["c"] * 350)
     idx, n, dropped = undersample(labels, 300, 2, seed=3)
-    assert n == 40 and not dropped
-    assert {k: int((labels[idx] == k).sum()) for k in "abc"} == {"a": 40, "b": 40, "c": 40}
+    assert n == 300 and not dropped  # the paper's cap; a smaller class keeps all of its clips
+    assert {k: int((labels[idx] == k).sum()) for k in "abc"} == {"a": 300, "b": 40, "c": 300}
     assert np.array_equal(idx, undersample(labels, 300, 2, seed=3)[0])
+    idx, n, _ = undersample(labels, None, 2, seed=3)  # balanced down to the smallest class
+    assert n == 40 and {k: int((labels[idx] == k).sum()) for k in "abc"} == {"a": 40, "b": 40, "c": 40}
     big = np.array(["a"] * 500 + ["b"] * 400)
     assert undersample(big, 300, 2, seed=0)[1] == 300  # the paper's cap
 

@@ -110,7 +110,7 @@ def analyze(
     artifacts.append(_write_json(out / "probe.json", {**pr.metrics(), "systems": pr.systems, "dropped": pr.dropped}))
     confusion_long(pr.confusion).to_parquet(out / "confusion.parquet", index=False)
     artifacts.append(out / "confusion.parquet")
-    title = f"Linear probe on {split}: acc {100 * pr.accuracy:.1f}%, macro-F1 {pr.macro_f1:.3f} ({pr.per_class}/class)"
+    title = f"Linear probe on {split}: acc {100 * pr.accuracy:.1f}%, macro-F1 {pr.macro_f1:.3f} (at most {pr.per_class}/class)"
     artifacts.append(plot_confusion(pr.confusion, out / "confusion.png", title))
 
     # UMAP of the split's embeddings, coloured by system, seen vs unseen
@@ -172,7 +172,7 @@ def cli_analyze(args) -> int:
     m = res["metrics"]
     print(f"{args.split}: all-pairs EER {m['eer']:.2f}%  minDCF {m['min_dcf']:.3f}")
     print(f"linear probe: accuracy {100 * m['probe_accuracy']:.1f}%  macro-F1 {m['probe_macro_f1']:.3f}  "
-          f"({int(m['probe_n_classes'])} systems x {int(m['probe_per_class'])} clips; chance {100 * m['probe_chance']:.1f}%)")
+          f"({int(m['probe_n_classes'])} systems, at most {int(m['probe_per_class'])} clips each; chance {100 * m['probe_chance']:.1f}%)")
     if "openset_auroc" in m:
         print(f"unknown-system detection: AUROC {m['openset_auroc']:.3f}  EER {m['openset_eer']:.2f}%")
     if "openset_closed_accuracy" in m:

@@ -1,7 +1,7 @@
 """The paper's linear probe: one ``nn.Linear`` on frozen embeddings, trained with SGD to name the system.
 
-Protocol (Koutsianos et al. 2025): classes undersampled to a common count (300 in the paper; here
-``min(per_class, smallest class)``, seeded), a stratified 80/20 split, SGD lr 0.1 for 50 epochs with
+Protocol (Koutsianos et al. 2025): classes undersampled to 300 clips each (seeded; a class with fewer
+keeps all of them, so a small dev split still gives a usable probe), a stratified 80/20 split, SGD lr 0.1 for 50 epochs with
 cross-entropy; reported as accuracy, macro-F1 and the confusion matrix on the 20 %. A class with fewer
 than ``min_count`` clips cannot be both trained and tested: it is left out and listed in ``dropped``
 (it still gets an all-zero row and column, so the matrix names every system of the split).
@@ -26,7 +26,7 @@ class ProbeResult:
     accuracy: float
     macro_f1: float
     confusion: pd.DataFrame  # int counts, index/columns = system names (every system given)
-    per_class: int  # clips kept per class (the common count)
+    per_class: int  # the cap on clips per class (smaller classes keep all theirs)
     n_train: int
     n_test: int
     systems: list[str]  # classes the probe was trained on
@@ -47,8 +47,9 @@ class ProbeResult:
 
 
 def undersample(labels: np.ndarray, per_class: int | None, min_count: int, seed: int) -> tuple[np.ndarray, int, dict]:
-    """Row indices keeping ``n = min(per_class, smallest eligible class)`` rows of every class with at
-    least ``min_count`` rows (seeded); returns (indices, n, {dropped class: count})."""
+    """Row indices keeping at most ``per_class`` rows of every class with at least ``min_count`` rows
+    (seeded); a smaller class keeps all of its rows. ``per_class=None`` balances every class down to the
+    smallest one. Returns (indices, the cap applied, {dropped class: count})."""
     classes, counts = np.unique(labels, return_counts=True)
     dropped = {str(c): int(k) for c, k in zip(classes, counts) if k < min_count}
     kept = [c for c in classes if c not in dropped]
@@ -57,11 +58,13 @@ def undersample(labels: np.ndarray, per_class: int | None, min_count: int, seed:
             f"the linear probe needs at least 2 classes with >= {min_count} clips; counts per class: "
             + ", ".join(f"{c}={k}" for c, k in zip(classes, counts))
         )
-    n = int(min(counts[np.isin(classes, kept)]))
-    if per_class:
-        n = min(n, int(per_class))
+    kept_counts = counts[np.isin(classes, kept)]
+    n = int(min(per_class, kept_counts.max())) if per_class else int(kept_counts.min())
     rng = np.random.default_rng(seed)
-    idx = [rng.choice(np.flatnonzero(labels == c), size=n, replace=False) for c in kept]
+    idx = []
+    for c in kept:
+        rows = np.flatnonzero(labels == c)
+        idx.append(rng.choice(rows, size=min(n, len(rows)), replace=False))
     return np.sort(np.concatenate(idx)), n, dropped
 
 
@@ -98,7 +101,7 @@ def linear_probe(
 ) -> ProbeResult:
     """Fit and score the paper's probe on ``embeddings`` [n, D] labelled by system name.
 
-    ``per_class=None`` keeps the smallest eligible class's count (no 300 cap).
+    ``per_class=None`` balances every class down to the smallest eligible one.
     """
     x = np.asarray(embeddings, dtype=np.float32)
     names = np.asarray(systems).astype(str)
