@@ -2,33 +2,11 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-from torch import Tensor, nn
-
-from sourcetrace.config import LossConfig
-from sourcetrace.losses.base import CosineHead, LossOutput, additive_margin, check_batch
+from sourcetrace.losses.base import MarginSoftmax, additive_margin
 
 
-class AMSoftmax(nn.Module):
-    """Additive-margin softmax on cosines of L2-normalised embeddings and class weights (m=0.3, s=30).
+class AMSoftmax(MarginSoftmax):
+    """Additive-margin softmax on cosines of L2-normalised embeddings and class weights (m=0.3, s=30)."""
 
-    ``LossOutput.logits`` are s·cos θ without the margin (the scores used at inference / for accuracy);
-    ``margin_logits`` gives the training logits the cross-entropy sees.
-    """
-
-    min_per_class = 1
-
-    def __init__(self, embedding_dim: int, n_classes: int, cfg: LossConfig):
-        super().__init__()
-        self.embedding_dim, self.n_classes = embedding_dim, n_classes
-        self.margin, self.scale = float(cfg.margin), float(cfg.scale)
-        self.head = CosineHead(embedding_dim, n_classes)
-
-    def margin_logits(self, emb: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        cos = self.head(emb)
-        return self.scale * additive_margin(cos, labels, self.margin), cos
-
-    def forward(self, emb: Tensor, labels: Tensor) -> LossOutput:
-        check_batch("amsoftmax", emb, labels, self.embedding_dim, self.n_classes)
-        logits, cos = self.margin_logits(emb, labels)
-        return LossOutput(F.cross_entropy(logits, labels), (self.scale * cos).detach())
+    name = "amsoftmax"
+    margin_fn = staticmethod(additive_margin)

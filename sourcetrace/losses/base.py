@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from sourcetrace.config import LossConfig
 
 
 @dataclass
@@ -137,3 +140,31 @@ def scatter_class_logits(scores: Tensor, classes: Tensor, n_classes: int) -> Ten
     out = scores.new_full((scores.shape[0], n_classes), float("-inf"))
     out[:, classes] = scores
     return out
+
+
+class MarginSoftmax(nn.Module):
+    """Cosine-head classification loss with a margin on the target logit (AM / AAM share all but the margin).
+
+    Subclasses set ``name`` and ``margin`` (a function ``(cos, labels, m) -> cos with margin``).
+    ``LossOutput.logits`` are s·cos θ without the margin (the scores used at inference / for accuracy);
+    ``margin_logits`` gives the training logits the cross-entropy sees.
+    """
+
+    min_per_class = 1
+    name: str
+    margin_fn: Callable[[Tensor, Tensor, float], Tensor]
+
+    def __init__(self, embedding_dim: int, n_classes: int, cfg: LossConfig):
+        super().__init__()
+        self.embedding_dim, self.n_classes = embedding_dim, n_classes
+        self.margin, self.scale = float(cfg.margin), float(cfg.scale)
+        self.head = CosineHead(embedding_dim, n_classes)
+
+    def margin_logits(self, emb: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        cos = self.head(emb)
+        return self.scale * type(self).margin_fn(cos, labels, self.margin), cos
+
+    def forward(self, emb: Tensor, labels: Tensor) -> LossOutput:
+        check_batch(self.name, emb, labels, self.embedding_dim, self.n_classes)
+        logits, cos = self.margin_logits(emb, labels)
+        return LossOutput(F.cross_entropy(logits, labels), (self.scale * cos).detach())
