@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sourcetrace.data.bank import WaveBank
+
 
 @torch.no_grad()
 def embed_waves(
@@ -24,22 +26,22 @@ def embed_waves(
     device: torch.device | str | None = None,
     sample_rate: int = 16000,
     autocast_dtype: torch.dtype | None = None,
+    idx: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """L2-normalised embeddings [n, D] of a WaveBank or a list of 1-D float arrays.
+    """L2-normalised embeddings [n, D] of a WaveBank (its rows ``idx``, default all) or of a list of
+    1-D float arrays, cropped exactly as training evaluates (``WaveBank.center_crops``).
 
     ``seconds=0`` embeds every clip at full length, one clip per forward pass.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    bank = waves if isinstance(waves, WaveBank) else WaveBank.from_arrays([np.asarray(w) for w in waves], sample_rate)
+    rows = np.arange(len(bank)) if idx is None else np.asarray(idx, dtype=np.int64)
+    n_samples = int(round(seconds * sample_rate))
     was_training = model.training
     model.eval()
-    n_samples = int(round(seconds * sample_rate))
     out = []
     try:
-        if isinstance(waves, (list, tuple)):
-            batches = _list_batches(waves, n_samples, batch_size)
-        else:
-            batches = _bank_batches(waves, n_samples, batch_size)
-        for batch in batches:
+        for batch in _batches(bank, rows, n_samples, batch_size):
             batch = batch.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
                 emb = model(batch)
@@ -49,29 +51,10 @@ def embed_waves(
     return torch.cat(out).numpy() if out else np.zeros((0, getattr(model, "embedding_dim", 0)), np.float32)
 
 
-def _bank_batches(bank, n_samples: int, batch_size: int):
-    idx = np.arange(len(bank))
+def _batches(bank: WaveBank, rows: np.ndarray, n_samples: int, batch_size: int):
     if n_samples == 0:
-        for i in idx:
+        for i in rows:
             yield bank.clip(int(i))[None]
         return
-    for start in range(0, len(idx), batch_size):
-        yield bank.center_crops(idx[start : start + batch_size], n_samples)
-
-
-def _list_batches(waves: Sequence[np.ndarray], n_samples: int, batch_size: int):
-    if n_samples == 0:
-        for w in waves:
-            yield torch.as_tensor(np.asarray(w, dtype=np.float32))[None]
-        return
-    crops = [_center_crop(np.asarray(w, dtype=np.float32), n_samples) for w in waves]
-    for start in range(0, len(crops), batch_size):
-        yield torch.from_numpy(np.stack(crops[start : start + batch_size]))
-
-
-def _center_crop(wave: np.ndarray, n: int) -> np.ndarray:
-    """Centred window of n samples; shorter clips are wrap-padded (as WaveBank.center_crops)."""
-    if len(wave) >= n:
-        start = (len(wave) - n) // 2
-        return wave[start : start + n]
-    return np.resize(wave, n)  # np.resize repeats the clip: wrap padding
+    for start in range(0, len(rows), batch_size):
+        yield bank.center_crops(rows[start : start + batch_size], n_samples)

@@ -101,10 +101,12 @@ def evaluate(model: torch.nn.Module, data: TrialData, cfg: Config, device: torch
     accuracy and macro-F1 on known systems are the closed-set scores.
     """
     amp = autocast_dtype(cfg, device)
-    embed = lambda waves: embed_waves(model, waves, cfg.data.eval_seconds, 64, device, cfg.data.sample_rate, amp)  # noqa: E731
+    def embed(bank, idx=None):
+        return embed_waves(model, bank, cfg.data.eval_seconds, 64, device, cfg.data.sample_rate, amp, idx)
+
     train = data.train.table
     ref_rows = train.groupby("system").head(REFERENCE_CLIPS_PER_SYSTEM).index.to_numpy()
-    ref_emb = embed([data.train.bank.clip(int(i)).numpy() for i in ref_rows])
+    ref_emb = embed(data.train.bank, ref_rows)
     ref_systems = train["system"].to_numpy()[ref_rows]
     metrics: dict[str, float] = {}
     for prefix, split in (("dev", data.dev), ("test", data.test)):
