@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 DEMO   := data/demo
 
-.PHONY: setup venv engines demo test test-slow clean
+.PHONY: setup venv engines demo test test-slow lint clean
 
 setup: venv engines
 
@@ -34,6 +34,11 @@ test: setup
 # The slow tier: real Ray sweeps, SIGKILL + resume, MLflow server, multi-node, training-based tests.
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# Lint and format check (ruff, configured in pyproject.toml); CI runs it.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean:
 	rm -rf $(VENV) ray_results mlruns mlflow.db

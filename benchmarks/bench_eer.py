@@ -54,7 +54,16 @@ def worker(kind: str, n: int, dim: int, threads: int) -> dict:
         eer, extra = 100 * brentq(lambda x: 1.0 - x - interp1d(fpr, tpr)(x), 0.0, 1.0), {}
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"kind": kind, "n": n, "seconds": seconds, "cpu_s": cpu, "eer": eer, "peak_rss_mb": peak, "rss_before_mb": base, **extra}
+    return {
+        "kind": kind,
+        "n": n,
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "eer": eer,
+        "peak_rss_mb": peak,
+        "rss_before_mb": base,
+        **extra,
+    }
 
 
 def measure(kind: str, n: int, dim: int, threads: int) -> dict:
@@ -77,13 +86,20 @@ def main() -> None:
     print(f"torch threads: {a.threads}")
     for kind in ("ours", "ours_exact"):
         r = measure(kind, a.n, a.dim, a.threads)
-        print(f"{kind:10s} n={r['n']} x {a.dim}-d: {r['seconds']:.2f} s wall ({r['cpu_s']:.2f} CPU s), EER {r['eer']:.4f} %, "
-              f"peak RSS {r['peak_rss_mb']:.0f} MB (after import + data: {r['rss_before_mb']:.0f} MB)"
-              + (f", minDCF {r['min_dcf']:.4f}, {r['pairs']:,} pairs" if "pairs" in r else ""))
+        print(
+            f"{kind:10s} n={r['n']} x {a.dim}-d: {r['seconds']:.2f} s wall ({r['cpu_s']:.2f} CPU s), "
+            f"EER {r['eer']:.4f} %, "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB (after import + data: {r['rss_before_mb']:.0f} MB)"
+            + (f", minDCF {r['min_dcf']:.4f}, {r['pairs']:,} pairs" if "pairs" in r else "")
+        )
     ours, ref = measure("ours", a.sklearn_n, a.dim, a.threads), measure("sklearn", a.sklearn_n, a.dim, a.threads)
-    print(f"n={a.sklearn_n}: ours {ours['seconds']:.2f} s / {ours['cpu_s']:.2f} CPU s ({ours['peak_rss_mb']:.0f} MB), sklearn roc_curve "
-          f"{ref['seconds']:.2f} s / {ref['cpu_s']:.2f} CPU s ({ref['peak_rss_mb']:.0f} MB): {ref['seconds'] / ours['seconds']:.1f}x faster; "
-          f"EER {ours['eer']:.6f} vs {ref['eer']:.6f} (|diff| {abs(ours['eer'] - ref['eer']):.2e} pp)")
+    print(
+        f"n={a.sklearn_n}: ours {ours['seconds']:.2f} s / {ours['cpu_s']:.2f} CPU s ({ours['peak_rss_mb']:.0f} MB), "
+        f"sklearn roc_curve "
+        f"{ref['seconds']:.2f} s / {ref['cpu_s']:.2f} CPU s ({ref['peak_rss_mb']:.0f} MB): "
+        f"{ref['seconds'] / ours['seconds']:.1f}x faster; "
+        f"EER {ours['eer']:.6f} vs {ref['eer']:.6f} (|diff| {abs(ours['eer'] - ref['eer']):.2e} pp)"
+    )
 
 
 if __name__ == "__main__":

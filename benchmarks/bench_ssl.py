@@ -23,10 +23,18 @@ from sourcetrace.models.aasist import W2V2AASIST
 from sourcetrace.models.w2v2 import XLSR_300M_CONFIG
 
 TINY = Wav2Vec2Config(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-    conv_dim=(16, 16, 16), conv_kernel=(10, 8, 8), conv_stride=(5, 8, 8),
-    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-    do_stable_layer_norm=True, feat_extract_norm="layer", conv_bias=True,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=37,
+    conv_dim=(16, 16, 16),
+    conv_kernel=(10, 8, 8),
+    conv_stride=(5, 8, 8),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=2,
+    do_stable_layer_norm=True,
+    feat_extract_norm="layer",
+    conv_bias=True,
 )
 
 
@@ -40,10 +48,16 @@ def bench(args: argparse.Namespace) -> dict:
     size = args.size if args.size != "auto" else ("full" if device.type == "cuda" else "tiny")
     precision = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
     amp = {"bf16": torch.bfloat16, "fp32": None}[precision]
-    cfg = Config.from_dict({
-        "model.name": "w2v2_aasist", "model.embedding_dim": args.dim, "ssl.finetune": args.finetune,
-        "ssl.top_layers": args.top_layers, "ssl.grad_checkpointing": args.grad_ckpt, "ssl.layer": args.layer,
-    })
+    cfg = Config.from_dict(
+        {
+            "model.name": "w2v2_aasist",
+            "model.embedding_dim": args.dim,
+            "ssl.finetune": args.finetune,
+            "ssl.top_layers": args.top_layers,
+            "ssl.grad_checkpointing": args.grad_ckpt,
+            "ssl.layer": args.layer,
+        }
+    )
     torch.manual_seed(0)
     model = W2V2AASIST.from_config(cfg, XLSR_300M_CONFIG if size == "full" else TINY).to(device)
     loss_fn = LOSSES["aamsoftmax"](args.dim, 24, cfg.loss).to(device)
@@ -86,12 +100,20 @@ def bench(args: argparse.Namespace) -> dict:
     counts = model.parameter_counts()
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "size": size, "precision": precision, "finetune": args.finetune, "grad_ckpt": args.grad_ckpt,
-        "batch": args.batch, "seconds": args.seconds, "params_total": counts["total"],
+        "size": size,
+        "precision": precision,
+        "finetune": args.finetune,
+        "grad_ckpt": args.grad_ckpt,
+        "batch": args.batch,
+        "seconds": args.seconds,
+        "params_total": counts["total"],
         "params_trainable": counts["trainable"],
-        "train_steps_per_s": 1 / train_s, "train_clips_per_s": args.batch / train_s,
+        "train_steps_per_s": 1 / train_s,
+        "train_clips_per_s": args.batch / train_s,
         "train_peak_gib": train_peak / 2**30,
-        "eval_clips_per_s": args.eval_batch / eval_s, "eval_batch": args.eval_batch, "eval_seconds": args.eval_seconds,
+        "eval_clips_per_s": args.eval_batch / eval_s,
+        "eval_batch": args.eval_batch,
+        "eval_seconds": args.eval_seconds,
     }
 
 

@@ -18,7 +18,6 @@ import argparse
 import time
 
 import numpy as np
-import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
@@ -111,19 +110,31 @@ def main():
     bank = WaveBank.load(files, SR)
     load_s = time.perf_counter() - t0
     audio_h = bank.lengths.sum() / SR / 3600
-    print(f"train split: {len(files)} clips, {audio_h:.2f} h; decoded once into the bank in {load_s:.1f} s "
-          f"({bank.lengths.sum() * 2 / 2**20:.0f} MiB int16)")
+    print(
+        f"train split: {len(files)} clips, {audio_h:.2f} h; decoded once into the bank in {load_s:.1f} s "
+        f"({bank.lengths.sum() * 2 / 2**20:.0f} MiB int16)"
+    )
     fbank = LogMelFbank(Config().features)
     dataset = PerClipDataset(files, labels, fbank)
     endless = RandomSampler(dataset, replacement=True, num_samples=10**9)  # a small corpus never runs dry
-    loader = DataLoader(dataset, batch_size=args.batch, sampler=endless, num_workers=args.workers,
-                        drop_last=True, persistent_workers=True)
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch,
+        sampler=endless,
+        num_workers=args.workers,
+        drop_last=True,
+        persistent_workers=True,
+    )
     ours, theirs = bench_data(bank, loader, args.batch, args.data_steps, fbank)
-    print(f"data path (crops + log-Mel), batch {args.batch}: sourcetrace {ours:8.0f} clips/s | "
-          f"voxceleb_trainer-style DataLoader ({args.workers} workers) {theirs:8.0f} clips/s | {ours / theirs:.1f}x")
+    print(
+        f"data path (crops + log-Mel), batch {args.batch}: sourcetrace {ours:8.0f} clips/s | "
+        f"voxceleb_trainer-style DataLoader ({args.workers} workers) {theirs:8.0f} clips/s | {ours / theirs:.1f}x"
+    )
     a, b = bench_steps(bank, labels, loader, args.batch, args.steps, int(labels.max()) + 1)
-    print(f"training steps (fwd + AAM + bwd + Adam), batch {args.batch}, {torch.get_num_threads()} threads: "
-          f"sourcetrace {a:6.1f} clips/s | voxceleb_trainer-style {b:6.1f} clips/s | {a / b:.2f}x")
+    print(
+        f"training steps (fwd + AAM + bwd + Adam), batch {args.batch}, {torch.get_num_threads()} threads: "
+        f"sourcetrace {a:6.1f} clips/s | voxceleb_trainer-style {b:6.1f} clips/s | {a / b:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,15 +43,28 @@ class Enrollment:
     skipped: dict[str, str] = field(default_factory=dict)  # clip -> problem, from the last enroll()
 
     @classmethod
-    def load(cls, path: Path) -> "Enrollment":
+    def load(cls, path: Path) -> Enrollment:
         df = pd.read_parquet(path)
         means = np.array([np.asarray(c, dtype=np.float32) for c in df["centroid"]], dtype=np.float32)
-        return cls(path, list(df["system"]), list(df["source"]), [int(n) for n in df["n_clips"]],
-                   means, [list(c) for c in df["clips"]])
+        return cls(
+            path,
+            list(df["system"]),
+            list(df["source"]),
+            [int(n) for n in df["n_clips"]],
+            means,
+            [list(c) for c in df["clips"]],
+        )
 
     def save(self) -> Path:
-        df = pd.DataFrame({"system": self.systems, "source": self.sources, "n_clips": self.n_clips,
-                           "centroid": [m.astype(np.float32).tolist() for m in self.means], "clips": self.clips})
+        df = pd.DataFrame(
+            {
+                "system": self.systems,
+                "source": self.sources,
+                "n_clips": self.n_clips,
+                "centroid": [m.astype(np.float32).tolist() for m in self.means],
+                "clips": self.clips,
+            }
+        )
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp.parquet")
         os.close(fd)
         df.to_parquet(tmp, index=False)
@@ -74,7 +87,9 @@ class Enrollment:
             self.systems.append(system)
             self.sources.append("enrolled")
             self.n_clips.append(len(x))
-            self.means = np.concatenate([self.means.reshape(-1, x.shape[1]), x.mean(0, keepdims=True)]).astype(np.float32)
+            self.means = np.concatenate([self.means.reshape(-1, x.shape[1]), x.mean(0, keepdims=True)]).astype(
+                np.float32
+            )
             self.clips.append(list(clips))
 
 
@@ -128,8 +143,14 @@ def state(loaded, device, root=None, protocol=None, batch_size: int = 64) -> tup
         x = emb / np.linalg.norm(emb, axis=1, keepdims=True)
         systems = sorted(set(names))
         means = np.stack([x[names == s].mean(0) for s in systems]).astype(np.float32)
-        base = Enrollment(enr_path, systems, ["train"] * len(systems), [int((names == s).sum()) for s in systems],
-                          means, [[] for _ in systems])
+        base = Enrollment(
+            enr_path,
+            systems,
+            ["train"] * len(systems),
+            [int((names == s).sum()) for s in systems],
+            means,
+            [[] for _ in systems],
+        )
         for i, s in enumerate(enr.systems if enr is not None else []):
             if s in base.systems:  # clips enrolled for a training system extend its centroid
                 j, n, m = base.systems.index(s), base.n_clips[base.systems.index(s)], enr.n_clips[i]
@@ -145,8 +166,9 @@ def state(loaded, device, root=None, protocol=None, batch_size: int = 64) -> tup
         rows = [i for i, src in enumerate(enr.sources) if src == "train"]
         dev = proto.tables[cfg.data.dev_split]
         scores = centroid_scores(embed_table(loaded, dev, device, batch_size), enr.centroids()[rows]).max(1)
-        cal = calibrate_threshold(scores, dev["system"].isin(known).to_numpy(), OPERATING_POINT, TARGET,
-                                  split=cfg.data.dev_split)
+        cal = calibrate_threshold(
+            scores, dev["system"].isin(known).to_numpy(), OPERATING_POINT, TARGET, split=cfg.data.dev_split
+        )
         cal_path.write_text(json.dumps(cal.to_dict(), indent=2, sort_keys=True))
     return enr, cal
 
@@ -177,7 +199,9 @@ def embed_clips(loaded, clips: Sequence[str], device, min_seconds: float | None 
     return emb, good, errors
 
 
-def enroll(model_path, system: str, clips: Sequence[str], *, root=None, protocol=None, device: str = "auto") -> Enrollment:
+def enroll(
+    model_path, system: str, clips: Sequence[str], *, root=None, protocol=None, device: str = "auto"
+) -> Enrollment:
     """Add ``system`` (or extend it) from a few clips; bad clips are skipped and listed in ``skipped``."""
     system = system.strip()
     if not system or system == "unknown":
@@ -227,9 +251,14 @@ def trace(model_path, clips: Sequence[str], top_k: int = 3, *, root=None, protoc
 
 def header(loaded_path, enr: Enrollment, cal: Threshold | None) -> str:
     n_enr = sum(s == "enrolled" for s in enr.sources)
-    lines = [f"# model: {loaded_path}; {len(enr.systems)} systems ({len(enr.systems) - n_enr} from training, {n_enr} enrolled)"]
+    lines = [
+        f"# model: {loaded_path}; {len(enr.systems)} systems "
+        f"({len(enr.systems) - n_enr} from training, {n_enr} enrolled)"
+    ]
     if cal is None:
-        lines.append("# operating point: none calibrated (no data root): the best match is always named, never 'unknown'")
+        lines.append(
+            "# operating point: none calibrated (no data root): the best match is always named, never 'unknown'"
+        )
     else:
         lines.append(f"# operating point: {cal.describe()}")
     lines.append("# clip\tdecision\ttop-k systems (cosine)")
@@ -238,19 +267,24 @@ def header(loaded_path, enr: Enrollment, cal: Threshold | None) -> str:
 
 def cli_enroll(args) -> int:
     """``sourcetrace enroll --model RUN --system NAME CLIP...``."""
-    enr = enroll(args.model, args.system, args.clips, root=getattr(args, "root", None), protocol=getattr(args, "protocol", None))
+    enr = enroll(
+        args.model, args.system, args.clips, root=getattr(args, "root", None), protocol=getattr(args, "protocol", None)
+    )
     i = enr.systems.index(args.system.strip())
     for msg in enr.skipped.values():
         print(f"skipped: {msg}")
-    print(f"{args.system}: centroid of {enr.n_clips[i]} clips ({enr.sources[i]}); "
-          f"{len(enr.systems)} systems in {enr.path}")
+    print(
+        f"{args.system}: centroid of {enr.n_clips[i]} clips ({enr.sources[i]}); "
+        f"{len(enr.systems)} systems in {enr.path}"
+    )
     return 1 if enr.skipped else 0
 
 
 def cli_trace(args) -> int:
     """``sourcetrace trace --model RUN [--top-k K] CLIP...``: exit 1 when some clip could not be traced."""
-    results, cal, enr = trace(args.model, args.clips, args.top_k, root=getattr(args, "root", None),
-                              protocol=getattr(args, "protocol", None))
+    results, cal, enr = trace(
+        args.model, args.clips, args.top_k, root=getattr(args, "root", None), protocol=getattr(args, "protocol", None)
+    )
     print(header(enr.path.parent, enr, cal))
     for r in results:
         print(r.line(), flush=True)

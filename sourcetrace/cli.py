@@ -27,7 +27,9 @@ HANDLERS = {
 
 
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--root", required=required, default=None, help="data root holding fake/<lang>/<system>/... and protocol/")
+    p.add_argument(
+        "--root", required=required, default=None, help="data root holding fake/<lang>/<system>/... and protocol/"
+    )
     p.add_argument("--protocol", default=None, help="protocol folder (default: ROOT/protocol)")
 
 

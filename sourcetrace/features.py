@@ -58,8 +58,15 @@ class LogMelFbank(nn.Module):
         complex ``abs().pow(2)`` it uses costs as much as the STFT itself (benchmarks/README.md)."""
         spec = self.mel.spectrogram
         stft = torch.stft(
-            wave, spec.n_fft, spec.hop_length, spec.win_length, spec.window,
-            center=spec.center, pad_mode=spec.pad_mode, onesided=True, return_complex=True,
+            wave,
+            spec.n_fft,
+            spec.hop_length,
+            spec.win_length,
+            spec.window,
+            center=spec.center,
+            pad_mode=spec.pad_mode,
+            onesided=True,
+            return_complex=True,
         )
         return torch.view_as_real(stft).pow(2).sum(-1)
 

@@ -57,9 +57,15 @@ def _trial_states(exp: Path) -> list[dict]:
     out = []
     for state_json, meta_json in json.loads(snaps[-1].read_text())["trial_data"]:
         state, meta = json.loads(state_json), json.loads(meta_json)
-        out.append({"trial_id": state["trial_id"], "dir": exp / state["relative_logdir"],
-                    "tune_status": state["status"], "num_failures": meta.get("num_failures", 0),
-                    "error_file": meta.get("error_filename")})
+        out.append(
+            {
+                "trial_id": state["trial_id"],
+                "dir": exp / state["relative_logdir"],
+                "tune_status": state["status"],
+                "num_failures": meta.get("num_failures", 0),
+                "error_file": meta.get("error_filename"),
+            }
+        )
     return out
 
 
@@ -91,18 +97,34 @@ def trials_frame(exp: str | Path) -> pd.DataFrame:
             lines = [ln for ln in (t["dir"] / t["error_file"]).read_text(errors="replace").splitlines() if ln.strip()]
             error = lines[-1].strip()[:500] if lines else None
         status, reason = _status(t["tune_status"], reached, cfg.train.epochs, bool(results), error)
-        base = {"sweep": record.get("name", exp.name), "trial_id": t["trial_id"], "trial_name": t["dir"].name,
-                "backbone": cfg.model.name, "loss": cfg.loss.name, "sampler": cfg.sampler.name,
-                "dim": cfg.model.embedding_dim, "seed": cfg.train.seed, "batch_size": cfg.train.batch_size,
-                "epochs": cfg.train.epochs, "status": status, "stop_reason": reason, "epoch_reached": reached,
-                "num_failures": t["num_failures"], "wall_s": float(results[-1]["time_total_s"]) if results else np.nan}
+        base = {
+            "sweep": record.get("name", exp.name),
+            "trial_id": t["trial_id"],
+            "trial_name": t["dir"].name,
+            "backbone": cfg.model.name,
+            "loss": cfg.loss.name,
+            "sampler": cfg.sampler.name,
+            "dim": cfg.model.embedding_dim,
+            "seed": cfg.train.seed,
+            "batch_size": cfg.train.batch_size,
+            "epochs": cfg.train.epochs,
+            "status": status,
+            "stop_reason": reason,
+            "epoch_reached": reached,
+            "num_failures": t["num_failures"],
+            "wall_s": float(results[-1]["time_total_s"]) if results else np.nan,
+        }
         base |= {f"param:{k}": v for k, v in params.items()}
         flat = {k: v for k, v in cfg.to_flat().items() if k not in _NOT_VARIANT}
         base["config"] = json.dumps(flat, sort_keys=True)
         evals = [r for r in results if "dev_eer" in r]
         for r in evals or [{}]:
             row = dict(base, epoch=int(r["epoch"]) if r else np.nan)
-            row |= {k: float(v) for k, v in r.items() if k.split(".")[0] in ("dev_eer", "test_eer", "dev_min_dcf", "test_min_dcf")}
+            row |= {
+                k: float(v)
+                for k, v in r.items()
+                if k.split(".")[0] in ("dev_eer", "test_eer", "dev_min_dcf", "test_min_dcf")
+            }
             ckpt = t["dir"] / r["checkpoint_dir_name"] if r.get("checkpoint_dir_name") else None
             row["checkpoint"] = str(ckpt) if ckpt is not None and ckpt.is_dir() else None
             rows.append(row)
@@ -129,9 +151,13 @@ def _variants(best: pd.DataFrame) -> pd.Series:
     out = pd.Series("", index=best.index)
     for _, group in best.groupby(KEYS[:3], sort=False):
         configs = {i: json.loads(c) for i, c in group["config"].items()}
-        keys = sorted({k for c in configs.values() for k in c if len({json.dumps(d.get(k)) for d in configs.values()}) > 1})
+        keys = sorted(
+            {k for c in configs.values() for k in c if len({json.dumps(d.get(k)) for d in configs.values()}) > 1}
+        )
         for i, c in configs.items():
-            out[i] = ", ".join(f"{k}={c.get(k):.4g}" if isinstance(c.get(k), float) else f"{k}={c.get(k)}" for k in keys)
+            out[i] = ", ".join(
+                f"{k}={c.get(k):.4g}" if isinstance(c.get(k), float) else f"{k}={c.get(k)}" for k in keys
+            )
     return out
 
 
@@ -145,10 +171,18 @@ def table1_cells(trials: pd.DataFrame) -> pd.DataFrame:
         for split in ("dev", "test"):
             col = f"{split}_eer"
             vals = group[col].dropna().to_numpy(dtype=float) if col in group else np.array([])
-            rows.append(dict(zip(KEYS[:3] + ["variant", "dim"], key), split=split, eer_mean=float(vals.mean()) if len(vals) else np.nan,
-                             eer_ci95=_ci95(vals), n=len(vals), n_trials=len(group),
-                             **{f"n_{s}": int(counts.get(s, 0)) for s in ("finished", "early_stopped", "failed")},
-                             n_unfinished=int(sum(counts.get(s, 0) for s in UNFINISHED))))
+            rows.append(
+                dict(
+                    zip(KEYS[:3] + ["variant", "dim"], key),
+                    split=split,
+                    eer_mean=float(vals.mean()) if len(vals) else np.nan,
+                    eer_ci95=_ci95(vals),
+                    n=len(vals),
+                    n_trials=len(group),
+                    **{f"n_{s}": int(counts.get(s, 0)) for s in ("finished", "early_stopped", "failed")},
+                    n_unfinished=int(sum(counts.get(s, 0) for s in UNFINISHED)),
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -187,8 +221,13 @@ def format_table1(reports: Reports) -> str:
     """Table 1 as text: ``mean±ci`` per cell, marked when a trial in it did not finish its budget."""
     cells, trials = reports.cells, reports.trials
     dims = sorted(cells["dim"].unique())
-    head = f"{'backbone':<15}{'loss':<12}{'sampler':<10}" + "".join(f"{s + ' ' + str(d):>13}" for s in ("dev", "test") for d in dims)
-    lines = [f"Table 1 of sweep {reports.name}: EER % at each trial's best dev evaluation (mean±95% CI over seeds)", head]
+    head = f"{'backbone':<15}{'loss':<12}{'sampler':<10}" + "".join(
+        f"{s + ' ' + str(d):>13}" for s in ("dev", "test") for d in dims
+    )
+    lines = [
+        f"Table 1 of sweep {reports.name}: EER % at each trial's best dev evaluation (mean±95% CI over seeds)",
+        head,
+    ]
     for key, group in cells.groupby(KEYS[:3] + ["variant"], sort=True):
         text = f"{key[0]:<15}{key[1]:<12}{key[2]:<10}"
         for split in ("dev", "test"):
@@ -196,7 +235,9 @@ def format_table1(reports: Reports) -> str:
                 c = group[(group["split"] == split) & (group["dim"] == dim)]
                 text += f"{_cell(c.iloc[0]) if len(c) else '':>13}"
         lines.append(text + (f"  {key[3]}" if key[3] else ""))
-    lines.append("marks: * early-stopped by ASHA  ! failed  ? unfinished (cell mean over the trials that have an evaluation)")
+    lines.append(
+        "marks: * early-stopped by ASHA  ! failed  ? unfinished (cell mean over the trials that have an evaluation)"
+    )
     odd = trials[trials["best"] & (trials["status"] != "finished")].drop_duplicates("trial_id")
     for _, row in odd.iterrows():
         lines.append(f"  {row['status']:<13} {row['trial_name'][:40]:<41} {row['stop_reason']}")

@@ -90,7 +90,9 @@ def load_sweep(path: str | Path, smoke: bool = False) -> SweepFile:
             parts[section].update(values)
     unknown = sorted(set(parts["TUNE"]) - set(TUNE_DEFAULTS))
     if unknown:
-        raise SourcetraceError(f"{path}: unknown TUNE setting(s) {', '.join(unknown)}; known: {', '.join(TUNE_DEFAULTS)}")
+        raise SourcetraceError(
+            f"{path}: unknown TUNE setting(s) {', '.join(unknown)}; known: {', '.join(TUNE_DEFAULTS)}"
+        )
     settings = TUNE_DEFAULTS | parts["TUNE"]
     if settings["search"] not in ("grid", "optuna") or settings["scheduler"] not in ("asha", "fifo"):
         raise SourcetraceError(f"{path}: TUNE search must be grid|optuna and scheduler asha|fifo")
@@ -140,8 +142,10 @@ def validate(sweep: SweepFile, n_classes: int | None = None) -> list[tuple[dict[
     if sweep.tune["search"] == "optuna":
         grids = [k for k, v in sweep.space.items() if isinstance(v, dict) and "grid_search" in v]
         if grids:
-            raise ConfigError(f"{sweep.path}: Optuna cannot search tune.grid_search keys ({', '.join(grids)}); "
-                              "use tune.choice or search='grid'")
+            raise ConfigError(
+                f"{sweep.path}: Optuna cannot search tune.grid_search keys ({', '.join(grids)}); "
+                "use tune.choice or search='grid'"
+            )
     combos = expand(sweep.space)
     out = []
     for i, trial_config in enumerate(combos, 1):
@@ -256,25 +260,33 @@ def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: b
     scheduler = FIFOScheduler()
     if s["scheduler"] == "asha":
         grace = min(s["grace_period"] or min(cfg.train.eval_every for _, cfg in configs), epochs)
-        scheduler = ASHAScheduler(time_attr=s["time_attr"], max_t=epochs, grace_period=grace,
-                                  reduction_factor=s["reduction_factor"])
+        scheduler = ASHAScheduler(
+            time_attr=s["time_attr"], max_t=epochs, grace_period=grace, reduction_factor=s["reduction_factor"]
+        )
     tune_config = tune.TuneConfig(
-        metric=s["metric"], mode=s["mode"], scheduler=scheduler,
-        search_alg=_searcher(s) if s["search"] == "optuna" else None, num_samples=s["num_samples"],
-        max_concurrent_trials=s["max_concurrent"] or None, reuse_actors=True,
+        metric=s["metric"],
+        mode=s["mode"],
+        scheduler=scheduler,
+        search_alg=_searcher(s) if s["search"] == "optuna" else None,
+        num_samples=s["num_samples"],
+        max_concurrent_trials=s["max_concurrent"] or None,
+        reuse_actors=True,
     )
     run_config = tune.RunConfig(
-        name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=1,
+        name=exp_dir.name,
+        storage_path=str(exp_dir.parent),
+        verbose=1,
         callbacks=[MlflowTrialCallback(store, sweep.name, sweep.spec, s["log_checkpoint"])],
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=s["keep_checkpoints"], checkpoint_score_attribute=s["metric"],
-                                                checkpoint_score_order=s["mode"]),
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=s["keep_checkpoints"], checkpoint_score_attribute=s["metric"], checkpoint_score_order=s["mode"]
+        ),
         failure_config=tune.FailureConfig(max_failures=s["max_failures"]),
     )
     return tune.Tuner(trainable, param_space=sweep.space, tune_config=tune_config, run_config=run_config)
 
 
 def cli_sweep(args) -> int:
-    """``sourcetrace sweep FILE --root DIR``: validate every trial, run Tune (every trial an MLflow run), print Table 1."""
+    """``sourcetrace sweep FILE --root DIR``: validate every trial, run Tune (one MLflow run each), print Table 1."""
     from sourcetrace.tracking import ensure_experiment, resolve_store
 
     storage = Path(args.storage or "ray_results").resolve()
@@ -295,7 +307,9 @@ def cli_sweep(args) -> int:
             raise SourcetraceError(f"{name} logs to {store.uri}; --resume cannot move it to {args.tracking_uri}")
     else:
         if exp_dir.exists() and any(exp_dir.glob("experiment_state-*.json")):
-            raise SourcetraceError(f"a sweep named {name!r} exists at {exp_dir}: pass --resume, or --name for a new one")
+            raise SourcetraceError(
+                f"a sweep named {name!r} exists at {exp_dir}: pass --resume, or --name for a new one"
+            )
         sweep.base.update({"data.root": str(Path(args.root).resolve())})
         if args.protocol:
             sweep.base["data.protocol"] = str(Path(args.protocol).resolve())
@@ -313,9 +327,16 @@ def cli_sweep(args) -> int:
         check_resources(sweep.resources, local=args.address is None)
         exp_dir.mkdir(parents=True, exist_ok=True)
         if not args.resume:
-            record = {"sweep_file": str(sweep.path.resolve()), "name": name, "smoke": sweep.smoke, "tune": sweep.tune,
-                      "resources": sweep.resources, "tracking_uri": store.uri, "experiment": sweep.name,
-                      "space_keys": list(sweep.space)} | sweep.spec.to_dict()
+            record = {
+                "sweep_file": str(sweep.path.resolve()),
+                "name": name,
+                "smoke": sweep.smoke,
+                "tune": sweep.tune,
+                "resources": sweep.resources,
+                "tracking_uri": store.uri,
+                "experiment": sweep.name,
+                "space_keys": list(sweep.space),
+            } | sweep.spec.to_dict()
             record_file.write_text(json.dumps(record, indent=2, default=str))
         build_tuner(sweep, configs, exp_dir, store, args.resume).fit()
     finally:
@@ -337,7 +358,7 @@ def _finish(args, exp_dir: Path, store, sweep: SweepFile) -> int:
     if not args.no_analyze:
         _analyze_best(args, reports, sweep)
     if status.isin(["running", "pending", "interrupted"]).any():
-        print(f"sweep interrupted: continue it with --resume (same --name/--storage)", file=sys.stderr)
+        print("sweep interrupted: continue it with --resume (same --name/--storage)", file=sys.stderr)
         return 130
     return 1 if (status == "failed").any() else 0
 
@@ -357,7 +378,11 @@ def _analyze_best(args, reports, sweep: SweepFile) -> None:
             raise
         print(f"note: analyses of the best trial skipped ({err})", file=sys.stderr)
         return
-    ns = argparse.Namespace(model=best["checkpoint"], root=sweep.base["data.root"],
-                            protocol=sweep.base.get("data.protocol"), split="dev",
-                            out=str(reports.out_dir / "best_analysis"))
+    ns = argparse.Namespace(
+        model=best["checkpoint"],
+        root=sweep.base["data.root"],
+        protocol=sweep.base.get("data.protocol"),
+        split="dev",
+        out=str(reports.out_dir / "best_analysis"),
+    )
     cli_analyze(ns)

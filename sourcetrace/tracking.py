@@ -24,11 +24,30 @@ from sourcetrace.errors import SourcetraceError
 
 # Keys of a Tune result that are bookkeeping, not metrics of the trial.
 _NOT_METRICS = {
-    "done", "timestamp", "pid", "hostname", "node_ip", "date", "trial_id", "experiment_tag",
-    "time_since_restore", "iterations_since_restore", "timesteps_total", "episodes_total",
-    "timesteps_since_restore", "time_this_iter_s", "should_checkpoint", "checkpoint_dir_name",
+    "done",
+    "timestamp",
+    "pid",
+    "hostname",
+    "node_ip",
+    "date",
+    "trial_id",
+    "experiment_tag",
+    "time_since_restore",
+    "iterations_since_restore",
+    "timesteps_total",
+    "episodes_total",
+    "timesteps_since_restore",
+    "time_this_iter_s",
+    "should_checkpoint",
+    "checkpoint_dir_name",
 }
-TAG_SWEEP, TAG_TRIAL, TAG_TRIAL_NAME, TAG_STATUS, TAG_REASON = "sweep", "trial_id", "trial_name", "status", "status_reason"
+TAG_SWEEP, TAG_TRIAL, TAG_TRIAL_NAME, TAG_STATUS, TAG_REASON = (
+    "sweep",
+    "trial_id",
+    "trial_name",
+    "status",
+    "status_reason",
+)
 
 
 @dataclass(frozen=True)
@@ -47,7 +66,7 @@ def resolve_store(tracking_uri: str | None = None, cwd: str | Path | None = None
     if tracking_uri.startswith(("http://", "https://", "databricks")):
         return Store(tracking_uri, None)
     if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri[len("sqlite:///"):]).resolve()
+        db = Path(tracking_uri[len("sqlite:///") :]).resolve()
         return Store(f"sqlite:///{db}", (db.parent / "artifacts").as_uri())
     if "://" in tracking_uri and not tracking_uri.startswith("file://"):
         return Store(tracking_uri, None)  # postgresql://, mysql://: the server-side artefact root
@@ -60,7 +79,7 @@ def _client(store: Store):
     from mlflow import MlflowClient
 
     if store.uri.startswith("sqlite:///"):
-        Path(store.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(store.uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=store.uri)
 
 
@@ -195,7 +214,9 @@ class MlflowTrialCallback(Callback):
             if trial.trial_id in self._runs and trial.trial_id not in self._done:
                 run_id = self._runs[trial.trial_id]
                 self.client.set_tag(run_id, TAG_STATUS, "interrupted")
-                self.client.set_tag(run_id, TAG_REASON, "the sweep stopped before this trial ended; --resume continues it")
+                self.client.set_tag(
+                    run_id, TAG_REASON, "the sweep stopped before this trial ended; --resume continues it"
+                )
                 self.client.set_terminated(run_id, status="KILLED")
 
     def _end(self, trial, status: str, reason: str, mlflow_status: str) -> None:
@@ -251,8 +272,20 @@ def runs_frame(tracking_uri: str | None, experiment: str):
 
 
 def server_command(store: Store, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store.uri, "--host", host, "--port", str(port),
-           "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        store.uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     if store.artifact_location:
         cmd += ["--artifacts-destination", store.artifact_location]
     return cmd
@@ -261,7 +294,7 @@ def server_command(store: Store, host: str = "127.0.0.1", port: int = 5000) -> l
 def start_server(store: Store, host: str = "127.0.0.1", port: int = 5000) -> subprocess.Popen:
     """``mlflow server`` on ``store`` in its own process group (stop it with ``os.killpg``)."""
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    if store.uri.startswith("sqlite:///") and not Path(store.uri[len("sqlite:///"):]).is_file():
+    if store.uri.startswith("sqlite:///") and not Path(store.uri[len("sqlite:///") :]).is_file():
         raise SourcetraceError(f"no MLflow store at {store.uri}: run a sweep first or pass --tracking-uri")
     return subprocess.Popen(server_command(store, host, port), env=env, start_new_session=True)
 

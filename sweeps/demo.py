@@ -26,8 +26,12 @@ BUNDLES = {
     "recipe": {
         "softmax/random": {"loss.name": "softmax", "sampler.name": "random", "train.batch_size": 32},
         "aamsoftmax/random": {"loss.name": "aamsoftmax", "sampler.name": "random", "train.batch_size": 32},
-        "ge2e/balanced": {"loss.name": "ge2e", "sampler.name": "balanced", "sampler.per_class": 2,
-                          "train.batch_size": 24},
+        "ge2e/balanced": {
+            "loss.name": "ge2e",
+            "sampler.name": "balanced",
+            "sampler.per_class": 2,
+            "train.batch_size": 24,
+        },
     }
 }
 
@@ -36,13 +40,25 @@ SPACE = {
     "model.embedding_dim": tune.grid_search([10, 50]),
 }
 
-TUNE = {"search": "grid", "scheduler": "asha", "grace_period": 3, "reduction_factor": 2, "max_failures": 1,
-        "keep_checkpoints": 1}
+TUNE = {
+    "search": "grid",
+    "scheduler": "asha",
+    "grace_period": 3,
+    "reduction_factor": 2,
+    "max_failures": 1,
+    "keep_checkpoints": 1,
+}
 
 RESOURCES = {"cpu": 1, "gpu": 0}
 
 SMOKE = {
-    "BASE": {"train.epochs": 2, "train.eval_every": 1, "train.steps_per_epoch": 2, "model.channels": 8,
-             "data.crop_seconds": 1.0, "data.eval_seconds": 2.0},
+    "BASE": {
+        "train.epochs": 2,
+        "train.eval_every": 1,
+        "train.steps_per_epoch": 2,
+        "model.channels": 8,
+        "data.crop_seconds": 1.0,
+        "data.eval_seconds": 2.0,
+    },
     "SPACE": {"model.embedding_dim": 16},
 }

@@ -35,19 +35,42 @@ SPACE = {
     "model.embedding_dim": tune.choice([10, 50, 200, 512]),
 }
 
-TUNE = {"search": "optuna", "num_samples": 64, "scheduler": "asha", "grace_period": 25, "reduction_factor": 3,
-        "max_failures": 2, "keep_checkpoints": 2, "seed": 0}
+TUNE = {
+    "search": "optuna",
+    "num_samples": 64,
+    "scheduler": "asha",
+    "grace_period": 25,
+    "reduction_factor": 3,
+    "max_failures": 2,
+    "keep_checkpoints": 2,
+    "seed": 0,
+}
 
 RESOURCES = {"cpu": 3, "gpu": 0.25}
 
 # Six trials of four capped epochs on CPU; ASHA decides at epochs 2 and 4 (grace 2, factor 2).
 SMOKE = {
-    "BASE": {"train.epochs": 4, "train.eval_every": 2, "train.warmup_epochs": 1, "train.steps_per_epoch": 3,
-             "model.channels": 8, "data.eval_seconds": 2.0, "data.short_clips": "pad"},
-    "BUNDLES": {"batch": {"4x2": {"train.batch_size": 8, "sampler.per_class": 2},
-                          "8x2": {"train.batch_size": 16, "sampler.per_class": 2}}},
-    "SPACE": {"batch": tune.choice(["4x2", "8x2"]), "train.lr": tune.loguniform(3e-4, 3e-3),
-              "data.crop_seconds": tune.choice([1.0, 1.5]), "model.embedding_dim": tune.choice([16, 32])},
+    "BASE": {
+        "train.epochs": 4,
+        "train.eval_every": 2,
+        "train.warmup_epochs": 1,
+        "train.steps_per_epoch": 3,
+        "model.channels": 8,
+        "data.eval_seconds": 2.0,
+        "data.short_clips": "pad",
+    },
+    "BUNDLES": {
+        "batch": {
+            "4x2": {"train.batch_size": 8, "sampler.per_class": 2},
+            "8x2": {"train.batch_size": 16, "sampler.per_class": 2},
+        }
+    },
+    "SPACE": {
+        "batch": tune.choice(["4x2", "8x2"]),
+        "train.lr": tune.loguniform(3e-4, 3e-3),
+        "data.crop_seconds": tune.choice([1.0, 1.5]),
+        "model.embedding_dim": tune.choice([16, 32]),
+    },
     "TUNE": {"num_samples": 6, "grace_period": 2, "reduction_factor": 2, "keep_checkpoints": 1},
     "RESOURCES": {"cpu": 1, "gpu": 0},
 }

@@ -44,9 +44,16 @@ RESOURCES = {"cpu": 8, "gpu": 1}
 # Two trials, two capped epochs. The SSL weights cannot be downloaded at run time: pass a local
 # save_pretrained folder, e.g. --set ssl.source=/models/wav2vec2-xls-r-300m (or a tiny random one).
 SMOKE = {
-    "BASE": {"train.epochs": 2, "train.eval_every": 1, "train.warmup_epochs": 1, "train.steps_per_epoch": 2,
-             "train.batch_size": 8, "data.crop_seconds": 1.0, "data.eval_seconds": 2.0, "data.short_clips": "pad"},
-    "SPACE": {"recipe": tune.grid_search(["aamsoftmax/random", "amsoftmax/balanced"]),
-              "model.embedding_dim": 50},
+    "BASE": {
+        "train.epochs": 2,
+        "train.eval_every": 1,
+        "train.warmup_epochs": 1,
+        "train.steps_per_epoch": 2,
+        "train.batch_size": 8,
+        "data.crop_seconds": 1.0,
+        "data.eval_seconds": 2.0,
+        "data.short_clips": "pad",
+    },
+    "SPACE": {"recipe": tune.grid_search(["aamsoftmax/random", "amsoftmax/balanced"]), "model.embedding_dim": 50},
     "RESOURCES": {"cpu": 1, "gpu": 0},
 }

@@ -47,19 +47,31 @@ RESOURCES = {"cpu": 3, "gpu": 0.25}
 # The same 32-trial grid, a few capped epochs each on CPU: checks the whole grid end to end in minutes.
 SMOKE = {
     "BASE": {
-        "train.epochs": 2, "train.eval_every": 1, "train.warmup_epochs": 1, "train.steps_per_epoch": 2,
-        "model.channels": 8, "data.crop_seconds": 1.0, "data.eval_seconds": 2.0, "data.short_clips": "pad",
+        "train.epochs": 2,
+        "train.eval_every": 1,
+        "train.warmup_epochs": 1,
+        "train.steps_per_epoch": 2,
+        "model.channels": 8,
+        "data.crop_seconds": 1.0,
+        "data.eval_seconds": 2.0,
+        "data.short_clips": "pad",
         "train.lr": 1e-3,
     },
     "BUNDLES": {
         "recipe": {
             "aamsoftmax/random": {"loss.name": "aamsoftmax", "sampler.name": "random", "train.batch_size": 16},
-            "ge2e/balanced": {"loss.name": "ge2e", "sampler.name": "balanced", "sampler.per_class": 2,
-                              "train.batch_size": 16},
+            "ge2e/balanced": {
+                "loss.name": "ge2e",
+                "sampler.name": "balanced",
+                "sampler.per_class": 2,
+                "train.batch_size": 16,
+            },
         }
     },
-    "SPACE": {"recipe": tune.grid_search(["aamsoftmax/random", "ge2e/balanced"]),
-              "model.embedding_dim": tune.grid_search([10, 50])},
+    "SPACE": {
+        "recipe": tune.grid_search(["aamsoftmax/random", "ge2e/balanced"]),
+        "model.embedding_dim": tune.grid_search([10, 50]),
+    },
     "TUNE": {"scheduler": "asha", "keep_checkpoints": 1},
     "RESOURCES": {"cpu": 1, "gpu": 0},
 }

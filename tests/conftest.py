@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["mlaad_fixture"]  # the MLAAD-shaped corpus fixture, for every test module
+
 # The team's Ray tests: no usage stats, no token auth written into HOME (design.md §3).
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ["RAY_AUTH_MODE"] = "disabled"

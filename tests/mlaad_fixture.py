@@ -28,29 +28,49 @@ SYSTEMS = {"espeak-ng/default": "", "espeak-ng/f3": "+f3", "espeak-ng/m3": "+m3"
 SEEN_SYSTEMS = ("espeak-ng/default", "espeak-ng/f3", "espeak-ng/m3")
 LANG_NAMES = {"en": "English", "de": "German", "fr": "French", "it": "Italian"}
 SENTENCES = {
-    "en": ["The quick brown fox jumps over the lazy dog near the river bank.",
-           "Please call me back tomorrow morning before the meeting starts.",
-           "She sells sea shells by the sea shore every single summer.",
-           "A journey of a thousand miles begins with a single step forward."],
-    "de": ["Der schnelle braune Fuchs springt über den faulen Hund am Fluss.",
-           "Bitte rufen Sie mich morgen früh vor der Besprechung zurück.",
-           "Im Sommer fahren wir gerne mit dem Fahrrad an den See.",
-           "Eine Reise von tausend Meilen beginnt mit dem ersten Schritt."],
-    "fr": ["Le renard brun rapide saute par-dessus le chien paresseux.",
-           "Rappelez-moi demain matin avant le début de la réunion, merci.",
-           "Nous allons souvent au marché le samedi pour acheter des fruits.",
-           "Un voyage de mille lieues commence toujours par un premier pas."],
-    "it": ["La volpe veloce salta sopra il cane pigro vicino al fiume.",
-           "Per favore richiamami domani mattina prima della riunione.",
-           "In estate andiamo spesso al mare con tutta la famiglia.",
-           "Un viaggio di mille miglia comincia sempre con un solo passo."],
+    "en": [
+        "The quick brown fox jumps over the lazy dog near the river bank.",
+        "Please call me back tomorrow morning before the meeting starts.",
+        "She sells sea shells by the sea shore every single summer.",
+        "A journey of a thousand miles begins with a single step forward.",
+    ],
+    "de": [
+        "Der schnelle braune Fuchs springt über den faulen Hund am Fluss.",
+        "Bitte rufen Sie mich morgen früh vor der Besprechung zurück.",
+        "Im Sommer fahren wir gerne mit dem Fahrrad an den See.",
+        "Eine Reise von tausend Meilen beginnt mit dem ersten Schritt.",
+    ],
+    "fr": [
+        "Le renard brun rapide saute par-dessus le chien paresseux.",
+        "Rappelez-moi demain matin avant le début de la réunion, merci.",
+        "Nous allons souvent au marché le samedi pour acheter des fruits.",
+        "Un voyage de mille lieues commence toujours par un premier pas.",
+    ],
+    "it": [
+        "La volpe veloce salta sopra il cane pigro vicino al fiume.",
+        "Per favore richiamami domani mattina prima della riunione.",
+        "In estate andiamo spesso al mare con tutta la famiglia.",
+        "Un viaggio di mille miglia comincia sempre con un solo passo.",
+    ],
 }
 EVAL_COPIES = 3  # MLAAD's eval.csv repeats rows: each eval row appears this many times
-MLAAD_COLUMNS = ["path", "model_name", "language", "is_original_language", "duration", "training_data",
-                 "architecture", "transcript"]
+MLAAD_COLUMNS = [
+    "path",
+    "model_name",
+    "language",
+    "is_original_language",
+    "duration",
+    "training_data",
+    "architecture",
+    "transcript",
+]
 OUR_COLUMNS = ["path", "model_name", "language", "duration", "text"]
-CONDITIONS = ("lang_seen___model_seen", "lang_seen___model_not_seen", "lang_not_seen___model_seen",
-              "lang_not_seen___model_not_seen")
+CONDITIONS = (
+    "lang_seen___model_seen",
+    "lang_seen___model_not_seen",
+    "lang_not_seen___model_seen",
+    "lang_not_seen___model_not_seen",
+)
 
 
 @dataclass(frozen=True)
@@ -80,8 +100,9 @@ def synthesise(voice: str, text: str, out: Path, sample_rate: int = 16000) -> fl
     out.parent.mkdir(parents=True, exist_ok=True)
     raw = out.with_suffix(".raw.wav")
     subprocess.run(["espeak-ng", "-v", voice, "-w", str(raw), text], check=True, capture_output=True)
-    subprocess.run(["sox", str(raw), "-r", str(sample_rate), "-c", "1", "-b", "16", str(out)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["sox", str(raw), "-r", str(sample_rate), "-c", "1", "-b", "16", str(out)], check=True, capture_output=True
+    )
     raw.unlink()
     return sf.info(str(out)).duration
 
@@ -118,15 +139,27 @@ def _write_ours(folder: Path, clips: list[Clip]) -> None:
         rows = [[c.path, c.system, c.lang, c.duration, c.text] for c in clips if c.split == split]
         _write(folder / f"{split}.csv", OUR_COLUMNS, rows)
         for cond in CONDITIONS:
-            sub = [[c.path, c.system, c.lang, c.duration, c.text] for c in clips if c.split == split and condition(c) == cond]
+            sub = [
+                [c.path, c.system, c.lang, c.duration, c.text]
+                for c in clips
+                if c.split == split and condition(c) == cond
+            ]
             if sub:
                 _write(folder / "fine" / f"{split}___{cond}.csv", OUR_COLUMNS, sub)
 
 
 def mlaad_row(c: Clip) -> list:
     arch = "formant" if "klatt" not in c.system else "klatt"
-    return [c.path, c.system, LANG_NAMES[c.lang], c.lang == "en", c.duration, "none", arch,
-            f'{c.text} (said, "slowly")']
+    return [
+        c.path,
+        c.system,
+        LANG_NAMES[c.lang],
+        c.lang == "en",
+        c.duration,
+        "none",
+        arch,
+        f'{c.text} (said, "slowly")',
+    ]
 
 
 def _write_mlaad(folder: Path, clips: list[Clip]) -> None:

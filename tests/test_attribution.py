@@ -49,8 +49,16 @@ def analysis(run, tiny_corpus):
 def test_analyze_writes_every_artefact_and_a_confusion_matrix_of_every_dev_system(analysis, tiny_corpus):
     out = analysis["out"]
     names = {p.name for p in analysis["artifacts"]}
-    assert {"confusion.parquet", "confusion.png", "umap.png", "umap.parquet", "det.png", "openset.json",
-            "probe.json", "metrics.json"} <= names
+    assert {
+        "confusion.parquet",
+        "confusion.png",
+        "umap.png",
+        "umap.parquet",
+        "det.png",
+        "openset.json",
+        "probe.json",
+        "metrics.json",
+    } <= names
     assert all(p.is_file() and p.stat().st_size > 0 for p in analysis["artifacts"])
     dev = read_protocol(tiny_corpus, splits=("dev",)).tables["dev"]
     cm = pd.read_parquet(out / "confusion.parquet")

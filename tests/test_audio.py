@@ -85,13 +85,17 @@ def test_all_zeros(tmp_path):
 
 def test_near_silent(tmp_path):
     quiet = write_tone(tmp_path / "quiet.wav", amplitude=SILENCE_PEAK / 4)
-    with pytest.raises(AudioError, match=r"quiet\.wav: silent: peak 0.0002\d \(-7\d dBFS\) is below 0.001 \(-60 dBFS\)"):
+    with pytest.raises(
+        AudioError, match=r"quiet\.wav: silent: peak 0.0002\d \(-7\d dBFS\) is below 0.001 \(-60 dBFS\)"
+    ):
         load_audio(quiet)
     assert load_audio(write_tone(tmp_path / "soft.wav", amplitude=SILENCE_PEAK * 4)).size == 16000
 
 
 def test_stereo_says_how_to_fix(tmp_path):
-    with pytest.raises(AudioError, match=r"stereo\.wav: 2 channels, but clips must be mono .* `sox in\.wav -c 1 out\.wav`"):
+    with pytest.raises(
+        AudioError, match=r"stereo\.wav: 2 channels, but clips must be mono .* `sox in\.wav -c 1 out\.wav`"
+    ):
         load_audio(write_tone(tmp_path / "stereo.wav", channels=2))
 
 
@@ -118,7 +122,9 @@ def test_resample_equals_torchaudio(orig):
     np.testing.assert_allclose(resample(x, orig, 16000), expected, atol=1e-5)  # kernel in float32 vs float64
 
 
-@pytest.mark.parametrize("frames,orig,new", [(21289, 22050, 16000), (48000, 48000, 16000), (1, 44100, 16000), (5, 16000, 16000)])
+@pytest.mark.parametrize(
+    "frames,orig,new", [(21289, 22050, 16000), (48000, 48000, 16000), (1, 44100, 16000), (5, 16000, 16000)]
+)
 def test_resampled_length_matches_torchaudio(frames, orig, new):
     out = torchaudio.functional.resample(torch.zeros(frames), orig, new)
     assert resampled_length(frames, orig, new) == out.shape[-1]

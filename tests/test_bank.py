@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from mlaad_fixture import mlaad_corpus, write_empty, write_junk, write_tone  # noqa: F401
+from mlaad_fixture import write_empty, write_junk, write_tone
 
 import sourcetrace.data.bank as bank_module
 from sourcetrace.data.audio import load_audio
@@ -113,7 +113,9 @@ def test_cache_round_trip_is_memory_mapped(files, bank, tmp_path, monkeypatch):
     again = WaveBank.load(files, cache_dir=tmp_path)
     assert isinstance(again.data, np.memmap)
     rng = np.random.default_rng(5)
-    assert again.random_crops(np.arange(16), 24000, rng).equal(bank.random_crops(np.arange(16), 24000, np.random.default_rng(5)))
+    assert again.random_crops(np.arange(16), 24000, rng).equal(
+        bank.random_crops(np.arange(16), 24000, np.random.default_rng(5))
+    )
     assert again.center_crops(np.arange(16), 80000).equal(bank.center_crops(np.arange(16), 80000))
     monkeypatch.undo()
     mine = [shutil.copy(f, tmp_path / f"{i}.flac") for i, f in enumerate(files[:3])]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from mlaad_fixture import (  # noqa: F401
+from mlaad_fixture import (
     EVAL_COPIES,
     copy_corpus,
-    mlaad_corpus,
     synthesise,
     write_empty,
     write_junk,
@@ -20,7 +19,9 @@ from sourcetrace.data.protocol import CONDITIONS
 
 
 def test_clean_corpus_passes_with_counts(mlaad_corpus, capsys):
-    assert main(["corpus", "check", "--root", str(mlaad_corpus), "--protocol", str(mlaad_corpus / "protocol_mlaad")]) == 0
+    assert (
+        main(["corpus", "check", "--root", str(mlaad_corpus), "--protocol", str(mlaad_corpus / "protocol_mlaad")]) == 0
+    )
     out = capsys.readouterr().out
     assert "OK: no problems found" in out and "validated 36 files" in out
     assert f"duplicate rows dropped: eval.csv {16 * (EVAL_COPIES - 1)}" in out

@@ -41,7 +41,9 @@ def test_unknown_keys_are_named(key, message):
 
 
 def test_cli_strings_are_coerced_to_field_types():
-    cfg = Config().with_overrides(["train.epochs=3", "loss.margin=0.25", "features.instance_norm=false", "loss.name=ge2e"])
+    cfg = Config().with_overrides(
+        ["train.epochs=3", "loss.margin=0.25", "features.instance_norm=false", "loss.name=ge2e"]
+    )
     assert cfg.train.epochs == 3 and cfg.loss.margin == 0.25 and cfg.features.instance_norm is False
     with pytest.raises(ConfigError, match="'train.epochs' expects int, got 'three'"):
         Config().with_overrides(["train.epochs=three"])
@@ -63,7 +65,9 @@ def test_metric_loss_with_random_sampler_is_rejected(loss):
 
 
 def test_metric_loss_needs_two_clips_per_class():
-    cfg = Config.from_dict({"loss.name": "ge2e", "sampler.name": "balanced", "sampler.per_class": 1, "train.batch_size": 12})
+    cfg = Config.from_dict(
+        {"loss.name": "ge2e", "sampler.name": "balanced", "sampler.per_class": 1, "train.batch_size": 12}
+    )
     with pytest.raises(ConfigError, match="sampler.per_class=1 is too small"):
         cfg.validate()
 

@@ -17,8 +17,15 @@ import soundfile as sf
 
 from sourcetrace.data.corpus import build as build_mod
 from sourcetrace.data.corpus import build_corpus, engines
-from sourcetrace.data.corpus.systems import (BY_NAME, PRESETS, SEEN_LANGUAGES, SYSTEMS, UNSEEN_LANGUAGES,
-                                             cell_split_counts, plan)
+from sourcetrace.data.corpus.systems import (
+    BY_NAME,
+    PRESETS,
+    SEEN_LANGUAGES,
+    SYSTEMS,
+    UNSEEN_LANGUAGES,
+    cell_split_counts,
+    plan,
+)
 from sourcetrace.data.corpus.text import LANGUAGES, text_pools
 from sourcetrace.errors import SourcetraceError
 
@@ -63,10 +70,20 @@ def test_text_pools_are_large_and_disjoint():
 
 
 def test_plan_is_deterministic_across_processes():
-    code = ("import hashlib; from sourcetrace.data.corpus.systems import plan; "
-            "print(hashlib.sha1(repr(plan('tiny', 3, 'flac')).encode()).hexdigest())")
-    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={**os.environ, "PYTHONHASHSEED": str(h)}).stdout for h in (1, 2)}
+    code = (
+        "import hashlib; from sourcetrace.data.corpus.systems import plan; "
+        "print(hashlib.sha1(repr(plan('tiny', 3, 'flac')).encode()).hexdigest())"
+    )
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": str(h)},
+        ).stdout
+        for h in (1, 2)
+    }
     assert len(outs) == 1
     a, b = plan("tiny", 0, "flac"), plan("tiny", 1, "flac")
     assert [(c.system, c.language, c.split) for c in a] == [(c.system, c.language, c.split) for c in b]

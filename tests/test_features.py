@@ -23,8 +23,14 @@ def reference(wave: torch.Tensor, cfg: FeaturesConfig, norm: bool = True) -> tor
     x = F.pad(wave.unsqueeze(1), (1, 0), "reflect")
     x = F.conv1d(x, torch.tensor([[[-0.97, 1.0]]])).squeeze(1)
     mel = torchaudio.transforms.MelSpectrogram(
-        sample_rate=16000, n_fft=cfg.n_fft, win_length=cfg.win_length, hop_length=cfg.hop_length,
-        f_min=cfg.f_min, f_max=cfg.f_max, n_mels=cfg.n_mels, window_fn=torch.hamming_window,
+        sample_rate=16000,
+        n_fft=cfg.n_fft,
+        win_length=cfg.win_length,
+        hop_length=cfg.hop_length,
+        f_min=cfg.f_min,
+        f_max=cfg.f_max,
+        n_mels=cfg.n_mels,
+        window_fn=torch.hamming_window,
     )
     x = (mel(x) + 1e-6).log()
     return torch.nn.InstanceNorm1d(cfg.n_mels)(x) if norm else x

@@ -34,8 +34,12 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
 # Fast node-death detection by the GCS (defaults: ~30 s); read by the head's gcs_server from its env.
-FAST_HEALTH = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
-               "RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_timeout_ms": "1000"}
+FAST_HEALTH = {
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+    "RAY_health_check_initial_delay_ms": "1000",
+    "RAY_health_check_timeout_ms": "1000",
+}
 
 
 def free_port() -> int:
@@ -143,8 +147,15 @@ class LocalCluster:
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.base / f"{name}.log", "w")
-        proc = subprocess.Popen(cmd, env=env or self.env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.base)
+        proc = subprocess.Popen(
+            cmd,
+            env=env or self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.base,
+        )
         log.close()
         self.procs[name] = proc
         return proc
@@ -155,12 +166,25 @@ class LocalCluster:
 
     def start_node(self, name: str, head: bool, resources: dict[str, int]) -> subprocess.Popen:
         # Every port explicit: two raylets share this host, and other Ray instances may run beside them.
-        ports = {"node-manager-port": free_port(), "object-manager-port": free_port(),
-                 "dashboard-agent-listen-port": free_port(), "dashboard-agent-grpc-port": free_port(),
-                 "runtime-env-agent-port": free_port(), "metrics-export-port": free_port()}
-        cmd = [RAY_CLI, "start", "--block", "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats",
-               f"--resources={json.dumps(resources)}", f"--temp-dir={self.base / name}",
-               "--object-store-memory=150000000"] + [f"--{k}={v}" for k, v in ports.items()]
+        ports = {
+            "node-manager-port": free_port(),
+            "object-manager-port": free_port(),
+            "dashboard-agent-listen-port": free_port(),
+            "dashboard-agent-grpc-port": free_port(),
+            "runtime-env-agent-port": free_port(),
+            "metrics-export-port": free_port(),
+        }
+        cmd = [
+            RAY_CLI,
+            "start",
+            "--block",
+            "--num-cpus=1",
+            "--num-gpus=0",
+            "--disable-usage-stats",
+            f"--resources={json.dumps(resources)}",
+            f"--temp-dir={self.base / name}",
+            "--object-store-memory=150000000",
+        ] + [f"--{k}={v}" for k, v in ports.items()]
         if head:
             cmd += ["--head", f"--port={self.gcs_port}", "--include-dashboard=false"]
         else:
@@ -170,9 +194,22 @@ class LocalCluster:
     def start_mlflow(self, port: int) -> str:
         store = self.base / "mlflow"
         store.mkdir()
-        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-               "--artifacts-destination", str(store / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "1"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{store / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(store / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ]
         self._spawn("mlflow", cmd, dict(self.env, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"))
         url = f"http://127.0.0.1:{port}"
 
@@ -189,9 +226,15 @@ class LocalCluster:
 
     def ray_query(self, code: str, timeout: float = 90) -> dict:
         """Run ``code`` in a fresh driver connected to the cluster; it prints one JSON object."""
-        script = "import json, time, ray\nray.init(address=%r, logging_level='ERROR')\n" % self.address
-        out = subprocess.run([sys.executable, "-c", script + textwrap.dedent(code)], env=self.env, cwd=self.base,
-                             capture_output=True, text=True, timeout=timeout)
+        script = f"import json, time, ray\nray.init(address={self.address!r}, logging_level='ERROR')\n"
+        out = subprocess.run(
+            [sys.executable, "-c", script + textwrap.dedent(code)],
+            env=self.env,
+            cwd=self.base,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -229,8 +272,11 @@ def cluster(tiny_corpus):
     c = LocalCluster(base, env)
     try:
         c.start_node("head", head=True, resources={"node_a": 1})
-        wait_for(lambda: list((base / "head").glob("session_*/sockets/raylet")) or c.procs["head"].poll() is not None,
-                 90, "the Ray head")
+        wait_for(
+            lambda: list((base / "head").glob("session_*/sockets/raylet")) or c.procs["head"].poll() is not None,
+            90,
+            "the Ray head",
+        )
         assert c.procs["head"].poll() is None, c.log("head")
         c.start_node("worker", head=False, resources={"node_b": 1})
         c.mlflow_url = c.start_mlflow(free_port())
@@ -245,17 +291,34 @@ def cluster(tiny_corpus):
 
 
 def sweep_cmd(c: LocalCluster, sweep_file: Path, root: Path, name: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "sourcetrace", "sweep", str(sweep_file), "--root", str(root),
-            "--address", c.address, "--tracking-uri", c.mlflow_url, "--storage", str(c.base / "shared" / "ray_results"),
-            "--name", name, "--no-analyze", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "sourcetrace",
+        "sweep",
+        str(sweep_file),
+        "--root",
+        str(root),
+        "--address",
+        c.address,
+        "--tracking-uri",
+        c.mlflow_url,
+        "--storage",
+        str(c.base / "shared" / "ray_results"),
+        "--name",
+        name,
+        "--no-analyze",
+        *extra,
+    ]
 
 
 def run_sweep(c: LocalCluster, cmd: list[str], timeout: float, during=None) -> subprocess.CompletedProcess:
     """Run a sweep driver in its own process group; ``during(proc)`` is polled while it runs."""
     log_path = c.base / f"{cmd[cmd.index('--name') + 1]}.driver.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, env=c.env, cwd=c.base, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=c.env, cwd=c.base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         end = time.monotonic() + timeout
         while proc.poll() is None:
@@ -360,7 +423,8 @@ def test_sweep_spreads_over_nodes_and_survives_losing_one(cluster, tiny_corpus):
     # 2. Lose node b mid-sweep: SIGKILL its process group once a trial there has reported an epoch
     #    (so it has a checkpoint); Tune must retry that trial on node a and the sweep still end cleanly.
     sweep_file = c.base / "failover.py"
-    sweep_file.write_text(textwrap.dedent("""
+    sweep_file.write_text(
+        textwrap.dedent("""
         from ray import tune
         BASE = {"model.name": "thin_resnet34", "model.channels": 8, "train.epochs": 4, "train.eval_every": 1,
                 "train.warmup_epochs": 1, "train.steps_per_epoch": 3, "train.lr": 1e-3, "train.batch_size": 16,
@@ -369,7 +433,8 @@ def test_sweep_spreads_over_nodes_and_survives_losing_one(cluster, tiny_corpus):
         SPACE = {"model.embedding_dim": tune.grid_search([8, 16, 24])}
         TUNE = {"scheduler": "fifo", "max_failures": 3, "keep_checkpoints": 1, "log_checkpoint": False}
         RESOURCES = {"cpu": 1}
-    """))
+    """)
+    )
     worker = c.procs["worker"]
     killed: dict[str, object] = {}
 
@@ -392,8 +457,13 @@ def test_sweep_spreads_over_nodes_and_survives_losing_one(cluster, tiny_corpus):
     rows = trial_results(storage / "failover")[killed["trial"]]
     assert max(r["epoch"] for r in rows) == 4, rows
     placed = where_trials_ran(c, storage / "failover")
-    print(f"sweep 'failover': node b killed during trial {killed['trial']} after epoch {killed['epoch']:g};",
-          "Tune states:", states, "nodes:", placed)
+    print(
+        f"sweep 'failover': node b killed during trial {killed['trial']} after epoch {killed['epoch']:g};",
+        "Tune states:",
+        states,
+        "nodes:",
+        placed,
+    )
     assert placed[killed["trial"]] == {"node_a", "node_b"}, placed  # started on b, finished on a
 
     # 3. The report reads the shared storage path and finds every trial finished, none twice.

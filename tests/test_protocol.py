@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
-from mlaad_fixture import EVAL_COPIES, SEEN_SYSTEMS, copy_corpus, mlaad_corpus  # noqa: F401
+from mlaad_fixture import EVAL_COPIES, SEEN_SYSTEMS, copy_corpus
 
 from sourcetrace.data.protocol import (
     COLUMNS,
@@ -93,8 +92,10 @@ def test_check_fine_agrees_and_catches_a_mislabelled_fine_file(mlaad_corpus, tmp
     moved = pd.read_csv(unseen, dtype=str, keep_default_na=False).iloc[:1]
     pd.concat([pd.read_csv(seen, dtype=str, keep_default_na=False), moved]).to_csv(seen, index=False)
     problems = check_fine(read_protocol(root))
-    assert any("eval___lang_seen___model_seen.csv: lists" in p and "has condition lang_seen___model_not_seen" in p
-               for p in problems), problems
+    assert any(
+        "eval___lang_seen___model_seen.csv: lists" in p and "has condition lang_seen___model_not_seen" in p
+        for p in problems
+    ), problems
 
 
 # -- errors -----------------------------------------------------------------------------------------
@@ -111,7 +112,9 @@ def test_missing_root(tmp_path):
 def test_missing_split_csv_lists_the_csvs_there(mlaad_corpus, tmp_path):
     root = copy_corpus(mlaad_corpus, tmp_path / "c")
     (root / "protocol" / "dev.csv").unlink()
-    with pytest.raises(ProtocolError, match=r"missing split CSV: .*dev\.csv' does not exist; .* has: eval\.csv, train\.csv"):
+    with pytest.raises(
+        ProtocolError, match=r"missing split CSV: .*dev\.csv' does not exist; .* has: eval\.csv, train\.csv"
+    ):
         read_protocol(root)
     assert set(read_protocol(root, splits=("train", "eval")).tables) == {"train", "eval"}
     (root / "protocol" / "train.csv").unlink()
@@ -120,7 +123,10 @@ def test_missing_split_csv_lists_the_csvs_there(mlaad_corpus, tmp_path):
 
 
 def test_unknown_split_name(mlaad_corpus):
-    with pytest.raises(ProtocolError, match=r"unknown split 'test': .*test\.csv' does not exist; .* has: dev\.csv, eval\.csv, train\.csv"):
+    with pytest.raises(
+        ProtocolError,
+        match=r"unknown split 'test': .*test\.csv' does not exist; .* has: dev\.csv, eval\.csv, train\.csv",
+    ):
         read_protocol(mlaad_corpus, splits=("train", "test"))
 
 

@@ -10,8 +10,12 @@ from scipy import stats
 from sourcetrace.cli import main
 from sourcetrace.report import format_table1, trials_frame, write_reports
 
-BUNDLES = {"recipe": {"aam/random": {"loss.name": "aamsoftmax", "sampler.name": "random"},
-                      "ge2e/balanced": {"loss.name": "ge2e", "sampler.name": "balanced", "train.batch_size": 8}}}
+BUNDLES = {
+    "recipe": {
+        "aam/random": {"loss.name": "aamsoftmax", "sampler.name": "random"},
+        "ge2e/balanced": {"loss.name": "ge2e", "sampler.name": "balanced", "train.batch_size": 8},
+    }
+}
 C = "lang_seen___model_seen"
 
 
@@ -19,8 +23,11 @@ def make_experiment(root, trials):
     """trials: (trial_id, params, tune_status, [(epoch, dev_eer or None)], error or None)."""
     exp = root / "sw"
     exp.mkdir(parents=True)
-    (exp / "sourcetrace_sweep.json").write_text(json.dumps(
-        {"name": "sw", "experiment": "sw", "base": {"train.epochs": 4, "train.eval_every": 2}, "bundles": BUNDLES}))
+    (exp / "sourcetrace_sweep.json").write_text(
+        json.dumps(
+            {"name": "sw", "experiment": "sw", "base": {"train.epochs": 4, "train.eval_every": 2}, "bundles": BUNDLES}
+        )
+    )
     data = []
     for tid, params, status, epochs, error in trials:
         d = exp / f"run_trial_{tid}"
@@ -30,7 +37,12 @@ def make_experiment(root, trials):
         for epoch, dev in epochs:
             r = {"epoch": float(epoch), "train_loss": 1.0, "time_total_s": 10.0 * epoch, "trial_id": tid}
             if dev is not None:
-                r |= {"dev_eer": dev, "test_eer": dev + 5, f"dev_eer.{C}": dev - 1, "checkpoint_dir_name": f"checkpoint_{epoch:06d}"}
+                r |= {
+                    "dev_eer": dev,
+                    "test_eer": dev + 5,
+                    f"dev_eer.{C}": dev - 1,
+                    "checkpoint_dir_name": f"checkpoint_{epoch:06d}",
+                }
                 (d / r["checkpoint_dir_name"]).mkdir()
             lines.append(json.dumps(r))
         (d / "result.json").write_text("\n".join(lines) + ("\n" if lines else ""))
@@ -48,22 +60,31 @@ GE2E = {"recipe": "ge2e/balanced", "model.embedding_dim": 10}
 
 @pytest.fixture
 def exp(tmp_path):
-    return make_experiment(tmp_path, [
-        ("a0", AAM | {"train.seed": 0}, "TERMINATED", [(1, None), (2, 12.0), (3, None), (4, 10.0)], None),
-        ("a1", AAM | {"train.seed": 1}, "TERMINATED", [(1, None), (2, 11.0), (3, None), (4, 14.0)], None),
-        ("a2", AAM | {"train.seed": 2}, "TERMINATED", [(1, None), (2, 15.0)], None),  # stopped by ASHA
-        ("g0", GE2E, "ERROR", [(1, None)], "sourcetrace.errors.TrainingError: non-finite loss"),
-        ("g1", GE2E | {"model.embedding_dim": 50}, "RUNNING", [(1, None), (2, 20.0)], None),
-        ("g2", GE2E | {"model.embedding_dim": 50, "train.seed": 1}, "PENDING", [], None),
-    ])
+    return make_experiment(
+        tmp_path,
+        [
+            ("a0", AAM | {"train.seed": 0}, "TERMINATED", [(1, None), (2, 12.0), (3, None), (4, 10.0)], None),
+            ("a1", AAM | {"train.seed": 1}, "TERMINATED", [(1, None), (2, 11.0), (3, None), (4, 14.0)], None),
+            ("a2", AAM | {"train.seed": 2}, "TERMINATED", [(1, None), (2, 15.0)], None),  # stopped by ASHA
+            ("g0", GE2E, "ERROR", [(1, None)], "sourcetrace.errors.TrainingError: non-finite loss"),
+            ("g1", GE2E | {"model.embedding_dim": 50}, "RUNNING", [(1, None), (2, 20.0)], None),
+            ("g2", GE2E | {"model.embedding_dim": 50, "train.seed": 1}, "PENDING", [], None),
+        ],
+    )
 
 
 def test_long_table_has_every_trial_and_evaluation_with_its_status(exp):
     t = trials_frame(exp)
     assert sorted(t["trial_id"].unique()) == ["a0", "a1", "a2", "g0", "g1", "g2"]
     status = t.drop_duplicates("trial_id").set_index("trial_id")["status"].to_dict()
-    assert status == {"a0": "finished", "a1": "finished", "a2": "early_stopped", "g0": "failed",
-                      "g1": "interrupted", "g2": "pending"}
+    assert status == {
+        "a0": "finished",
+        "a1": "finished",
+        "a2": "early_stopped",
+        "g0": "failed",
+        "g1": "interrupted",
+        "g2": "pending",
+    }
     reasons = t.drop_duplicates("trial_id").set_index("trial_id")["stop_reason"]
     assert reasons["g0"] == "sourcetrace.errors.TrainingError: non-finite loss"
     assert "epoch 2 of 4" in reasons["a2"]

@@ -10,7 +10,9 @@ import pytest
 from sourcetrace.data.samplers import SAMPLERS, BalancedSampler, RandomSampler
 
 # 24 imbalanced classes, 3..500 clips (MLAAD train has 24 systems), shuffled order of labels.
-COUNTS = np.array([3, 5, 8, 12, 20, 30, 45, 60, 80, 100, 120, 150, 180, 200, 230, 260, 290, 320, 350, 380, 410, 440, 470, 500])
+COUNTS = np.array(
+    [3, 5, 8, 12, 20, 30, 45, 60, 80, 100, 120, 150, 180, 200, 230, 260, 290, 320, 350, 380, 410, 440, 470, 500]
+)
 LABELS = np.random.default_rng(7).permutation(np.repeat(np.arange(24), COUNTS))
 
 

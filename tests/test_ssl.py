@@ -28,10 +28,19 @@ XLSR_SSL_PARAMS = 315_438_720
 FULL_PARAMS = {10: 315_886_738, 50: 315_893_178, 200: 315_917_328, 512: 315_967_560}
 
 TINY = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-    conv_dim=(16, 16, 16), conv_kernel=(10, 8, 8), conv_stride=(5, 8, 8),  # 320x down: 50 frames/s, as XLS-R
-    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-    do_stable_layer_norm=True, feat_extract_norm="layer", conv_bias=True, mask_time_prob=0.075,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=37,
+    conv_dim=(16, 16, 16),
+    conv_kernel=(10, 8, 8),
+    conv_stride=(5, 8, 8),  # 320x down: 50 frames/s, as XLS-R
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=2,
+    do_stable_layer_norm=True,
+    feat_extract_norm="layer",
+    conv_bias=True,
+    mask_time_prob=0.075,
 )
 
 
@@ -234,14 +243,28 @@ def test_trainer_runs_w2v2_aasist_on_the_tiny_corpus(tiny_corpus, tiny_source, t
     from sourcetrace.training.checkpoint import load_model
     from sourcetrace.training.loop import train
 
-    cfg = Config.from_dict({
-        "data.root": str(tiny_corpus), "data.crop_seconds": 1.0, "data.eval_seconds": 2.0,
-        "data.short_clips": "pad",
-        "model.name": "w2v2_aasist", "model.embedding_dim": 16, "ssl.source": tiny_source,
-        "ssl.finetune": "top", "ssl.top_layers": 1, "ssl.layer": -1,
-        "train.epochs": 2, "train.eval_every": 1, "train.warmup_epochs": 1, "train.steps_per_epoch": 2,
-        "train.batch_size": 8, "train.lr": 1e-3, "train.eval_test": False, "train.device": "cpu",
-    })
+    cfg = Config.from_dict(
+        {
+            "data.root": str(tiny_corpus),
+            "data.crop_seconds": 1.0,
+            "data.eval_seconds": 2.0,
+            "data.short_clips": "pad",
+            "model.name": "w2v2_aasist",
+            "model.embedding_dim": 16,
+            "ssl.source": tiny_source,
+            "ssl.finetune": "top",
+            "ssl.top_layers": 1,
+            "ssl.layer": -1,
+            "train.epochs": 2,
+            "train.eval_every": 1,
+            "train.warmup_epochs": 1,
+            "train.steps_per_epoch": 2,
+            "train.batch_size": 8,
+            "train.lr": 1e-3,
+            "train.eval_test": False,
+            "train.device": "cpu",
+        }
+    )
     result = train(cfg, tmp_path / "run")
     assert [h["epoch"] for h in result.history] == [1.0, 2.0]
     assert 0.0 <= result.best_metrics["dev_eer"] <= 100.0 and np.isfinite(result.history[-1]["train_loss"])

@@ -17,26 +17,48 @@ from mlflow import MlflowClient
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).parent.parent
-QUICK = {"train.epochs": 4, "train.eval_every": 1, "train.warmup_epochs": 1, "train.steps_per_epoch": 3,
-         "model.channels": 8, "model.embedding_dim": 16, "data.crop_seconds": 1.0, "data.eval_seconds": 2.0,
-         "data.short_clips": "pad", "train.lr": 1e-3}
-GRID = f'''
+QUICK = {
+    "train.epochs": 4,
+    "train.eval_every": 1,
+    "train.warmup_epochs": 1,
+    "train.steps_per_epoch": 3,
+    "model.channels": 8,
+    "model.embedding_dim": 16,
+    "data.crop_seconds": 1.0,
+    "data.eval_seconds": 2.0,
+    "data.short_clips": "pad",
+    "train.lr": 1e-3,
+}
+GRID = f"""
 from ray import tune
 BASE = {QUICK!r}
 BUNDLES = {{"recipe": {{
     "aamsoftmax/random": {{"loss.name": "aamsoftmax", "sampler.name": "random", "train.batch_size": 16}},
-    "ge2e/balanced": {{"loss.name": "ge2e", "sampler.name": "balanced", "sampler.per_class": 2, "train.batch_size": 16}},
+    "ge2e/balanced": {{"loss.name": "ge2e", "sampler.name": "balanced", "sampler.per_class": 2,
+                      "train.batch_size": 16}},
 }}}}
 SPACE = {{"recipe": tune.grid_search(list(BUNDLES["recipe"])), "train.seed": tune.grid_search([0, 1])}}
 TUNE = {{"scheduler": "SCHED", "grace_period": 1, "reduction_factor": 2, "keep_checkpoints": 1}}
 RESOURCES = {{"cpu": 1}}
-'''
+"""
 
 
 def sweep_cmd(sweep_file, root, tmp, *extra):
-    return [sys.executable, "-m", "sourcetrace.cli", "sweep", str(sweep_file), "--root", str(root),
-            "--storage", str(tmp / "ray"), "--tracking-uri", f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}", "--no-analyze",
-            *extra]
+    return [
+        sys.executable,
+        "-m",
+        "sourcetrace.cli",
+        "sweep",
+        str(sweep_file),
+        "--root",
+        str(root),
+        "--storage",
+        str(tmp / "ray"),
+        "--tracking-uri",
+        f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}",
+        "--no-analyze",
+        *extra,
+    ]
 
 
 def env():
@@ -81,8 +103,10 @@ def grid(tiny_corpus, tmp_path_factory):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trials = pd.read_parquet(tmp / "ray" / "grid" / "report" / "trials.parquet")
     compute = trials.drop_duplicates("trial_id")["wall_s"].sum()
-    print(f"\ngrid sweep: {len(trials['trial_id'].unique())} trials, wall {wall:.1f} s, trial compute {compute:.1f} s, "
-          f"overhead factor {wall / (compute / 2):.2f} (concurrency 2)")
+    print(
+        f"\ngrid sweep: {len(trials['trial_id'].unique())} trials, wall {wall:.1f} s, trial compute {compute:.1f} s, "
+        f"overhead factor {wall / (compute / 2):.2f} (concurrency 2)"
+    )
     return tmp, proc
 
 
@@ -96,8 +120,21 @@ def test_grid_sweep_logs_one_run_per_trial_and_writes_reports(grid):
     assert (art / "best_checkpoint" / "state.pt").is_file()
     report = tmp / "ray" / "grid" / "report"
     trials = pd.read_parquet(report / "trials.parquet")
-    assert {"backbone", "loss", "sampler", "dim", "seed", "epoch", "epoch_reached", "status", "stop_reason", "dev_eer",
-            "test_eer", "wall_s", "run_id"} <= set(trials.columns)
+    assert {
+        "backbone",
+        "loss",
+        "sampler",
+        "dim",
+        "seed",
+        "epoch",
+        "epoch_reached",
+        "status",
+        "stop_reason",
+        "dev_eer",
+        "test_eer",
+        "wall_s",
+        "run_id",
+    } <= set(trials.columns)
     assert any(c.startswith("test_eer.lang_") for c in trials.columns)
     per_trial = trials.drop_duplicates("trial_id")
     assert len(per_trial) == 4 and per_trial["run_id"].notna().all()
@@ -127,15 +164,21 @@ def test_killed_driver_resumes_every_trial_exactly_once(tiny_corpus, tmp_path):
     cmd = sweep_cmd(tmp_path / "grid.py", tiny_corpus, tmp_path, "--name", "killme")
     exp_dir = tmp_path / "ray" / "killme"
     log = open(tmp_path / "driver.log", "w")
-    driver = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    driver = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         deadline = time.time() + 300
         while time.time() < deadline and driver.poll() is None:
-            evaluated = [sum('"dev_eer"' in ln for ln in p.read_text().splitlines()) for p in exp_dir.glob("*/result.json")]
+            evaluated = [
+                sum('"dev_eer"' in ln for ln in p.read_text().splitlines()) for p in exp_dir.glob("*/result.json")
+            ]
             if sum(evaluated) >= 3 and list(exp_dir.glob("experiment_state-*.json")):
                 break
             time.sleep(0.5)
-        assert driver.poll() is None, "the sweep ended before it could be killed:\n" + (tmp_path / "driver.log").read_text()[-3000:]
+        assert driver.poll() is None, (
+            "the sweep ended before it could be killed:\n" + (tmp_path / "driver.log").read_text()[-3000:]
+        )
         os.kill(driver.pid, signal.SIGKILL)
         assert driver.wait(30) == -signal.SIGKILL
     finally:
@@ -166,10 +209,19 @@ def _free_port():
 def test_mlflow_server_lists_the_sweep_runs(grid):
     tmp, _ = grid
     port = _free_port()
-    cmd = [sys.executable, "-m", "sourcetrace.cli", "ui", "--tracking-uri", f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}",
-           "--port", str(port)]
-    server = subprocess.Popen(cmd, cwd=tmp, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "sourcetrace.cli",
+        "ui",
+        "--tracking-uri",
+        f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}",
+        "--port",
+        str(port),
+    ]
+    server = subprocess.Popen(
+        cmd, cwd=tmp, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
         deadline, exp = time.time() + 90, None
@@ -187,7 +239,9 @@ def test_mlflow_server_lists_the_sweep_runs(grid):
             runs = json.load(r)["runs"]
         assert len(runs) == 4
         assert {t["value"] for run in runs for t in run["data"]["tags"] if t["key"] == "sweep"} == {"grid"}
-        children = subprocess.run(["pgrep", "-f", f"mlflow server .*--port {port}"], capture_output=True, text=True).stdout.split()
+        children = subprocess.run(
+            ["pgrep", "-f", f"mlflow server .*--port {port}"], capture_output=True, text=True
+        ).stdout.split()
         assert children, "the mlflow server process was not found"
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # `sourcetrace ui` then stops the server's own process group
@@ -198,7 +252,9 @@ def test_mlflow_server_lists_the_sweep_runs(grid):
             server.wait(10)
     time.sleep(1)
     for pid in children:
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(), "server survived"
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(), (
+            "server survived"
+        )
 
 
 def test_analysis_notebook_runs_headless_on_the_report(grid, monkeypatch):
@@ -209,7 +265,9 @@ def test_analysis_notebook_runs_headless_on_the_report(grid, monkeypatch):
     report = tmp / "ray" / "grid" / "report"
     monkeypatch.setenv("SOURCETRACE_REPORT", str(report))
     nb = nbformat.read(REPO / "analysis" / "table1.ipynb", as_version=4)
-    nbclient.NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp)}}
+    ).execute()
     for name in ("table1_heatmap.png", "eer_vs_dim.png", "dev_vs_test.png"):
         assert (report / "figures" / name).stat().st_size > 1000
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]

@@ -57,8 +57,12 @@ def test_bad_key_names_the_trial_and_the_key(tmp_path):
 
 
 def test_bad_pairing_names_the_trial_and_the_key(tmp_path):
-    path = _write(tmp_path, 'SPACE = {"loss.name": tune.grid_search(["aamsoftmax", "ge2e"]), "sampler.name": "random"}\n')
-    with pytest.raises(ConfigError, match=r"trial config 2 of 2 \{loss.name='ge2e', sampler.name='random'\}.*sampler.name=balanced"):
+    path = _write(
+        tmp_path, 'SPACE = {"loss.name": tune.grid_search(["aamsoftmax", "ge2e"]), "sampler.name": "random"}\n'
+    )
+    with pytest.raises(
+        ConfigError, match=r"trial config 2 of 2 \{loss.name='ge2e', sampler.name='random'\}.*sampler.name=balanced"
+    ):
         validate(load_sweep(path))
 
 
@@ -66,7 +70,9 @@ def test_ranges_and_bundles_are_checked(tmp_path):
     path = _write(tmp_path, 'SPACE = {"train.lr": tune.uniform(-1.0, 1e-3)}\n')
     with pytest.raises(ConfigError, match="train.lr"):
         validate(load_sweep(path))
-    path = _write(tmp_path, 'BUNDLES = {"r": {"a": {"loss.name": "softmax"}}}\nSPACE = {"r": tune.choice(["a", "b"])}\n')
+    path = _write(
+        tmp_path, 'BUNDLES = {"r": {"a": {"loss.name": "softmax"}}}\nSPACE = {"r": tune.choice(["a", "b"])}\n'
+    )
     with pytest.raises(ConfigError, match="bundle r='b' is unknown"):
         validate(load_sweep(path))
 
@@ -81,7 +87,11 @@ def test_file_level_errors(tmp_path):
     with pytest.raises(SourcetraceError, match="failed to import: NameError"):
         load_sweep(_write(tmp_path, "SPACE = {undefined: 1}\n"))
     with pytest.raises(ConfigError, match="Optuna cannot search"):
-        validate(load_sweep(_write(tmp_path, 'SPACE = {"train.seed": tune.grid_search([0, 1])}\nTUNE = {"search": "optuna"}\n')))
+        validate(
+            load_sweep(
+                _write(tmp_path, 'SPACE = {"train.seed": tune.grid_search([0, 1])}\nTUNE = {"search": "optuna"}\n')
+            )
+        )
 
 
 def test_set_pins_a_searched_key():
@@ -98,8 +108,16 @@ def test_cli_rejects_a_bad_trial_before_ray_starts(tmp_path, tiny_corpus, capsys
     import ray
 
     path = _write(tmp_path, 'SPACE = {"loss.name": tune.grid_search(["softmax", "angleproto"])}\n')
-    argv = ["sweep", str(path), "--root", str(tiny_corpus), "--storage", str(tmp_path / "ray"),
-            "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    argv = [
+        "sweep",
+        str(path),
+        "--root",
+        str(tiny_corpus),
+        "--storage",
+        str(tmp_path / "ray"),
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'm.db'}",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "trial config 2 of 2 {loss.name='angleproto'}" in err and "sampler.name=balanced" in err

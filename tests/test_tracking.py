@@ -11,20 +11,28 @@ from ray import tune
 from sourcetrace.tracking import MlflowTrialCallback, resolve_store, server_command
 from sourcetrace.training.trainable import TrialSpec
 
-SPEC = TrialSpec({"train.epochs": 4, "train.eval_every": 2},
-                 {"recipe": {"ge2e/balanced": {"loss.name": "ge2e", "sampler.name": "balanced", "train.batch_size": 8}}})
+SPEC = TrialSpec(
+    {"train.epochs": 4, "train.eval_every": 2},
+    {"recipe": {"ge2e/balanced": {"loss.name": "ge2e", "sampler.name": "balanced", "train.batch_size": 8}}},
+)
 COND = "lang_seen___model_seen"
 
 
 class FakeTrial:
     def __init__(self, trial_id, tmp_path, error_file=None):
-        self.trial_id, self.config, self.last_result = trial_id, {"recipe": "ge2e/balanced", "model.embedding_dim": 16}, {}
+        self.trial_id, self.config, self.last_result = (
+            trial_id,
+            {"recipe": "ge2e/balanced", "model.embedding_dim": 16},
+            {},
+        )
         self.num_failures, self.error_file = 0, error_file
         folder = tmp_path / f"ckpt_{trial_id}"
         folder.mkdir()
         (folder / "state.pt").write_bytes(b"weights")
-        best = SimpleNamespace(checkpoint=tune.Checkpoint.from_directory(str(folder)),
-                               metrics={"dev_eer": 20.0, "test_eer": 25.0, f"dev_eer.{COND}": 10.0, "epoch": 2.0})
+        best = SimpleNamespace(
+            checkpoint=tune.Checkpoint.from_directory(str(folder)),
+            metrics={"dev_eer": 20.0, "test_eer": 25.0, f"dev_eer.{COND}": 10.0, "epoch": 2.0},
+        )
         self.run_metadata = SimpleNamespace(checkpoint_manager=SimpleNamespace(best_checkpoint_result=best))
 
     def __str__(self):
@@ -32,8 +40,15 @@ class FakeTrial:
 
 
 def result(epoch, evaluated=False):
-    r = {"epoch": float(epoch), "train_loss": 1.0 / epoch, "training_iteration": epoch, "done": False, "pid": 1,
-         "config": {"x": 1}, "time_total_s": 2.0 * epoch}
+    r = {
+        "epoch": float(epoch),
+        "train_loss": 1.0 / epoch,
+        "training_iteration": epoch,
+        "done": False,
+        "pid": 1,
+        "config": {"x": 1},
+        "time_total_s": 2.0 * epoch,
+    }
     if evaluated:
         r |= {"dev_eer": 30.0 - epoch, f"dev_eer.{COND}": 9.0, "test_eer": 31.0}
     return r

@@ -89,7 +89,9 @@ def content_problems(path: str, wave: np.ndarray) -> list[str]:
     if peak == 0.0:
         return [f"{path}: all samples are zero (digital silence)"]
     if peak < SILENCE_PEAK:
-        return [f"{path}: silent: peak {peak:.2g} ({20 * math.log10(peak):.0f} dBFS) is below {SILENCE_PEAK:g} (-60 dBFS)"]
+        return [
+            f"{path}: silent: peak {peak:.2g} ({20 * math.log10(peak):.0f} dBFS) is below {SILENCE_PEAK:g} (-60 dBFS)"
+        ]
     return []
 
 

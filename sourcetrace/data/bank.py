@@ -12,9 +12,9 @@ import hashlib
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -85,7 +85,7 @@ class WaveBank:
 
     # -- building -------------------------------------------------------------------------
     @classmethod
-    def from_arrays(cls, waves: Sequence[np.ndarray], sample_rate: int = 16000) -> "WaveBank":
+    def from_arrays(cls, waves: Sequence[np.ndarray], sample_rate: int = 16000) -> WaveBank:
         """A bank of in-memory clips (float in [-1, 1] or int16)."""
         waves = [w if w.dtype == np.int16 else to_int16(np.asarray(w, dtype=np.float32)) for w in waves]
         lengths = np.array([len(w) for w in waves], dtype=np.int64)
@@ -101,7 +101,7 @@ class WaveBank:
         workers: int = 0,
         cache_dir: str | os.PathLike | None = None,
         progress: bool = False,
-    ) -> "WaveBank":
+    ) -> WaveBank:
         """Decode ``files`` (or map a cached copy); one ``AudioError`` lists every bad file."""
         files = [os.fspath(f) for f in files]
         key = bank_key(files, sample_rate) if cache_dir and all(os.path.isfile(f) for f in files) else None
@@ -156,7 +156,7 @@ class WaveBank:
         return cls(data, offsets, lengths, sample_rate)
 
     @classmethod
-    def _from_cache(cls, base: Path, sample_rate: int) -> "WaveBank":
+    def _from_cache(cls, base: Path, sample_rate: int) -> WaveBank:
         data = np.load(f"{base}.data.npy", mmap_mode="r")
         offsets, lengths = np.load(f"{base}.offsets.npy")
         return cls(data, offsets, lengths, sample_rate)

@@ -44,7 +44,9 @@ class CheckReport:
         lines.append("")
         dups = ", ".join(f"{s}.csv {n}" for s, n in p.duplicates_dropped.items() if n)
         lines.append(f"duplicate rows dropped: {dups or 'none'}")
-        lines.append(f"known systems (train.csv): {len(p.known_systems)}; seen languages: {', '.join(p.seen_languages)}")
+        lines.append(
+            f"known systems (train.csv): {len(p.known_systems)}; seen languages: {', '.join(p.seen_languages)}"
+        )
         lines.append(f"validated {self.n_files} files in {self.seconds:.1f} s")
         if self.ok:
             lines.append("OK: no problems found")
@@ -60,7 +62,9 @@ def format_table(df: pd.DataFrame) -> list[str]:
     cells += [[f"{v:.2f}" if isinstance(v, float) else str(v) for v in row] for row in df.itertuples(index=False)]
     widths = [max(len(r[i]) for r in cells) for i in range(len(df.columns))]
     numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
-    return ["  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(r, widths, numeric)).rstrip() for r in cells]
+    return [
+        "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(r, widths, numeric)).rstrip() for r in cells
+    ]
 
 
 def validate_file(path: str, sample_rate: int = 16000, min_seconds: float = 0.0) -> tuple[float, list[str]]:

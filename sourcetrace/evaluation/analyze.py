@@ -28,8 +28,12 @@ def embed_table(loaded, table: pd.DataFrame, device, batch_size: int = 64) -> np
     from sourcetrace.training.loop import autocast_dtype
 
     cfg = loaded.config
-    bank = WaveBank.load(list(table["file"]), sample_rate=cfg.data.sample_rate, cache_dir=os.environ.get("SOURCETRACE_CACHE") or None)
-    return embed_waves(loaded.model, bank, cfg.data.eval_seconds, batch_size, device, cfg.data.sample_rate, autocast_dtype(cfg, device))
+    bank = WaveBank.load(
+        list(table["file"]), sample_rate=cfg.data.sample_rate, cache_dir=os.environ.get("SOURCETRACE_CACHE") or None
+    )
+    return embed_waves(
+        loaded.model, bank, cfg.data.eval_seconds, batch_size, device, cfg.data.sample_rate, autocast_dtype(cfg, device)
+    )
 
 
 def data_location(loaded, root: str | os.PathLike | None, protocol: str | os.PathLike | None) -> tuple[str, str | None]:
@@ -110,7 +114,10 @@ def analyze(
     artifacts.append(_write_json(out / "probe.json", {**pr.metrics(), "systems": pr.systems, "dropped": pr.dropped}))
     confusion_long(pr.confusion).to_parquet(out / "confusion.parquet", index=False)
     artifacts.append(out / "confusion.parquet")
-    title = f"Linear probe on {split}: acc {100 * pr.accuracy:.1f}%, macro-F1 {pr.macro_f1:.3f} (at most {pr.per_class}/class)"
+    title = (
+        f"Linear probe on {split}: acc {100 * pr.accuracy:.1f}%, macro-F1 {pr.macro_f1:.3f} "
+        f"(at most {pr.per_class}/class)"
+    )
     artifacts.append(plot_confusion(pr.confusion, out / "confusion.png", title))
 
     # UMAP of the split's embeddings, coloured by system, seen vs unseen
@@ -135,9 +142,16 @@ def analyze(
         thr = calibrate_threshold(osr.scores, seen, operating_point, target, split=split)
     elif split != cal_split:  # the threshold is chosen on dev and applied here: honest error rates
         cal = read_split_tables(root, protocol, (train_split, cal_split)).tables[cal_split]
-        cal_osr = openset_metrics(ref, ref_table["system"].to_numpy(dtype=str), embed_table(loaded, cal, dev, batch_size),
-                                  cal["system"].to_numpy(dtype=str), known_systems=known)
-        thr = calibrate_threshold(cal_osr.scores, cal["system"].isin(known).to_numpy(), operating_point, target, cal_split)
+        cal_osr = openset_metrics(
+            ref,
+            ref_table["system"].to_numpy(dtype=str),
+            embed_table(loaded, cal, dev, batch_size),
+            cal["system"].to_numpy(dtype=str),
+            known_systems=known,
+        )
+        thr = calibrate_threshold(
+            cal_osr.scores, cal["system"].isin(known).to_numpy(), operating_point, target, cal_split
+        )
     if thr is not None:
         metrics["openset_threshold"] = thr.value
         if seen.any():
@@ -145,9 +159,19 @@ def analyze(
         if (~seen).any():
             metrics["openset_false_known_rate"] = float((osr.scores[~seen] >= thr.value).mean())
     openset = {k: v for k, v in dataclasses.asdict(osr).items() if k not in ("scores", "predicted")}
-    openset.update({"threshold": thr.to_dict() if thr else None, "operating_point": thr.describe() if thr else None,
-                    "reference_split": train_split, "split": split,
-                    **{k: metrics[f"openset_{k}"] for k in ("false_unknown_rate", "false_known_rate") if f"openset_{k}" in metrics}})
+    openset.update(
+        {
+            "threshold": thr.to_dict() if thr else None,
+            "operating_point": thr.describe() if thr else None,
+            "reference_split": train_split,
+            "split": split,
+            **{
+                k: metrics[f"openset_{k}"]
+                for k in ("false_unknown_rate", "false_known_rate")
+                if f"openset_{k}" in metrics
+            },
+        }
+    )
     artifacts.append(_write_json(out / "openset.json", openset))
     artifacts.append(_write_json(out / "metrics.json", {"metrics": metrics, "notes": notes, "model": str(loaded.path)}))
     return {"out": out, "artifacts": artifacts, "metrics": metrics, "notes": notes, "threshold": thr}
@@ -171,19 +195,26 @@ def cli_analyze(args) -> int:
     res = analyze(args.model, args.root, args.protocol, args.split, args.out)
     m = res["metrics"]
     print(f"{args.split}: all-pairs EER {m['eer']:.2f}%  minDCF {m['min_dcf']:.3f}")
-    print(f"linear probe: accuracy {100 * m['probe_accuracy']:.1f}%  macro-F1 {m['probe_macro_f1']:.3f}  "
-          f"({int(m['probe_n_classes'])} systems, at most {int(m['probe_per_class'])} clips each; chance {100 * m['probe_chance']:.1f}%)")
+    print(
+        f"linear probe: accuracy {100 * m['probe_accuracy']:.1f}%  macro-F1 {m['probe_macro_f1']:.3f}  "
+        f"({int(m['probe_n_classes'])} systems, at most {int(m['probe_per_class'])} clips each; "
+        f"chance {100 * m['probe_chance']:.1f}%)"
+    )
     if "openset_auroc" in m:
         print(f"unknown-system detection: AUROC {m['openset_auroc']:.3f}  EER {m['openset_eer']:.2f}%")
     if "openset_closed_accuracy" in m:
-        print(f"nearest-centroid on known systems: accuracy {100 * m['openset_closed_accuracy']:.1f}%  "
-              f"macro-F1 {m['openset_closed_macro_f1']:.3f}")
+        print(
+            f"nearest-centroid on known systems: accuracy {100 * m['openset_closed_accuracy']:.1f}%  "
+            f"macro-F1 {m['openset_closed_macro_f1']:.3f}"
+        )
     if res["threshold"] is not None:
         print(res["threshold"].describe())
         if args.split != res["threshold"].split and "openset_false_unknown_rate" in m:
             fkr = m.get("openset_false_known_rate")
-            print(f"  applied to {args.split}: false-unknown {100 * m['openset_false_unknown_rate']:.1f}%"
-                  + (f", false-known {100 * fkr:.1f}%" if fkr is not None else ""))
+            print(
+                f"  applied to {args.split}: false-unknown {100 * m['openset_false_unknown_rate']:.1f}%"
+                + (f", false-known {100 * fkr:.1f}%" if fkr is not None else "")
+            )
     for note in res["notes"]:
         print(f"note: {note}")
     print(f"wrote {len(res['artifacts'])} files to {res['out']}")

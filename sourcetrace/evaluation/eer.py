@@ -24,9 +24,10 @@ histogram bound is ~5e-4 pp, so one pass suffices; the exact second pass costs a
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,7 +96,9 @@ def all_pairs_metrics(
     if 100 * width > tolerance:
         u, tgt = pairs.collect(float(b), float(b + 1))
         if int(tgt.sum()) != int(h_tar[b]) or len(tgt) - int(tgt.sum()) != int(h_non[b]):
-            raise RuntimeError("second EER pass did not reproduce the first pass's bin counts (non-deterministic matmul?)")
+            raise RuntimeError(
+                "second EER pass did not reproduce the first pass's bin counts (non-deterministic matmul?)"
+            )
         tp0, fp0 = int(h_tar[b + 1 :].sum()), int(h_non[b + 1 :].sum())  # accepted above the bin
         sfpr, sfnr, thr = _vertices_sorted(u, tgt, tp0, fp0, pairs.n_target, pairs.n_nontarget)
         eer, j = _crossing(sfpr, sfnr)
@@ -187,7 +190,9 @@ class _Pairs:
         if self.n_nontarget == 0:
             raise ValueError(f"all-pairs EER needs at least 2 labels (no non-target pairs); got only {lab[0]!r}")
         if self.n_target == 0:
-            raise ValueError(f"all-pairs EER needs a label with at least 2 clips (no target pairs); {n} labels, 1 clip each")
+            raise ValueError(
+                f"all-pairs EER needs a label with at least 2 clips (no target pairs); {n} labels, 1 clip each"
+            )
         self.bins, self.n = bins, n
         self.scale = bins / (2 + 2 * _DELTA)
         x = torch.nn.functional.normalize(x[torch.as_tensor(order, device=x.device)], dim=1)

@@ -8,7 +8,7 @@ evaluation length; 6 s covers most MLAAD clips whole.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -43,7 +43,9 @@ def embed_waves(
     try:
         for batch in _batches(bank, rows, n_samples, batch_size):
             batch = batch.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+            with torch.autocast(
+                device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
+            ):
                 emb = model(batch)
             out.append(F.normalize(emb.float(), dim=1).cpu())
     finally:

@@ -14,8 +14,9 @@ often a clip of a system already on file is wrongly called "unknown". ``"eer"`` 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score, roc_curve
@@ -147,8 +148,12 @@ class OpenSetResult:
     def metrics(self, prefix: str = "openset_") -> dict[str, float]:
         """Flat float metrics; undefined ones are left out."""
         vals = {
-            "auroc": self.auroc, "eer": self.eer, "closed_accuracy": self.closed_accuracy,
-            "closed_macro_f1": self.closed_macro_f1, "n_known": self.n_known, "n_unknown": self.n_unknown,
+            "auroc": self.auroc,
+            "eer": self.eer,
+            "closed_accuracy": self.closed_accuracy,
+            "closed_macro_f1": self.closed_macro_f1,
+            "n_known": self.n_known,
+            "n_unknown": self.n_unknown,
         }
         return {prefix + k: float(v) for k, v in vals.items() if v is not None}
 

@@ -8,8 +8,9 @@ Each function writes one PNG and returns its path.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,8 +50,15 @@ def plot_confusion(confusion: pd.DataFrame, path: str | os.PathLike, title: str 
     ax.set_title(title)
     if k <= 40:
         for i, j in zip(*np.nonzero(counts)):
-            ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=6,
-                    color="white" if frac[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{int(counts[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if frac[i, j] > 0.5 else "black",
+            )
     fig.colorbar(im, ax=ax, fraction=0.04, label="fraction of the true system's clips")
     return _save(fig, path)
 
@@ -63,7 +71,11 @@ def umap_coordinates(embeddings: Any, seed: int = 0, n_neighbors: int = 15, metr
     if x.ndim != 2 or len(x) < 4:
         raise ValueError(f"UMAP needs at least 4 embeddings [n, d]; got shape {x.shape}")
     reducer = umap.UMAP(
-        n_components=2, n_neighbors=max(2, min(n_neighbors, len(x) - 1)), metric=metric, random_state=seed, n_jobs=1,
+        n_components=2,
+        n_neighbors=max(2, min(n_neighbors, len(x) - 1)),
+        metric=metric,
+        random_state=seed,
+        n_jobs=1,
         init="spectral" if len(x) > 10 else "random",
     )
     return np.asarray(reducer.fit_transform(x), dtype=np.float32)
@@ -85,18 +97,37 @@ def plot_umap(
     for colour, s in zip(colours, order):
         m = names == s
         unseen = not seen[m].any()
-        ax.scatter(xy[m, 0], xy[m, 1], s=14 if unseen else 8, color=colour, marker="x" if unseen else "o",
-                   alpha=0.8, linewidths=1.0 if unseen else 0, label=f"{s}{' (unseen)' if unseen else ''}")
+        ax.scatter(
+            xy[m, 0],
+            xy[m, 1],
+            s=14 if unseen else 8,
+            color=colour,
+            marker="x" if unseen else "o",
+            alpha=0.8,
+            linewidths=1.0 if unseen else 0,
+            label=f"{s}{' (unseen)' if unseen else ''}",
+        )
     ax.set_title(f"{title}  (o seen systems, x unseen)")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, markerscale=1.5,
-              ncol=1 if len(order) <= 32 else 2, frameon=False)
+    ax.legend(
+        loc="center left",
+        bbox_to_anchor=(1.01, 0.5),
+        fontsize=7,
+        markerscale=1.5,
+        ncol=1 if len(order) <= 32 else 2,
+        frameon=False,
+    )
     return _save(fig, path)
 
 
 def plot_det(
-    fpr: Any, fnr: Any, path: str | os.PathLike, eer: float, min_dcf: float, label: str = "all pairs",
+    fpr: Any,
+    fnr: Any,
+    path: str | os.PathLike,
+    eer: float,
+    min_dcf: float,
+    label: str = "all pairs",
     title: str = "DET (cosine, all pairs)",
 ) -> Path:
     """DET curve on normal-deviate axes with the EER point; ``eer`` in percent, minDCF in the legend."""

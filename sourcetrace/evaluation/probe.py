@@ -1,16 +1,17 @@
 """The paper's linear probe: one ``nn.Linear`` on frozen embeddings, trained with SGD to name the system.
 
 Protocol (Koutsianos et al. 2025): classes undersampled to 300 clips each (seeded; a class with fewer
-keeps all of them, so a small dev split still gives a usable probe), a stratified 80/20 split, SGD lr 0.1 for 50 epochs with
-cross-entropy; reported as accuracy, macro-F1 and the confusion matrix on the 20 %. A class with fewer
-than ``min_count`` clips cannot be both trained and tested: it is left out and listed in ``dropped``
-(it still gets an all-zero row and column, so the matrix names every system of the split).
+keeps all of them, so a small dev split still gives a usable probe), a stratified 80/20 split, SGD lr 0.1
+for 50 epochs with cross-entropy; reported as accuracy, macro-F1 and the confusion matrix on the 20 %.
+A class with fewer than ``min_count`` clips cannot be both trained and tested: it is left out and listed in
+``dropped`` (it still gets an all-zero row and column, so the matrix names every system of the split).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -8,8 +8,8 @@ is what the sampler and ``Config.validate`` read: 1 for classification losses, 2
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -69,9 +69,10 @@ def angular_margin(cos: Tensor, labels: Tensor, margin: float) -> Tensor:
     """ArcFace: cos(θ_y + m) for the target, cos θ_j elsewhere; numerically safe form.
 
     1 − cos² is clamped to [1e-7, 1] before the square root, so at |cos θ| = 1 the gradient is finite
-    (an exact 0 there gives 0·∞ = NaN, as in voxceleb_trainer); the value moves by < 1e-4. Where θ_y + m would pass π (cos θ_y < cos(π − m)),
-    cos(θ + m) stops decreasing in θ, so the target is given cos θ − m·sin(π − m) instead (insightface /
-    voxceleb_trainer's ``th`` / ``mm``, easy_margin=False), which keeps the penalty monotone.
+    (an exact 0 there gives 0·∞ = NaN, as in voxceleb_trainer); the value moves by < 1e-4. Where θ_y + m
+    would pass π (cos θ_y < cos(π − m)), cos(θ + m) stops decreasing in θ, so the target is given
+    cos θ − m·sin(π − m) instead (insightface / voxceleb_trainer's ``th`` / ``mm``, easy_margin=False),
+    which keeps the penalty monotone.
 
     >>> round(float(angular_margin(torch.tensor([[0.0, 0.1]]), torch.tensor([0]), 0.3)[0, 0]), 4)
     -0.2955

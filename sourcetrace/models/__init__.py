@@ -6,7 +6,8 @@ one it runs. Builders import their module lazily: a ResNet run never imports tra
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sourcetrace.registry import lookup
 
@@ -16,24 +17,24 @@ if TYPE_CHECKING:
     from sourcetrace.config import Config
 
 
-def _thin_resnet34(cfg: "Config") -> "nn.Module":
+def _thin_resnet34(cfg: Config) -> nn.Module:
     from sourcetrace.models.thin_resnet34 import ThinResNet34
 
     return ThinResNet34.from_config(cfg)
 
 
-def _w2v2_aasist(cfg: "Config") -> "nn.Module":
+def _w2v2_aasist(cfg: Config) -> nn.Module:
     from sourcetrace.models.aasist import W2V2AASIST
 
     return W2V2AASIST.from_config(cfg)
 
 
-MODELS: dict[str, Callable[["Config"], "nn.Module"]] = {
+MODELS: dict[str, Callable[[Config], nn.Module]] = {
     "thin_resnet34": _thin_resnet34,
     "w2v2_aasist": _w2v2_aasist,
 }
 
 
-def build_model(cfg: "Config") -> "nn.Module":
+def build_model(cfg: Config) -> nn.Module:
     """Build the configured backbone; an unknown ``model.name`` lists the valid ones."""
     return lookup(MODELS, cfg.model.name, "model")(cfg)

@@ -175,9 +175,7 @@ class AASIST(nn.Module):
         s, t = self.pool_s(self.gat_s(e_s)), self.pool_t(self.gat_t(e_t))
         outs = [branch(t, s, self.stacks[i].expand(x.shape[0], -1, -1)) for i, branch in enumerate(self.branches)]
         t, s, stack = (torch.maximum(a, b) for a, b in zip(*outs))  # max graph operation
-        readout = torch.cat(
-            [t.abs().amax(1), t.mean(1), s.abs().amax(1), s.mean(1), stack.squeeze(1)], dim=1
-        )
+        readout = torch.cat([t.abs().amax(1), t.mean(1), s.abs().amax(1), s.mean(1), stack.squeeze(1)], dim=1)
         return self.out(self.drop(readout))
 
 
@@ -191,7 +189,7 @@ class W2V2AASIST(nn.Module):
         self.embedding_dim = embedding_dim
 
     @classmethod
-    def from_config(cls, cfg: "Config", w2v2_config: "Wav2Vec2Config | None" = None) -> "W2V2AASIST":
+    def from_config(cls, cfg: Config, w2v2_config: Wav2Vec2Config | None = None) -> W2V2AASIST:
         """From ``cfg.ssl`` (pretrained ``ssl.source``) and ``cfg.model.embedding_dim``; with
         ``w2v2_config`` the SSL model is that architecture, randomly initialised (benchmarks, counts)."""
         return cls(SSLFrontEnd(cfg.ssl, w2v2_config), cfg.model.embedding_dim)

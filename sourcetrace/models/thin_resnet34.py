@@ -53,7 +53,9 @@ class SEBasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.shortcut: nn.Module = nn.Identity()
         if stride not in (1, (1, 1)) or in_ch != out_ch:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -100,7 +102,7 @@ class ThinResNet34(nn.Module):
         self._init_weights()
 
     @classmethod
-    def from_config(cls, cfg: "Config") -> "ThinResNet34":
+    def from_config(cls, cfg: Config) -> ThinResNet34:
         return cls(
             embedding_dim=cfg.model.embedding_dim,
             channels=cfg.model.channels,

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -156,6 +157,7 @@ class SSLFrontEnd(nn.Module):
         if w2v2_config is not None:
             self.model = Wav2Vec2Model(config)
         else:
+
             def load(src, **kw):
                 return Wav2Vec2Model.from_pretrained(src, config=config, dtype=torch.float32, **kw)
 
@@ -190,7 +192,7 @@ class SSLFrontEnd(nn.Module):
             module.requires_grad_(False)
         return frozen
 
-    def train(self, mode: bool = True) -> "SSLFrontEnd":
+    def train(self, mode: bool = True) -> SSLFrontEnd:
         super().train(mode)
         for module in self._frozen:
             module.eval()  # frozen parts run deterministically (no dropout)

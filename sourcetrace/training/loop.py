@@ -12,21 +12,21 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from sourcetrace.config import Config
+from sourcetrace.data.samplers import SAMPLERS
 from sourcetrace.errors import TrainingError
 from sourcetrace.evaluation.conditions import split_metrics
 from sourcetrace.evaluation.embed import embed_waves
 from sourcetrace.evaluation.openset import openset_metrics
 from sourcetrace.losses import LOSSES
 from sourcetrace.models import build_model
-from sourcetrace.data.samplers import SAMPLERS
 from sourcetrace.registry import lookup
 from sourcetrace.training.checkpoint import load_state, save_checkpoint
 from sourcetrace.training.data import TrialData, prepare_data
@@ -101,6 +101,7 @@ def evaluate(model: torch.nn.Module, data: TrialData, cfg: Config, device: torch
     accuracy and macro-F1 on known systems are the closed-set scores.
     """
     amp = autocast_dtype(cfg, device)
+
     def embed(bank, idx=None):
         return embed_waves(model, bank, cfg.data.eval_seconds, 64, device, cfg.data.sample_rate, amp, idx)
 
@@ -142,7 +143,9 @@ def train(
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.train.optimizer]
     optimizer = opt_cls(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     labels = data.train.labels
-    sampler = lookup(SAMPLERS, cfg.sampler.name, "sampler")(labels, cfg.train.batch_size, cfg.sampler.per_class, cfg.train.seed)
+    sampler = lookup(SAMPLERS, cfg.sampler.name, "sampler")(
+        labels, cfg.train.batch_size, cfg.sampler.per_class, cfg.train.seed
+    )
     steps = len(sampler) if cfg.train.steps_per_epoch == 0 else min(len(sampler), cfg.train.steps_per_epoch)
     if steps == 0:
         raise TrainingError(
@@ -231,7 +234,9 @@ def train(
             }
             if metrics["dev_eer"] < best_eer:
                 best_eer, best_epoch, best_metrics = metrics["dev_eer"], epoch, dict(metrics)
-                save_checkpoint(out_dir / "best", cfg, state | _best(best_eer, best_epoch, best_metrics), meta | {"epoch": epoch})
+                save_checkpoint(
+                    out_dir / "best", cfg, state | _best(best_eer, best_epoch, best_metrics), meta | {"epoch": epoch}
+                )
             checkpoint_dir = save_checkpoint(
                 out_dir / "last", cfg, state | _best(best_eer, best_epoch, best_metrics), meta | {"epoch": epoch}
             )
@@ -274,8 +279,10 @@ def cli_train(args) -> int:
 
     result = train(cfg, out, on_epoch=show, resume_from=resume)
     best = result.best_metrics
-    print(f"best dev EER {best.get('dev_eer', float('nan')):.2f}% at epoch {result.best_epoch}; "
-          f"test EER there {best.get('test_eer', float('nan')):.2f}%")
+    print(
+        f"best dev EER {best.get('dev_eer', float('nan')):.2f}% at epoch {result.best_epoch}; "
+        f"test EER there {best.get('test_eer', float('nan')):.2f}%"
+    )
     for key in sorted(k for k in best if "." in k):
         print(f"  {key:45s} {best[key]:6.2f}%")
     print(f"run folder: {out}")

@@ -8,9 +8,10 @@ sweep driver, the MLflow callback and the report use the same resolution.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from sourcetrace.config import Config
 from sourcetrace.errors import ConfigError

@@ -28,11 +28,16 @@ def cli_build(args) -> int:
     import sys
 
     try:
-        summary = build_corpus(args.out, preset=args.preset, seed=args.seed, workers=args.workers,
-                               fmt=args.format, progress=not args.no_progress)
+        summary = build_corpus(
+            args.out,
+            preset=args.preset,
+            seed=args.seed,
+            workers=args.workers,
+            fmt=args.format,
+            progress=not args.no_progress,
+        )
     except KeyboardInterrupt:
-        print("corpus build interrupted: finished clips are kept; run the same command to resume",
-              file=sys.stderr)
+        print("corpus build interrupted: finished clips are kept; run the same command to resume", file=sys.stderr)
         return 130
     print(format_summary(summary))
     return 0

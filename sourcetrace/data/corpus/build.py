@@ -28,8 +28,12 @@ from sourcetrace.errors import SourcetraceError
 VERSION = 1
 FORMATS = {"flac": "FLAC", "wav": "WAV"}
 COLUMNS = ("path", "model_name", "language", "architecture", "duration", "text")
-CONDITIONS = ("lang_seen___model_seen", "lang_seen___model_not_seen",
-              "lang_not_seen___model_seen", "lang_not_seen___model_not_seen")
+CONDITIONS = (
+    "lang_seen___model_seen",
+    "lang_seen___model_not_seen",
+    "lang_not_seen___model_seen",
+    "lang_not_seen___model_not_seen",
+)
 TMP_MARK = ".tmp-"
 
 
@@ -50,8 +54,11 @@ def make_clip(root: str, rel: str, system: str, lang: str, text: str) -> tuple[s
             return rel, len(y) / RATE, None
         except Exception as err:  # noqa: BLE001 - every failure is reported with its clip
             errors.append(f"{type(err).__name__}: {err}")
-    return rel, None, (f"engine {sysdef.engine}, system {system}, language {lang}, text {text!r}: "
-                       + " | then: ".join(errors))
+    return (
+        rel,
+        None,
+        (f"engine {sysdef.engine}, system {system}, language {lang}, text {text!r}: " + " | then: ".join(errors)),
+    )
 
 
 def _worker_init() -> None:
@@ -156,9 +163,16 @@ def write_protocol(root: Path, clips: list[Clip], durations: dict[str, float]) -
     """``protocol/{split}.csv`` and the 12 ``protocol/fine/<split>___<condition>.csv`` files."""
     rows = {s: [] for s in SPLITS}
     for c in clips:
-        rows[c.split].append({"path": f"./{c.rel}", "model_name": c.system, "language": c.language,
-                              "architecture": BY_NAME[c.system].family,
-                              "duration": f"{durations[c.rel]:.3f}", "text": c.text})
+        rows[c.split].append(
+            {
+                "path": f"./{c.rel}",
+                "model_name": c.system,
+                "language": c.language,
+                "architecture": BY_NAME[c.system].family,
+                "duration": f"{durations[c.rel]:.3f}",
+                "text": c.text,
+            }
+        )
     seen_models = {r["model_name"] for r in rows["train"]}
     seen_langs = {r["language"] for r in rows["train"]}
     fine = root / "protocol" / "fine"
@@ -167,8 +181,11 @@ def write_protocol(root: Path, clips: list[Clip], durations: dict[str, float]) -
         _write_csv(root / "protocol" / f"{split}.csv", split_rows)
         for cond in CONDITIONS:
             lang_seen, model_seen = not cond.startswith("lang_not_"), not cond.endswith("model_not_seen")
-            sel = [r for r in split_rows
-                   if (r["language"] in seen_langs) == lang_seen and (r["model_name"] in seen_models) == model_seen]
+            sel = [
+                r
+                for r in split_rows
+                if (r["language"] in seen_langs) == lang_seen and (r["model_name"] in seen_models) == model_seen
+            ]
             _write_csv(fine / f"{split}___{cond}.csv", sel)
     return rows
 
@@ -177,8 +194,9 @@ def _size_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
-def build_corpus(out, preset: str = "demo", seed: int = 0, workers: int = 0, fmt: str = "flac",
-                 progress: bool = True) -> dict:
+def build_corpus(
+    out, preset: str = "demo", seed: int = 0, workers: int = 0, fmt: str = "flac", progress: bool = True
+) -> dict:
     """Build (or finish) the corpus of ``preset`` under ``out``; return a summary dict."""
     t0 = time.time()
     if preset not in PRESETS:
@@ -191,8 +209,11 @@ def build_corpus(out, preset: str = "demo", seed: int = 0, workers: int = 0, fmt
     _check_manifest(root, preset, seed, fmt)
     strays = _remove_strays(root)
     todo = [c for c in clips if not (root / c.rel).exists()]
-    workers = workers if workers > 0 else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                           else os.cpu_count() or 1)
+    workers = (
+        workers
+        if workers > 0
+        else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    )
     durations, failures = _synthesise(root, todo, workers, progress)
     if failures:
         shown = "\n  ".join(failures[:20]) + (f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else "")
@@ -202,26 +223,46 @@ def build_corpus(out, preset: str = "demo", seed: int = 0, workers: int = 0, fmt
             info = sf.info(str(root / c.rel))
             durations[c.rel] = info.frames / info.samplerate
     rows = write_protocol(root, clips, durations)
-    per_split = {s: {"clips": len(r), "systems": len({x["model_name"] for x in r}),
-                     "languages": len({x["language"] for x in r}),
-                     "seconds": round(sum(float(x["duration"]) for x in r), 1)} for s, r in rows.items()}
+    per_split = {
+        s: {
+            "clips": len(r),
+            "systems": len({x["model_name"] for x in r}),
+            "languages": len({x["language"] for x in r}),
+            "seconds": round(sum(float(x["duration"]) for x in r), 1),
+        }
+        for s, r in rows.items()
+    }
     return {
-        "root": str(root), "preset": preset, "seed": seed, "format": fmt, "workers": workers,
-        "clips": len(clips), "made": len(todo), "reused": len(clips) - len(todo), "strays_removed": strays,
-        "systems": len({c.system for c in clips}), "languages": len({c.language for c in clips}),
-        "splits": per_split, "seconds": round(sum(durations.values()), 1),
-        "min_seconds": round(min(durations.values()), 3), "size_bytes": _size_bytes(root),
+        "root": str(root),
+        "preset": preset,
+        "seed": seed,
+        "format": fmt,
+        "workers": workers,
+        "clips": len(clips),
+        "made": len(todo),
+        "reused": len(clips) - len(todo),
+        "strays_removed": strays,
+        "systems": len({c.system for c in clips}),
+        "languages": len({c.language for c in clips}),
+        "splits": per_split,
+        "seconds": round(sum(durations.values()), 1),
+        "min_seconds": round(min(durations.values()), 3),
+        "size_bytes": _size_bytes(root),
         "wall_seconds": round(time.time() - t0, 1),
     }
 
 
 def format_summary(s: dict) -> str:
     """The summary as a few lines of text."""
-    lines = [f"corpus {s['root']}: preset {s['preset']}, seed {s['seed']}, {s['clips']} clips "
-             f"({s['made']} made, {s['reused']} reused), {s['systems']} systems, {s['languages']} languages",
-             f"  {'split':<6} {'clips':>6} {'systems':>8} {'langs':>6} {'audio':>9}"]
+    lines = [
+        f"corpus {s['root']}: preset {s['preset']}, seed {s['seed']}, {s['clips']} clips "
+        f"({s['made']} made, {s['reused']} reused), {s['systems']} systems, {s['languages']} languages",
+        f"  {'split':<6} {'clips':>6} {'systems':>8} {'langs':>6} {'audio':>9}",
+    ]
     for split, v in s["splits"].items():
         lines.append(f"  {split:<6} {v['clips']:>6} {v['systems']:>8} {v['languages']:>6} {v['seconds'] / 60:>7.1f} m")
-    lines.append(f"  audio {s['seconds'] / 3600:.2f} h (shortest clip {s['min_seconds']:.2f} s), "
-                 f"{s['size_bytes'] / 1e6:.1f} MB on disk, wall {s['wall_seconds']:.1f} s on {s['workers']} workers")
+    lines.append(
+        f"  audio {s['seconds'] / 3600:.2f} h (shortest clip {s['min_seconds']:.2f} s), "
+        f"{s['size_bytes'] / 1e6:.1f} MB on disk, wall {s['wall_seconds']:.1f} s on {s['workers']} workers"
+    )
     return "\n".join(lines)

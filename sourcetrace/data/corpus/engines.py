@@ -12,8 +12,8 @@ import importlib.util
 import shutil
 import subprocess
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import soundfile as sf
@@ -71,8 +71,10 @@ def festival(text: str, lang: str, tmpdir: Path, voice: str) -> tuple[np.ndarray
     """Festival: a Scheme script with the sentence written literally (Latin-1, as its voices want)."""
     out = tmpdir / "festival.wav"
     quoted = text.replace("\\", " ").replace('"', " ")
-    script = (f'(voice_{voice})\n(set! utt (Utterance Text "{quoted}"))\n(utt.synth utt)\n'
-              f'(utt.save.wave utt "{out}" (quote riff))\n')
+    script = (
+        f'(voice_{voice})\n(set! utt (Utterance Text "{quoted}"))\n(utt.synth utt)\n'
+        f'(utt.save.wave utt "{out}" (quote riff))\n'
+    )
     scm = tmpdir / "festival.scm"
     try:
         scm.write_bytes(script.encode("latin-1"))

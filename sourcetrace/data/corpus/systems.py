@@ -51,7 +51,10 @@ def _mbrola(voice: str, langs: dict[str, str], **kw) -> System:
 
 
 SYSTEMS: tuple[System, ...] = (
-    _espeak(""), _espeak("f3"), _espeak("m3"), _espeak("klatt"),
+    _espeak(""),
+    _espeak("f3"),
+    _espeak("m3"),
+    _espeak("klatt"),
     _espeak("klatt4", seen=False, in_dev=True),
     _mbrola("us1", {"en": "mb-us1"}),
     _mbrola("us2", {"en": "mb-us2"}, seen=False, in_dev=True),
@@ -73,15 +76,23 @@ SYSTEMS: tuple[System, ...] = (
     System("festival_lp_diphone", "diphone", "festival", ("it",), {"voice": "lp_diphone"}, seen=False),
     System("sam", "formant_8bit", "sam", ("en",), seen=False),
     System("piper_joe", "vits", "piper", ("en",), costly=True),
-    System("pico_world", "world_vocoder", "revocode", _PICO_LANGS, {"source": "pico", "method": "world"},
-           costly=True),
-    System("pico_griffinlim", "griffin_lim", "revocode", _PICO_LANGS, {"source": "pico", "method": "griffinlim"},
-           seen=False, in_dev=True, costly=True),
-    System("piper_world", "world_vocoder", "revocode", ("en",), {"source": "piper_joe", "method": "world"},
-           costly=True),
+    System("pico_world", "world_vocoder", "revocode", _PICO_LANGS, {"source": "pico", "method": "world"}, costly=True),
+    System(
+        "pico_griffinlim",
+        "griffin_lim",
+        "revocode",
+        _PICO_LANGS,
+        {"source": "pico", "method": "griffinlim"},
+        seen=False,
+        in_dev=True,
+        costly=True,
+    ),
+    System(
+        "piper_world", "world_vocoder", "revocode", ("en",), {"source": "piper_joe", "method": "world"}, costly=True
+    ),
 )
 BY_NAME = {s.name: s for s in SYSTEMS}
-assert set(l for s in SYSTEMS for l in s.languages) <= set(LANGUAGES)
+assert {lang for s in SYSTEMS for lang in s.languages} <= set(LANGUAGES)
 
 
 @dataclass(frozen=True)
