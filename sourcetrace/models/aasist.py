@@ -7,8 +7,8 @@ attention (HS-GAL) with a stack node, max graph operation (MGO) over the branche
 [max|.|, mean of temporal nodes, max|.|, mean of spectral nodes, stack node]. A final linear maps the
 readout to ``model.embedding_dim`` (instead of 2 classes), so every loss and sampler applies unchanged.
 
-Resources: one full-size trial (XLS-R 300M, batch 32, 2 s crops) per GPU; ``RESOURCES`` is the trial
-request the sweeps use; measure steps/s and memory with ``benchmarks/bench_ssl.py``.
+Resources: a trial's request lives in its sweep file (``sweeps/table1_aasist.py``); measure steps/s and
+memory with ``benchmarks/bench_ssl.py``.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ if TYPE_CHECKING:
     from transformers import Wav2Vec2Config
 
     from sourcetrace.config import Config
-
-RESOURCES = {"cpu": 4, "gpu": 1}  # Tune trial resources for one full-size w2v2_aasist trial
 
 
 def _weight(dim: int) -> nn.Parameter:

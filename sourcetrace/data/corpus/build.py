@@ -22,18 +22,13 @@ import soundfile as sf
 from sourcetrace.data.corpus import engines
 from sourcetrace.data.corpus.canonical import RATE, canonicalise
 from sourcetrace.data.corpus.engines import EngineError
-from sourcetrace.data.corpus.systems import BY_NAME, PRESETS, SPLITS, Clip, plan
+from sourcetrace.data.corpus.systems import BY_NAME, PRESETS, Clip, plan
+from sourcetrace.data.protocol import CONDITIONS, SPLITS
 from sourcetrace.errors import SourcetraceError
 
 VERSION = 1
 FORMATS = {"flac": "FLAC", "wav": "WAV"}
 COLUMNS = ("path", "model_name", "language", "architecture", "duration", "text")
-CONDITIONS = (
-    "lang_seen___model_seen",
-    "lang_seen___model_not_seen",
-    "lang_not_seen___model_seen",
-    "lang_not_seen___model_not_seen",
-)
 TMP_MARK = ".tmp-"
 
 

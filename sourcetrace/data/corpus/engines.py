@@ -3,7 +3,7 @@
 Command-line engines write a WAV into ``tmpdir`` that is read back; Python engines return their
 samples. The audio is at the engine's native rate; ``canonical.canonicalise`` makes it uniform.
 ``ENGINES`` maps the engine names of ``systems.SYSTEMS`` to these functions, and ``REQUIREMENTS``
-says what each needs so that ``check_available`` fails before a build, naming the package.
+says what each needs so that ``missing_requirements`` fails a build before it starts, naming the package.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The 28 TTS systems of the corpus, the seen/unseen design, the presets and the clip plan.
 
-Split design (mirrors MLAAD, shared/corpus.md):
+Split design (mirrors MLAAD's source-tracing protocol):
 
 * Seen languages en, de, fr, es; unseen it, nl, pt, pl. Nine of the 28 systems (a third) are
   unseen, spread over the families: most have a seen relative (mbrola_us2 vs festival_us2_mbrola,
@@ -22,7 +22,6 @@ from sourcetrace.data.corpus.text import LANGUAGES, pick_texts
 SEEN_LANGUAGES = ("en", "de", "fr", "es")
 UNSEEN_LANGUAGES = ("it", "nl", "pt", "pl")
 DEV_LANGUAGES = ("it", "nl")  # unseen languages that dev already shows (eval shows all)
-SPLITS = ("train", "dev", "eval")
 _ESPEAK_LANGS = ("en", "de", "fr", "es", "it", "nl", "pt", "pl")
 _PICO_LANGS = ("en", "de", "fr", "es", "it")
 
