@@ -188,7 +188,7 @@ def test_threshold_calibrates_on_any_scorers_knownness(name):
     assert t.scorer == name and t.false_unknown_rate <= 0.05 and t.false_known_rate == 0.0
     text = t.describe()
     assert name in text and "5% false-unknown rate" in text
-    assert ("cosine" in text) == (name == "centroid")
+    assert SCORERS[name].score_label in text and ("cosine" in text) == (name in ("centroid", "knn"))
     r = openset_metrics(
         ref, ref_names, np.concatenate([known, unknown]), np.r_[known_names, unknown_names], scorer=name, threshold=t
     )
@@ -235,3 +235,52 @@ def test_reference_rows_keep_small_systems_whole_and_sample_large_ones_reproduci
     assert picked.value_counts().to_dict() == {"a": 5, "b": 10, "c": 3}
     assert (np.diff(rows) > 0).all() and (rows == reference_rows(table, per_system=10, seed=0)).all()
     assert len(reference_rows(table, per_system=None)) == len(table)
+
+
+@pytest.mark.parametrize("name", ["centroid", "knn"])
+def test_enrolling_clips_later_equals_fitting_on_all_of_them(name):
+    ref, ref_names, known, *_ = separable()
+    first = ref_names != "k3"
+    part = fit_scorer(name, ref[first], ref_names[first])
+    part.add("k3", ref[~first][:12])
+    part.add("k3", ref[~first][12:])  # extend in two steps
+    whole = fit_scorer(name, ref, ref_names)
+    assert part.systems == whole.systems
+    for a, b in zip(part.score(known), whole.score(known)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_knn_scores_are_means_of_the_k_nearest_cosines():
+    rng = np.random.default_rng(7)
+    ref, names = rng.normal(size=(30, 6)), np.repeat(["a", "b", "c"], [12, 15, 3])
+    query = rng.normal(size=(9, 6))
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    cos = unit(query) @ unit(ref).T
+    for k in (1, 4):
+        knownness, per = fit_scorer("knn", ref, names, k=k).score(query)
+        expect = np.stack([np.sort(cos[:, names == s], 1)[:, ::-1][:, :k].mean(1) for s in "abc"], 1)
+        np.testing.assert_allclose(per, expect, rtol=1e-5, atol=1e-6)  # "c" has 3 clips: k=4 uses all 3
+        np.testing.assert_allclose(knownness, expect.max(1), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ScorerError, match="k must be a positive integer"):
+        fit_scorer("knn", ref, names, k=0)
+    with pytest.raises(ScorerError, match="takes no parameters"):
+        fit_scorer("mahalanobis", ref, names, k=3)
+
+
+def test_mahalanobis_matches_an_independent_ledoit_wolf_computation():
+    from sklearn.covariance import LedoitWolf
+
+    rng = np.random.default_rng(8)
+    ref, names = rng.normal(size=(40, 5)) + np.repeat(np.eye(5)[:2] * 3, 20, 0), np.repeat(["a", "b"], 20)
+    query = rng.normal(size=(7, 5))
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    x = unit(ref)
+    means = np.stack([x[names == s].mean(0) for s in "ab"])
+    cov = LedoitWolf(assume_centered=True).fit(x - means[(names == "b").astype(int)]).covariance_
+    q = unit(query)
+    d = np.stack([np.einsum("ij,jk,ik->i", q - m, np.linalg.inv(cov), q - m) for m in means], 1)
+    knownness, per = fit_scorer("mahalanobis", ref, names).score(query)
+    np.testing.assert_allclose(per, -d, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(knownness, -d.min(1), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ScorerError, match="more clips"):
+        fit_scorer("mahalanobis", ref[:2], ["a", "b"])

@@ -24,15 +24,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score, roc_curve
 
-from sourcetrace.evaluation.scorers import (
-    DEFAULT_SCORER,
-    SCORERS,
-    OpenSetScorer,
-    ScorerError,
-    _unit,
-    fit_scorer,
-    scorer_from_state,
-)
+from sourcetrace.evaluation.scorer_base import OpenSetScorer, ScorerError, _unit
+from sourcetrace.evaluation.scorers import DEFAULT_SCORER, SCORERS, fit_scorer, scorer_from_state
 
 __all__ = [
     "DEFAULT_SCORER",

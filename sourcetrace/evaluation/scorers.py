@@ -10,106 +10,14 @@ through ``state()`` (numpy arrays and JSON-able values only: no pickle) and ``sc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
-from sourcetrace.errors import SourcetraceError
+from sourcetrace.evaluation.scorer_base import OpenSetScorer, ScorerError, _names, _sorted_groups, _unit
 from sourcetrace.registry import lookup
 
-
-class ScorerError(SourcetraceError, ValueError):
-    """Bad input to an open-set scorer: embeddings, system names, parameters or a stored state."""
-
-
-def _unit(x: Any) -> np.ndarray:
-    """Rows scaled to unit length (float32); a clear error for a wrong shape or non-finite values."""
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        raise ScorerError(f"need embeddings [n, d], got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ScorerError(f"embedding row {int(np.flatnonzero(~np.isfinite(x).all(1))[0])} is not finite")
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def _names(systems: Sequence[str], n: int) -> np.ndarray:
-    names = np.asarray(systems).astype(str)
-    if names.ndim != 1 or len(names) != n:
-        raise ScorerError(f"{n} embeddings but {len(names)} system names")
-    bad = [s for s in set(names.tolist()) if not s.strip()]
-    if bad:
-        raise ScorerError("empty system name among the reference clips")
-    return names
-
-
-class OpenSetScorer:
-    """Base class; subclasses set ``name`` and are registered in ``SCORERS``."""
-
-    name: ClassVar[str] = ""
-    score_label: ClassVar[str] = "score"  # what the knownness is, for thresholds' descriptions
-    systems: list[str]
-
-    @classmethod
-    def fit(cls, embeddings: Any, systems: Sequence[str], **params: Any) -> OpenSetScorer:
-        """Fit on reference embeddings [n, d] labelled by system name."""
-        raise NotImplementedError
-
-    def score(self, embeddings: Any) -> tuple[np.ndarray, np.ndarray]:
-        """(knownness [n], per-system scores [n, k] aligned with ``self.systems``)."""
-        raise NotImplementedError
-
-    def add(self, system: str, embeddings: Any) -> None:
-        """Enrol a new system from its embeddings, or extend an existing one with more clips."""
-        raise NotImplementedError
-
-    def remove(self, system: str) -> None:
-        """Forget a system."""
-        raise NotImplementedError
-
-    def state(self) -> dict:
-        """Everything needed to rebuild the scorer: numpy arrays and JSON-able values, with ``name``."""
-        raise NotImplementedError
-
-    @classmethod
-    def from_state(cls, state: dict) -> OpenSetScorer:
-        raise NotImplementedError
-
-    # helpers shared by the subclasses
-    @property
-    def dim(self) -> int:
-        raise NotImplementedError
-
-    def _check_query(self, embeddings: Any) -> np.ndarray:
-        x = _unit(embeddings)
-        if x.shape[1] != self.dim:
-            raise ScorerError(f"embeddings have {x.shape[1]} dimensions; the {self.name} scorer has {self.dim}")
-        return x
-
-    def _check_new(self, system: str, embeddings: Any) -> np.ndarray:
-        if not isinstance(system, str) or not system.strip():
-            raise ScorerError(f"invalid system name {system!r}")
-        x = self._check_query(embeddings)
-        if len(x) == 0:
-            raise ScorerError(f"no embeddings to enrol {system!r}")
-        return x
-
-    def _index(self, system: str) -> int:
-        if system not in self.systems:
-            raise ScorerError(f"no system {system!r} in the {self.name} scorer; it has: {', '.join(self.systems)}")
-        if len(self.systems) == 1:
-            raise ScorerError(f"cannot remove {system!r}: it is the scorer's only system")
-        return self.systems.index(system)
-
-    @staticmethod
-    def _get(state: dict, key: str, cls_name: str) -> Any:
-        if key not in state:
-            raise ScorerError(f"{cls_name} state has no {key!r} entry")
-        return state[key]
-
-    @classmethod
-    def _check_state_name(cls, state: dict) -> None:
-        if state.get("name") != cls.name:
-            raise ScorerError(f"state of scorer {state.get('name')!r} given to the {cls.name!r} scorer")
+__all__ = ["DEFAULT_SCORER", "SCORERS", "OpenSetScorer", "ScorerError", "fit_scorer", "scorer_from_state"]
 
 
 class CentroidScorer(OpenSetScorer):
@@ -183,7 +91,215 @@ class CentroidScorer(OpenSetScorer):
         return cls([str(s) for s in systems], means.copy(), counts.copy())
 
 
-SCORERS: dict[str, type[OpenSetScorer]] = {c.name: c for c in (CentroidScorer,)}
+class KNNScorer(OpenSetScorer):
+    """k-nearest neighbours: a system's score is the mean cosine of a clip to its ``k`` nearest reference
+    clips of that system (all of them when it has fewer); knownness = the best system's. Training-free
+    and makes no assumption about a system's shape (a system with several modes, e.g. one per language,
+    is not averaged into one centroid)."""
+
+    name = "knn"
+    score_label = "mean cosine to the k nearest reference clips"
+    CHUNK = 2048  # query rows per block: bounds memory to CHUNK x reference clips
+
+    def __init__(self, systems: list[str], embeddings: np.ndarray, counts: np.ndarray, k: int = 5):
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise ScorerError(f"knn scorer: k must be a positive integer, got {k!r}")
+        self.systems, self.k = list(systems), int(k)
+        self.embeddings, self.counts = np.asarray(embeddings, np.float32), np.asarray(counts, np.int64)
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    @classmethod
+    def fit(cls, embeddings: Any, systems: Sequence[str], k: int = 5) -> KNNScorer:
+        x = _unit(embeddings)
+        order, grouped, counts = _sorted_groups(x, _names(systems, len(x)))
+        return cls(order, grouped, counts, k)
+
+    def score(self, embeddings: Any) -> tuple[np.ndarray, np.ndarray]:
+        x = self._check_query(embeddings)
+        ends = np.cumsum(self.counts)
+        per = np.zeros((len(x), len(self.systems)), np.float32)
+        for lo in range(0, len(x), self.CHUNK):
+            sims = x[lo : lo + self.CHUNK] @ self.embeddings.T
+            for j, (start, end) in enumerate(zip(ends - self.counts, ends)):
+                kk = min(self.k, end - start)
+                block = sims[:, start:end]
+                per[lo : lo + self.CHUNK, j] = np.partition(block, end - start - kk, axis=1)[:, -kk:].mean(1)
+        return (per.max(1) if len(self.systems) else np.zeros(len(x))).astype(np.float64), per
+
+    def add(self, system: str, embeddings: Any) -> None:
+        x = self._check_new(system, embeddings)
+        ends = np.cumsum(self.counts)
+        if system in self.systems:
+            i = self.systems.index(system)
+            self.embeddings = np.concatenate([self.embeddings[: ends[i]], x, self.embeddings[ends[i] :]])
+            self.counts[i] += len(x)
+            return
+        i = int(np.searchsorted(np.array(self.systems), system))
+        at = int(ends[i - 1]) if i else 0
+        self.systems.insert(i, system)
+        self.embeddings = np.concatenate([self.embeddings[:at], x, self.embeddings[at:]])
+        self.counts = np.insert(self.counts, i, len(x))
+
+    def remove(self, system: str) -> None:
+        i = self._index(system)
+        end = int(np.cumsum(self.counts)[i])
+        self.embeddings = np.delete(self.embeddings, np.arange(end - self.counts[i], end), 0)
+        del self.systems[i]
+        self.counts = np.delete(self.counts, i)
+
+    def state(self) -> dict:
+        return {
+            "name": self.name,
+            "systems": list(self.systems),
+            "k": self.k,
+            "embeddings": self.embeddings.copy(),
+            "counts": self.counts.copy(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> KNNScorer:
+        cls._check_state_name(state)
+        systems, emb, counts, k = (cls._get(state, key, cls.name) for key in ("systems", "embeddings", "counts", "k"))
+        emb, counts = np.asarray(emb, np.float32), np.asarray(counts, np.int64)
+        if emb.ndim != 2 or counts.shape != (len(systems),) or counts.sum() != len(emb) or (counts < 1).any():
+            raise ScorerError(f"knn state: {len(systems)} systems, counts {counts.tolist()}, embeddings {emb.shape}")
+        return cls([str(s) for s in systems], emb.copy(), counts.copy(), int(k))
+
+
+class MahalanobisScorer(OpenSetScorer):
+    """Class-conditional Gaussians on unit embeddings with one shared covariance (Ledoit-Wolf shrunk, so it
+    is well conditioned with few clips per dimension); a system's score is minus the squared Mahalanobis
+    distance to its mean. Enrolling moves or adds means only: the shared covariance stays as fitted."""
+
+    name = "mahalanobis"
+    score_label = "minus the squared Mahalanobis distance to the nearest system"
+
+    def __init__(self, systems: list[str], means: np.ndarray, counts: np.ndarray, precision: np.ndarray):
+        self.systems, self.means = list(systems), np.asarray(means, np.float64)
+        self.counts, self.precision = np.asarray(counts, np.int64), np.asarray(precision, np.float64)
+
+    @property
+    def dim(self) -> int:
+        return int(self.means.shape[1])
+
+    @staticmethod
+    def _gaussians(x: np.ndarray, names: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        from sklearn.covariance import LedoitWolf
+
+        order, grouped, counts = _sorted_groups(x, names)
+        labels = np.repeat(np.arange(len(order)), counts)
+        means = np.stack([grouped[labels == j].mean(0) for j in range(len(order))]).astype(np.float64)
+        if len(x) <= len(order):
+            raise ScorerError(f"a shared covariance needs more clips ({len(x)}) than systems ({len(order)})")
+        cov = LedoitWolf(assume_centered=True).fit(grouped - means[labels]).covariance_
+        return order, means, counts, np.linalg.pinv(cov, hermitian=True)
+
+    @classmethod
+    def fit(cls, embeddings: Any, systems: Sequence[str], **params: Any) -> MahalanobisScorer:
+        if params:
+            raise ScorerError(f"the {cls.name} scorer takes no parameters, got: {', '.join(sorted(params))}")
+        x = _unit(embeddings)
+        return cls(*cls._gaussians(x.astype(np.float64), _names(systems, len(x))))
+
+    def _distances(self, x: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
+        xp = x @ precision
+        quad = (xp * x).sum(1, keepdims=True)
+        return quad - 2 * xp @ means.T + ((means @ precision) * means).sum(1)[None, :]
+
+    def score(self, embeddings: Any) -> tuple[np.ndarray, np.ndarray]:
+        per = -self._distances(self._check_query(embeddings).astype(np.float64), self.means, self.precision)
+        return per.max(1), per
+
+    def add(self, system: str, embeddings: Any) -> None:
+        x = self._check_new(system, embeddings).astype(np.float64)
+        if system in self.systems:
+            i = self.systems.index(system)
+            n = self.counts[i]
+            self.means[i] = (self.means[i] * n + x.sum(0)) / (n + len(x))
+            self.counts[i] = n + len(x)
+            return
+        i = int(np.searchsorted(np.array(self.systems), system))
+        self.systems.insert(i, system)
+        self.means = np.insert(self.means, i, x.mean(0), axis=0)
+        self.counts = np.insert(self.counts, i, len(x))
+
+    def remove(self, system: str) -> None:
+        i = self._index(system)
+        del self.systems[i]
+        self.means, self.counts = np.delete(self.means, i, 0), np.delete(self.counts, i)
+
+    def state(self) -> dict:
+        return {
+            "name": self.name,
+            "systems": list(self.systems),
+            "means": self.means.copy(),
+            "counts": self.counts.copy(),
+            "precision": self.precision.copy(),
+        }
+
+    @classmethod
+    def _arrays(cls, state: dict, keys: tuple[str, ...]) -> list:
+        cls._check_state_name(state)
+        systems, means, counts, *rest = (cls._get(state, k, cls.name) for k in ("systems", "means", "counts", *keys))
+        means, counts = np.asarray(means, np.float64), np.asarray(counts, np.int64)
+        d = means.shape[1] if means.ndim == 2 else -1
+        rest = [np.asarray(a, np.float64).copy() for a in rest]
+        if len(means) != len(systems) or counts.shape != (len(systems),) or any(a.shape[-1] != d for a in rest):
+            shapes = ", ".join(f"{k} {a.shape}" for k, a in zip(keys, rest))
+            raise ScorerError(f"{cls.name} state: {len(systems)} systems, means {means.shape}, {shapes}")
+        return [[str(s) for s in systems], means.copy(), counts.copy(), *rest]
+
+    @classmethod
+    def from_state(cls, state: dict) -> MahalanobisScorer:
+        return cls(*cls._arrays(state, ("precision",)))
+
+
+class RelativeMahalanobisScorer(MahalanobisScorer):
+    """Mahalanobis minus the distance under one background Gaussian of all reference clips (Ren et al.
+    2021): what is typical of every system (language, text, recording) stops counting as evidence, which
+    helps with near relatives of known systems. Per-system order is that of ``mahalanobis``."""
+
+    name = "relative_mahalanobis"
+    score_label = "minus the relative Mahalanobis distance to the nearest system"
+
+    def __init__(self, systems, means, counts, precision, background_mean, background_precision):
+        super().__init__(systems, means, counts, precision)
+        self.background_mean = np.asarray(background_mean, np.float64).reshape(1, -1)
+        self.background_precision = np.asarray(background_precision, np.float64)
+
+    @classmethod
+    def fit(cls, embeddings: Any, systems: Sequence[str], **params: Any) -> RelativeMahalanobisScorer:
+        from sklearn.covariance import LedoitWolf
+
+        if params:
+            raise ScorerError(f"the {cls.name} scorer takes no parameters, got: {', '.join(sorted(params))}")
+        x = _unit(embeddings).astype(np.float64)
+        gaussians = cls._gaussians(x, _names(systems, len(x)))
+        background = LedoitWolf().fit(x)
+        return cls(*gaussians, background.location_, np.linalg.pinv(background.covariance_, hermitian=True))
+
+    def score(self, embeddings: Any) -> tuple[np.ndarray, np.ndarray]:
+        x = self._check_query(embeddings).astype(np.float64)
+        per = self._distances(x, self.background_mean, self.background_precision) - self._distances(
+            x, self.means, self.precision
+        )
+        return per.max(1), per
+
+    def state(self) -> dict:
+        extra = {"background_mean": self.background_mean[0].copy(), "background_precision": self.background_precision}
+        return {**super().state(), **{k: v.copy() for k, v in extra.items()}}
+
+    @classmethod
+    def from_state(cls, state: dict) -> RelativeMahalanobisScorer:
+        return cls(*cls._arrays(state, ("precision", "background_mean", "background_precision")))
+
+
+SCORERS: dict[str, type[OpenSetScorer]] = {
+    c.name: c for c in (CentroidScorer, KNNScorer, MahalanobisScorer, RelativeMahalanobisScorer)
+}
 DEFAULT_SCORER = "centroid"
 
 
