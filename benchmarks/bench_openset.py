@@ -32,11 +32,12 @@ def parse_scorer(spec: str) -> tuple[str, dict]:
     return name, params
 
 
-def embeddings(args) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{"ref" | "dev" | "eval": (embeddings, system names)}, from the cache when it is there."""
+def embeddings(args) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """{"ref" | "dev" | "eval": (embeddings, system names, language seen in train)}, from the cache when
+    it is there."""
     if args.cache and Path(args.cache).is_file():
         with np.load(args.cache, allow_pickle=False) as z:
-            return {k: (z[f"{k}_x"], z[f"{k}_s"]) for k in ("ref", "dev", "eval")}
+            return {k: (z[f"{k}_x"], z[f"{k}_s"], z[f"{k}_l"]) for k in ("ref", "dev", "eval")}
     from sourcetrace.evaluation.analyze import data_location, embed_table, read_split_tables
     from sourcetrace.evaluation.openset import reference_rows
     from sourcetrace.training.checkpoint import load_model
@@ -60,27 +61,32 @@ def embeddings(args) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         x = embed_table(loaded, table, device)
         dt = time.perf_counter() - t0
         print(f"embedded {key}: {len(table)} clips in {dt:.1f} s ({1000 * dt / max(1, len(table)):.1f} ms/clip)")
-        out[key] = (x, table["system"].to_numpy(dtype=str))
+        out[key] = (x, table["system"].to_numpy(dtype=str), table["language_seen"].to_numpy(dtype=bool))
     if args.cache:
-        np.savez(args.cache, **{f"{k}_{p}": v[i] for k, v in out.items() for i, p in enumerate("xs")})
+        np.savez(args.cache, **{f"{k}_{p}": v[i] for k, v in out.items() for i, p in enumerate("xsl")})
     return out
 
 
 def compare(emb: dict, specs: list[str]) -> list[dict]:
     from sourcetrace.evaluation.openset import calibrate_threshold, fit_scorer, openset_scores
 
-    ref_x, ref_s = emb["ref"]
+    ref_x, ref_s, _ = emb["ref"]
     rows = []
     for spec in specs:
         name, params = parse_scorer(spec)
         t0 = time.perf_counter()
         scorer = fit_scorer(name, ref_x, ref_s, **params)
-        dev = openset_scores(scorer, *emb["dev"])
+        dev = openset_scores(scorer, *emb["dev"][:2])
         thr = calibrate_threshold(dev.scores, np.isin(emb["dev"][1], scorer.systems), "fur", 0.05, scorer=name)
         row = {"scorer": spec, "threshold": thr.value}
         for split in ("dev", "eval"):
-            x, names = emb[split]
+            x, names, lang_seen = emb[split]
             r = openset_scores(scorer, x, names, thr)
+            known, rejected = np.isin(names, scorer.systems), r.scores < thr.value
+            for tag, lang in (("seen", lang_seen), ("unseen", ~lang_seen)):  # known systems, by language
+                row[f"{split}_false_unknown_lang_{tag}"] = (
+                    float(rejected[known & lang].mean()) if (known & lang).any() else None
+                )
             row.update({f"{split}_{k}": getattr(r, k) for k in ("auroc", "fpr95", "eer", "closed_accuracy")})
             row.update({f"{split}_false_known": r.false_known_rate, f"{split}_false_unknown": r.false_unknown_rate})
             accepted = {}
@@ -99,13 +105,17 @@ def show(rows: list[dict]) -> None:
     pct = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
     print(
         "\n| scorer | dev AUROC | dev FPR95 % | eval AUROC | eval FPR95 % | eval false-known % at dev threshold "
-        "| eval false-unknown % | closed-set acc. eval % |"
+        "| eval false-unknown % (seen / unseen languages) | dev false-unknown % (seen / unseen languages) "
+        "| closed-set acc. eval % |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['scorer']} | {r['dev_auroc']:.3f} | {pct(r['dev_fpr95'])} | {r['eval_auroc']:.3f} | "
-            f"{pct(r['eval_fpr95'])} | {pct(r['eval_false_known'])} | {pct(r['eval_false_unknown'])} | "
+            f"{pct(r['eval_fpr95'])} | {pct(r['eval_false_known'])} | {pct(r['eval_false_unknown'])} "
+            f"({pct(r['eval_false_unknown_lang_seen'])} / {pct(r['eval_false_unknown_lang_unseen'])}) | "
+            f"{pct(r['dev_false_unknown'])} ({pct(r['dev_false_unknown_lang_seen'])} / "
+            f"{pct(r['dev_false_unknown_lang_unseen'])}) | "
             f"{pct(r['eval_closed_accuracy'])} |"
         )
     systems = sorted({s for r in rows for s in r["eval_unknown_systems"]})
@@ -133,7 +143,7 @@ def main() -> None:
     ap.add_argument("--json", help="write the full comparison here")
     args = ap.parse_args()
     emb = embeddings(args)
-    for key, (x, s) in emb.items():
+    for key, (x, s, _) in emb.items():
         print(f"{key}: {len(x)} clips, {len(set(s))} systems, {x.shape[1]}-d")
     rows = compare(emb, args.scorers)
     show(rows)
