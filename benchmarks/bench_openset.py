@@ -67,11 +67,34 @@ def embeddings(args) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     return out
 
 
-def compare(emb: dict, specs: list[str]) -> list[dict]:
+def bootstrap_fpr95(dev_scores: dict[str, np.ndarray], known: np.ndarray, n: int, seed: int = 0) -> dict:
+    """Per scorer: 95 % interval of dev FPR95 over ``n`` resamples of dev (known and unknown clips drawn
+    separately, the same draw for every scorer) and how often it beats the first scorer."""
+    from sourcetrace.evaluation.openset import fpr_at_tpr
+
+    rng = np.random.default_rng(seed)
+    ki, ui = np.flatnonzero(known), np.flatnonzero(~known)
+    draws = {k: [] for k in dev_scores}
+    for _ in range(n):
+        idx = np.r_[rng.choice(ki, len(ki)), rng.choice(ui, len(ui))]
+        for k, v in dev_scores.items():
+            draws[k].append(fpr_at_tpr(v[idx], known[idx]))
+    first = np.array(next(iter(draws.values())))
+    return {
+        k: {
+            "lo": float(np.percentile(v, 2.5)),
+            "hi": float(np.percentile(v, 97.5)),
+            "beats_first": float(np.mean(np.array(v) < first)),
+        }
+        for k, v in draws.items()
+    }
+
+
+def compare(emb: dict, specs: list[str], n_boot: int = 1000) -> list[dict]:
     from sourcetrace.evaluation.openset import calibrate_threshold, fit_scorer, openset_scores
 
     ref_x, ref_s, _ = emb["ref"]
-    rows = []
+    rows, dev_scores = [], {}
     for spec in specs:
         name, params = parse_scorer(spec)
         t0 = time.perf_counter()
@@ -98,6 +121,11 @@ def compare(emb: dict, specs: list[str]) -> list[dict]:
             row[f"{split}_unknown_systems"] = accepted
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
+        dev_scores[spec] = dev.scores
+    if n_boot and rows:
+        known = np.isin(emb["dev"][1], sorted(set(ref_s)))
+        for row, boot in zip(rows, bootstrap_fpr95(dev_scores, known, n_boot).values()):
+            row.update({f"dev_fpr95_{k}": v for k, v in boot.items()})
     return rows
 
 
@@ -118,6 +146,13 @@ def show(rows: list[dict]) -> None:
             f"{pct(r['dev_false_unknown_lang_unseen'])}) | "
             f"{pct(r['eval_closed_accuracy'])} |"
         )
+    if "dev_fpr95_lo" in rows[0]:
+        print(f"\nDev FPR95 % with a 95 % bootstrap interval; share of resamples where it beats {rows[0]['scorer']}:\n")
+        print("| scorer | dev FPR95 % | 95 % interval | beats " + rows[0]["scorer"] + " |")
+        print("|---|---|---|---|")
+        for r in rows[1:]:
+            lo, hi = pct(r["dev_fpr95_lo"]), pct(r["dev_fpr95_hi"])
+            print(f"| {r['scorer']} | {pct(r['dev_fpr95'])} | {lo}-{hi} | {r['dev_fpr95_beats_first']:.2f} |")
     systems = sorted({s for r in rows for s in r["eval_unknown_systems"]})
     print("\nShare (%) of each unseen system's eval clips accepted as known at the dev threshold:\n")
     print("| unseen system (eval) | " + " | ".join(r["scorer"] for r in rows) + " |")
@@ -137,15 +172,16 @@ def main() -> None:
     ap.add_argument(
         "--scorers",
         nargs="+",
-        default=["centroid", "knn:k=1", "knn:k=5", "knn:k=20", "mahalanobis", "relative_mahalanobis"],
+        default=["centroid", "knn", "knn:k=5", "knn:k=20", "mahalanobis", "relative_mahalanobis"],
     )
     ap.add_argument("--cache", help="npz file for the embeddings (written once, reused)")
     ap.add_argument("--json", help="write the full comparison here")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="dev resamples for FPR95 intervals (0: none)")
     args = ap.parse_args()
     emb = embeddings(args)
     for key, (x, s, _) in emb.items():
         print(f"{key}: {len(x)} clips, {len(set(s))} systems, {x.shape[1]}-d")
-    rows = compare(emb, args.scorers)
+    rows = compare(emb, args.scorers, args.bootstrap)
     show(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
