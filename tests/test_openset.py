@@ -225,7 +225,10 @@ def test_scorer_registry_errors_name_the_choices():
         fit_scorer(DEFAULT_SCORER, ref, ref_names[:3])
     with pytest.raises(ScorerError, match="not finite"):
         fit_scorer(DEFAULT_SCORER, np.where(np.arange(ref.size).reshape(ref.shape) == 7, np.nan, ref), ref_names)
-    assert DEFAULT_SCORER in SCORERS and len(SCORERS) >= 1
+    one = fit_scorer(DEFAULT_SCORER, ref[:30], ref_names[:30])
+    with pytest.raises(ScorerError, match="only system"):
+        one.remove(one.systems[0])
+    assert DEFAULT_SCORER in SCORERS and len(SCORERS) >= 3
 
 
 def test_reference_rows_keep_small_systems_whole_and_sample_large_ones_reproducibly():
