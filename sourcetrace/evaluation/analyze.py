@@ -78,12 +78,21 @@ def analyze(
 ) -> dict[str, Any]:
     """Run every analysis; returns ``{"out", "artifacts": [Path], "metrics": {name: float}, "notes"}``."""
     from sourcetrace.evaluation.eer import all_pairs_metrics, det_points
-    from sourcetrace.evaluation.openset import DEFAULT_SCORER, calibrate_threshold, openset_metrics, reference_rows
+    from sourcetrace.evaluation.openset import (
+        DEFAULT_SCORER,
+        SCORERS,
+        calibrate_threshold,
+        openset_metrics,
+        reference_rows,
+    )
     from sourcetrace.evaluation.plots import plot_confusion, plot_det, plot_umap, umap_coordinates
     from sourcetrace.evaluation.probe import confusion_long, linear_probe
+    from sourcetrace.registry import lookup
     from sourcetrace.training.checkpoint import load_model
     from sourcetrace.training.loop import resolve_device
 
+    scorer = scorer or DEFAULT_SCORER
+    lookup(SCORERS, scorer, "open-set scorer")  # a bad name fails before anything is embedded
     dev = resolve_device(device)
     loaded = load_model(model_path, dev)
     root, protocol = data_location(loaded, root, protocol)
@@ -137,7 +146,6 @@ def analyze(
     artifacts.append(plot_det(fpr, fnr, out / "det.png", pm.eer, pm.min_dcf, label=split))
 
     # open set: known (model's training systems) vs systems absent from train
-    scorer = scorer or DEFAULT_SCORER
     osr = openset_metrics(ref, ref_table["system"].to_numpy(dtype=str), emb, systems, known, scorer=scorer)
     metrics.update(osr.metrics())
     thr, cal_split = None, loaded.config.data.dev_split
@@ -178,7 +186,7 @@ def analyze(
     )
     artifacts.append(_write_json(out / "openset.json", openset))
     artifacts.append(_write_json(out / "metrics.json", {"metrics": metrics, "notes": notes, "model": str(loaded.path)}))
-    return {"out": out, "artifacts": artifacts, "metrics": metrics, "notes": notes, "threshold": thr}
+    return {"out": out, "artifacts": artifacts, "metrics": metrics, "notes": notes, "threshold": thr, "scorer": scorer}
 
 
 def _write_json(path: Path, obj: Any) -> Path:
@@ -211,7 +219,8 @@ def cli_analyze(args) -> int:
         )
     if "openset_closed_accuracy" in m:
         print(
-            f"nearest-centroid on known systems: accuracy {100 * m['openset_closed_accuracy']:.1f}%  "
+            f"best-matching system ({res['scorer']} scorer) on known systems: "
+            f"accuracy {100 * m['openset_closed_accuracy']:.1f}%  "
             f"macro-F1 {m['openset_closed_macro_f1']:.3f}"
         )
     if res["threshold"] is not None:
