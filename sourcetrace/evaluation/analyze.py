@@ -74,15 +74,25 @@ def analyze(
     per_class: int | None = 300,
     operating_point: str = "fur",
     target: float = 0.05,
+    scorer: str | None = None,
 ) -> dict[str, Any]:
     """Run every analysis; returns ``{"out", "artifacts": [Path], "metrics": {name: float}, "notes"}``."""
     from sourcetrace.evaluation.eer import all_pairs_metrics, det_points
-    from sourcetrace.evaluation.openset import calibrate_threshold, openset_metrics
+    from sourcetrace.evaluation.openset import (
+        DEFAULT_SCORER,
+        SCORERS,
+        calibrate_threshold,
+        openset_metrics,
+        reference_rows,
+    )
     from sourcetrace.evaluation.plots import plot_confusion, plot_det, plot_umap, umap_coordinates
     from sourcetrace.evaluation.probe import confusion_long, linear_probe
+    from sourcetrace.registry import lookup
     from sourcetrace.training.checkpoint import load_model
     from sourcetrace.training.loop import resolve_device
 
+    scorer = scorer or DEFAULT_SCORER
+    lookup(SCORERS, scorer, "open-set scorer")  # a bad name fails before anything is embedded
     dev = resolve_device(device)
     loaded = load_model(model_path, dev)
     root, protocol = data_location(loaded, root, protocol)
@@ -100,6 +110,7 @@ def analyze(
     table = proto.tables[split]
     emb = embed_table(loaded, table, dev, batch_size)
     ref_table = proto.tables[train_split]
+    ref_table = ref_table.iloc[reference_rows(ref_table)]  # the same references as training's metrics
     ref = embed_table(loaded, ref_table, dev, batch_size)
     systems = table["system"].to_numpy(dtype=str)
     seen = np.isin(systems, known)
@@ -135,11 +146,11 @@ def analyze(
     artifacts.append(plot_det(fpr, fnr, out / "det.png", pm.eer, pm.min_dcf, label=split))
 
     # open set: known (model's training systems) vs systems absent from train
-    osr = openset_metrics(ref, ref_table["system"].to_numpy(dtype=str), emb, systems, known_systems=known)
+    osr = openset_metrics(ref, ref_table["system"].to_numpy(dtype=str), emb, systems, known, scorer=scorer)
     metrics.update(osr.metrics())
     thr, cal_split = None, loaded.config.data.dev_split
     if split == cal_split and osr.n_known:
-        thr = calibrate_threshold(osr.scores, seen, operating_point, target, split=split)
+        thr = calibrate_threshold(osr.scores, seen, operating_point, target, split=split, scorer=scorer)
     elif split != cal_split:  # the threshold is chosen on dev and applied here: honest error rates
         cal = read_split_tables(root, protocol, (train_split, cal_split)).tables[cal_split]
         cal_osr = openset_metrics(
@@ -148,9 +159,10 @@ def analyze(
             embed_table(loaded, cal, dev, batch_size),
             cal["system"].to_numpy(dtype=str),
             known_systems=known,
+            scorer=scorer,
         )
         thr = calibrate_threshold(
-            cal_osr.scores, cal["system"].isin(known).to_numpy(), operating_point, target, cal_split
+            cal_osr.scores, cal["system"].isin(known).to_numpy(), operating_point, target, cal_split, scorer
         )
     if thr is not None:
         metrics["openset_threshold"] = thr.value
@@ -174,7 +186,7 @@ def analyze(
     )
     artifacts.append(_write_json(out / "openset.json", openset))
     artifacts.append(_write_json(out / "metrics.json", {"metrics": metrics, "notes": notes, "model": str(loaded.path)}))
-    return {"out": out, "artifacts": artifacts, "metrics": metrics, "notes": notes, "threshold": thr}
+    return {"out": out, "artifacts": artifacts, "metrics": metrics, "notes": notes, "threshold": thr, "scorer": scorer}
 
 
 def _write_json(path: Path, obj: Any) -> Path:
@@ -201,10 +213,14 @@ def cli_analyze(args) -> int:
         f"chance {100 * m['probe_chance']:.1f}%)"
     )
     if "openset_auroc" in m:
-        print(f"unknown-system detection: AUROC {m['openset_auroc']:.3f}  EER {m['openset_eer']:.2f}%")
+        print(
+            f"unknown-system detection: AUROC {m['openset_auroc']:.3f}  EER {m['openset_eer']:.2f}%  "
+            f"FPR95 {100 * m['openset_fpr95']:.1f}%"
+        )
     if "openset_closed_accuracy" in m:
         print(
-            f"nearest-centroid on known systems: accuracy {100 * m['openset_closed_accuracy']:.1f}%  "
+            f"best-matching system ({res['scorer']} scorer) on known systems: "
+            f"accuracy {100 * m['openset_closed_accuracy']:.1f}%  "
             f"macro-F1 {m['openset_closed_macro_f1']:.3f}"
         )
     if res["threshold"] is not None:

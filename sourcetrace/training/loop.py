@@ -24,7 +24,7 @@ from sourcetrace.data.samplers import SAMPLERS
 from sourcetrace.errors import TrainingError
 from sourcetrace.evaluation.conditions import split_metrics
 from sourcetrace.evaluation.embed import embed_waves
-from sourcetrace.evaluation.openset import openset_metrics
+from sourcetrace.evaluation.openset import openset_metrics, reference_rows
 from sourcetrace.losses import LOSSES
 from sourcetrace.models import build_model
 from sourcetrace.registry import lookup
@@ -90,15 +90,12 @@ def lr_lambda(cfg: Config, steps_per_epoch: int) -> Callable[[int], float]:
     return factor
 
 
-REFERENCE_CLIPS_PER_SYSTEM = 20  # training clips per known system whose centroid the open-set scores use
-
-
 def evaluate(model: torch.nn.Module, data: TrialData, cfg: Config, device: torch.device) -> dict[str, float]:
     """Dev (and test) EER overall and per condition with minDCF, and open-set metrics.
 
-    Open set: each clip's best cosine to the known systems' centroids (from a fixed sample of training
-    clips) detects systems absent from train (``*_openset_auroc``/``*_openset_eer``); nearest-centroid
-    accuracy and macro-F1 on known systems are the closed-set scores.
+    Open set: the default open-set scorer, fitted on the training clips that ``reference_rows`` picks,
+    detects systems absent from train (``*_openset_auroc``/``_eer``/``_fpr95``); best-match accuracy and
+    macro-F1 on known systems are the closed-set scores.
     """
     amp = autocast_dtype(cfg, device)
 
@@ -106,7 +103,7 @@ def evaluate(model: torch.nn.Module, data: TrialData, cfg: Config, device: torch
         return embed_waves(model, bank, cfg.data.eval_seconds, 64, device, cfg.data.sample_rate, amp, idx)
 
     train = data.train.table
-    ref_rows = train.groupby("system").head(REFERENCE_CLIPS_PER_SYSTEM).index.to_numpy()
+    ref_rows = reference_rows(train)
     ref_emb = embed(data.train.bank, ref_rows)
     ref_systems = train["system"].to_numpy()[ref_rows]
     metrics: dict[str, float] = {}

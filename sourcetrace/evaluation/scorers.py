@@ -1,0 +1,316 @@
+"""Open-set scorers: how "known" a clip is, and how well it matches each known system.
+
+A scorer is fitted on reference (training) embeddings of the known systems. ``score`` returns a
+knownness per clip (higher = more likely one of the known systems; the "unknown" threshold is set on
+it) and a score per system (higher = better match; its argmax is the attributed system, its order the
+top-k). Systems can be enrolled, extended and removed without refitting, and a scorer round-trips
+through ``state()`` (numpy arrays and JSON-able values only: no pickle) and ``scorer_from_state``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from sourcetrace.evaluation.scorer_base import OpenSetScorer, ScorerError, _names, _sorted_groups, _unit
+from sourcetrace.registry import lookup
+
+__all__ = ["DEFAULT_SCORER", "SCORERS", "OpenSetScorer", "ScorerError", "fit_scorer", "scorer_from_state"]
+
+
+class CentroidScorer(OpenSetScorer):
+    """Cosine to each system's centroid (the unit-length mean of its unit embeddings); knownness = the
+    best one. Means are kept unnormalised with clip counts so that enrolling more clips extends them
+    exactly."""
+
+    name = "centroid"
+    score_label = "cosine to the nearest centroid"
+
+    def __init__(self, systems: list[str], means: np.ndarray, counts: np.ndarray):
+        self.systems, self.means, self.counts = list(systems), np.asarray(means, np.float32), np.asarray(counts)
+
+    @property
+    def dim(self) -> int:
+        return int(self.means.shape[1])
+
+    @classmethod
+    def fit(cls, embeddings: Any, systems: Sequence[str], **params: Any) -> CentroidScorer:
+        if params:
+            raise ScorerError(f"the centroid scorer takes no parameters, got: {', '.join(sorted(params))}")
+        x = _unit(embeddings)
+        names = _names(systems, len(x))
+        order = sorted(set(names.tolist()))
+        if not order:
+            raise ScorerError("no reference embeddings to fit the centroid scorer on")
+        means = np.stack([x[names == s].mean(0) for s in order])
+        return cls(order, means, np.array([(names == s).sum() for s in order], np.int64))
+
+    def centroids(self) -> np.ndarray:
+        """Unit centroids [k, d]."""
+        return self.means / np.maximum(np.linalg.norm(self.means, axis=1, keepdims=True), 1e-12)
+
+    def score(self, embeddings: Any) -> tuple[np.ndarray, np.ndarray]:
+        sims = self._check_query(embeddings) @ self.centroids().T
+        return sims.max(1).astype(np.float64), sims
+
+    def add(self, system: str, embeddings: Any) -> None:
+        x = self._check_new(system, embeddings)
+        if system in self.systems:
+            i = self.systems.index(system)
+            n = self.counts[i]
+            self.means[i] = (self.means[i] * n + x.sum(0)) / (n + len(x))
+            self.counts[i] = n + len(x)
+            return
+        self.systems.append(system)
+        self.means = np.concatenate([self.means, x.mean(0, keepdims=True)])
+        self.counts = np.append(self.counts, len(x))
+        self._sort()
+
+    def remove(self, system: str) -> None:
+        i = self._index(system)
+        del self.systems[i]
+        self.means, self.counts = np.delete(self.means, i, 0), np.delete(self.counts, i)
+
+    def _sort(self) -> None:
+        order = np.argsort(self.systems, kind="stable")
+        self.systems = [self.systems[i] for i in order]
+        self.means, self.counts = self.means[order], self.counts[order]
+
+    def state(self) -> dict:
+        return {"name": self.name, "systems": list(self.systems), "means": self.means.copy(), "counts": self.counts}
+
+    @classmethod
+    def from_state(cls, state: dict) -> CentroidScorer:
+        cls._check_state_name(state)
+        systems, means, counts = (cls._get(state, k, cls.name) for k in ("systems", "means", "counts"))
+        means, counts = np.asarray(means, np.float32), np.asarray(counts, np.int64)
+        if means.ndim != 2 or len(means) != len(systems) or counts.shape != (len(systems),):
+            raise ScorerError(f"centroid state: {len(systems)} systems, means {means.shape}, counts {counts.shape}")
+        return cls([str(s) for s in systems], means.copy(), counts.copy())
+
+
+class KNNScorer(OpenSetScorer):
+    """k-nearest neighbours: a system's score is the mean cosine of a clip to its ``k`` nearest reference
+    clips of that system (all of them when it has fewer); knownness = the best system's. Training-free
+    and makes no assumption about a system's shape (a system with several modes, e.g. one per language,
+    is not averaged into one centroid). Default k = 1 (lower dev FPR95 than k = 5 on both demo models)."""
+
+    name = "knn"
+    score_label = "mean cosine to the k nearest reference clips"
+    CHUNK = 2048  # query rows per block: bounds memory to CHUNK x reference clips
+
+    def __init__(self, systems: list[str], embeddings: np.ndarray, counts: np.ndarray, k: int = 1):
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise ScorerError(f"knn scorer: k must be a positive integer, got {k!r}")
+        self.systems, self.k = list(systems), int(k)
+        self.embeddings, self.counts = np.asarray(embeddings, np.float32), np.asarray(counts, np.int64)
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    @classmethod
+    def fit(cls, embeddings: Any, systems: Sequence[str], k: int = 1) -> KNNScorer:
+        x = _unit(embeddings)
+        order, grouped, counts = _sorted_groups(x, _names(systems, len(x)))
+        return cls(order, grouped, counts, k)
+
+    def score(self, embeddings: Any) -> tuple[np.ndarray, np.ndarray]:
+        x = self._check_query(embeddings)
+        ends = np.cumsum(self.counts)
+        per = np.zeros((len(x), len(self.systems)), np.float32)
+        for lo in range(0, len(x), self.CHUNK):
+            sims = x[lo : lo + self.CHUNK] @ self.embeddings.T
+            for j, (start, end) in enumerate(zip(ends - self.counts, ends)):
+                kk = min(self.k, end - start)
+                block = sims[:, start:end]
+                per[lo : lo + self.CHUNK, j] = np.partition(block, end - start - kk, axis=1)[:, -kk:].mean(1)
+        return (per.max(1) if len(self.systems) else np.zeros(len(x))).astype(np.float64), per
+
+    def add(self, system: str, embeddings: Any) -> None:
+        x = self._check_new(system, embeddings)
+        ends = np.cumsum(self.counts)
+        if system in self.systems:
+            i = self.systems.index(system)
+            self.embeddings = np.concatenate([self.embeddings[: ends[i]], x, self.embeddings[ends[i] :]])
+            self.counts[i] += len(x)
+            return
+        i = int(np.searchsorted(np.array(self.systems), system))
+        at = int(ends[i - 1]) if i else 0
+        self.systems.insert(i, system)
+        self.embeddings = np.concatenate([self.embeddings[:at], x, self.embeddings[at:]])
+        self.counts = np.insert(self.counts, i, len(x))
+
+    def remove(self, system: str) -> None:
+        i = self._index(system)
+        end = int(np.cumsum(self.counts)[i])
+        self.embeddings = np.delete(self.embeddings, np.arange(end - self.counts[i], end), 0)
+        del self.systems[i]
+        self.counts = np.delete(self.counts, i)
+
+    def state(self) -> dict:
+        return {
+            "name": self.name,
+            "systems": list(self.systems),
+            "k": self.k,
+            "embeddings": self.embeddings.copy(),
+            "counts": self.counts.copy(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> KNNScorer:
+        cls._check_state_name(state)
+        systems, emb, counts, k = (cls._get(state, key, cls.name) for key in ("systems", "embeddings", "counts", "k"))
+        emb, counts = np.asarray(emb, np.float32), np.asarray(counts, np.int64)
+        if emb.ndim != 2 or counts.shape != (len(systems),) or counts.sum() != len(emb) or (counts < 1).any():
+            raise ScorerError(f"knn state: {len(systems)} systems, counts {counts.tolist()}, embeddings {emb.shape}")
+        return cls([str(s) for s in systems], emb.copy(), counts.copy(), int(k))
+
+
+class MahalanobisScorer(OpenSetScorer):
+    """Class-conditional Gaussians on unit embeddings with one shared covariance (Ledoit-Wolf shrunk, so it
+    is well conditioned with few clips per dimension); a system's score is minus the squared Mahalanobis
+    distance to its mean. Enrolling moves or adds means only: the shared covariance stays as fitted."""
+
+    name = "mahalanobis"
+    score_label = "minus the squared Mahalanobis distance to the nearest system"
+
+    def __init__(self, systems: list[str], means: np.ndarray, counts: np.ndarray, precision: np.ndarray):
+        self.systems, self.means = list(systems), np.asarray(means, np.float64)
+        self.counts, self.precision = np.asarray(counts, np.int64), np.asarray(precision, np.float64)
+
+    @property
+    def dim(self) -> int:
+        return int(self.means.shape[1])
+
+    @staticmethod
+    def _gaussians(x: np.ndarray, names: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        from sklearn.covariance import LedoitWolf
+
+        order, grouped, counts = _sorted_groups(x, names)
+        labels = np.repeat(np.arange(len(order)), counts)
+        means = np.stack([grouped[labels == j].mean(0) for j in range(len(order))]).astype(np.float64)
+        if len(x) <= len(order):
+            raise ScorerError(f"a shared covariance needs more clips ({len(x)}) than systems ({len(order)})")
+        cov = LedoitWolf(assume_centered=True).fit(grouped - means[labels]).covariance_
+        return order, means, counts, np.linalg.pinv(cov, hermitian=True)
+
+    @classmethod
+    def fit(cls, embeddings: Any, systems: Sequence[str], **params: Any) -> MahalanobisScorer:
+        if params:
+            raise ScorerError(f"the {cls.name} scorer takes no parameters, got: {', '.join(sorted(params))}")
+        x = _unit(embeddings)
+        return cls(*cls._gaussians(x.astype(np.float64), _names(systems, len(x))))
+
+    def _distances(self, x: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
+        xp = x @ precision
+        quad = (xp * x).sum(1, keepdims=True)
+        return quad - 2 * xp @ means.T + ((means @ precision) * means).sum(1)[None, :]
+
+    def score(self, embeddings: Any) -> tuple[np.ndarray, np.ndarray]:
+        per = -self._distances(self._check_query(embeddings).astype(np.float64), self.means, self.precision)
+        return per.max(1), per
+
+    def add(self, system: str, embeddings: Any) -> None:
+        x = self._check_new(system, embeddings).astype(np.float64)
+        if system in self.systems:
+            i = self.systems.index(system)
+            n = self.counts[i]
+            self.means[i] = (self.means[i] * n + x.sum(0)) / (n + len(x))
+            self.counts[i] = n + len(x)
+            return
+        i = int(np.searchsorted(np.array(self.systems), system))
+        self.systems.insert(i, system)
+        self.means = np.insert(self.means, i, x.mean(0), axis=0)
+        self.counts = np.insert(self.counts, i, len(x))
+
+    def remove(self, system: str) -> None:
+        i = self._index(system)
+        del self.systems[i]
+        self.means, self.counts = np.delete(self.means, i, 0), np.delete(self.counts, i)
+
+    def state(self) -> dict:
+        return {
+            "name": self.name,
+            "systems": list(self.systems),
+            "means": self.means.copy(),
+            "counts": self.counts.copy(),
+            "precision": self.precision.copy(),
+        }
+
+    @classmethod
+    def _arrays(cls, state: dict, keys: tuple[str, ...]) -> list:
+        cls._check_state_name(state)
+        systems, means, counts, *rest = (cls._get(state, k, cls.name) for k in ("systems", "means", "counts", *keys))
+        means, counts = np.asarray(means, np.float64), np.asarray(counts, np.int64)
+        d = means.shape[1] if means.ndim == 2 else -1
+        rest = [np.asarray(a, np.float64).copy() for a in rest]
+        if len(means) != len(systems) or counts.shape != (len(systems),) or any(a.shape[-1] != d for a in rest):
+            shapes = ", ".join(f"{k} {a.shape}" for k, a in zip(keys, rest))
+            raise ScorerError(f"{cls.name} state: {len(systems)} systems, means {means.shape}, {shapes}")
+        return [[str(s) for s in systems], means.copy(), counts.copy(), *rest]
+
+    @classmethod
+    def from_state(cls, state: dict) -> MahalanobisScorer:
+        return cls(*cls._arrays(state, ("precision",)))
+
+
+class RelativeMahalanobisScorer(MahalanobisScorer):
+    """Mahalanobis minus the distance under one background Gaussian of all reference clips (Ren et al.
+    2021): what is typical of every system (language, text, recording) stops counting as evidence, which
+    helps with near relatives of known systems. Per-system order is that of ``mahalanobis``."""
+
+    name = "relative_mahalanobis"
+    score_label = "minus the relative Mahalanobis distance to the nearest system"
+
+    def __init__(self, systems, means, counts, precision, background_mean, background_precision):
+        super().__init__(systems, means, counts, precision)
+        self.background_mean = np.asarray(background_mean, np.float64).reshape(1, -1)
+        self.background_precision = np.asarray(background_precision, np.float64)
+
+    @classmethod
+    def fit(cls, embeddings: Any, systems: Sequence[str], **params: Any) -> RelativeMahalanobisScorer:
+        from sklearn.covariance import LedoitWolf
+
+        if params:
+            raise ScorerError(f"the {cls.name} scorer takes no parameters, got: {', '.join(sorted(params))}")
+        x = _unit(embeddings).astype(np.float64)
+        gaussians = cls._gaussians(x, _names(systems, len(x)))
+        background = LedoitWolf().fit(x)
+        return cls(*gaussians, background.location_, np.linalg.pinv(background.covariance_, hermitian=True))
+
+    def score(self, embeddings: Any) -> tuple[np.ndarray, np.ndarray]:
+        x = self._check_query(embeddings).astype(np.float64)
+        per = self._distances(x, self.background_mean, self.background_precision) - self._distances(
+            x, self.means, self.precision
+        )
+        return per.max(1), per
+
+    def state(self) -> dict:
+        extra = {"background_mean": self.background_mean[0].copy(), "background_precision": self.background_precision}
+        return {**super().state(), **{k: v.copy() for k, v in extra.items()}}
+
+    @classmethod
+    def from_state(cls, state: dict) -> RelativeMahalanobisScorer:
+        return cls(*cls._arrays(state, ("precision", "background_mean", "background_precision")))
+
+
+SCORERS: dict[str, type[OpenSetScorer]] = {
+    c.name: c for c in (CentroidScorer, KNNScorer, MahalanobisScorer, RelativeMahalanobisScorer)
+}
+# Chosen on dev (benchmarks/README.md, open-set scorers): the lowest dev FPR95 of the GE2E demo model.
+DEFAULT_SCORER = "knn"
+
+
+def fit_scorer(name: str, embeddings: Any, systems: Sequence[str], **params: Any) -> OpenSetScorer:
+    """Fit the scorer registered as ``name``; an unknown name is an error listing the valid ones."""
+    return lookup(SCORERS, name, "open-set scorer").fit(embeddings, systems, **params)
+
+
+def scorer_from_state(state: dict) -> OpenSetScorer:
+    """Rebuild a scorer from ``OpenSetScorer.state()`` (which carries the scorer's name)."""
+    if not isinstance(state, dict) or "name" not in state:
+        raise ScorerError("an open-set scorer state must be a dict with a 'name' entry")
+    return lookup(SCORERS, str(state["name"]), "open-set scorer").from_state(state)
