@@ -128,3 +128,32 @@ def test_import_sourcetrace_stays_light():
         [sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True
     )
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_model_card_puts_the_sweeps_baseline_beside_the_model_per_condition(tmp_path):
+    from sourcetrace.bundle.card import _markdown, _split_metrics, sweep_baseline
+
+    ckpt = tmp_path / "sweep" / "trial_0" / "checkpoint_000003"
+    ckpt.mkdir(parents=True)
+    assert sweep_baseline(ckpt) == {}
+    (tmp_path / "sweep" / "sourcetrace_sweep.json").write_text("{}")
+    (tmp_path / "sweep" / "baseline.json").write_text(json.dumps({"metrics": {"test_eer": 12.3, "test_eer.c1": 9.0}}))
+    base = sweep_baseline(ckpt)
+    assert base == {"baseline_test_eer": 12.3, "baseline_test_eer.c1": 9.0}
+    table = _split_metrics({"test_eer": 8.7, "test_eer.c1": 2.1, "dev_eer": 11.4} | base)
+    assert table["model"] == {"all": {"test_eer": 8.7, "dev_eer": 11.4}, "c1": {"test_eer": 2.1}}
+    assert table["baseline"] == {"all": {"test_eer": 12.3}, "c1": {"test_eer": 9.0}}
+    card = {
+        "created": "now",
+        "sourcetrace_version": "0",
+        "git_commit": None,
+        "source": {"path": "p"},
+        "model": {"name": "thin_resnet34", "loss": "ge2e", "embedding_dim": 50},
+        "training_corpus": {"root": "r", "train_split": "train", "n_clips": 3, "systems": ["a"], "languages": []},
+        "metrics": table["model"],
+        "baseline_metrics": table["baseline"],
+        "open_set": {"scorer": "centroid", "threshold": {"description": "x"}},
+    }
+    md = _markdown(card)
+    assert "| condition | dev_eer | test_eer | baseline test_eer |" in md
+    assert "| all | 11.40 | 8.70 | 12.30 |" in md and "| c1 |  | 2.10 | 9.00 |" in md

@@ -32,6 +32,22 @@ def git_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def sweep_baseline(checkpoint: Path) -> dict[str, float]:
+    """The featureless baseline's metrics of the sweep a checkpoint belongs to (``SWEEP/baseline.json``,
+    written by the sweep beside its record), as ``baseline_<metric>`` keys; empty when there is none."""
+    import json
+
+    for folder in list(Path(checkpoint).resolve().parents)[:4]:
+        path = folder / "baseline.json"
+        if (folder / "sourcetrace_sweep.json").is_file() and path.is_file():
+            try:
+                metrics = json.loads(path.read_text()).get("metrics", {})
+            except (json.JSONDecodeError, AttributeError, OSError):
+                return {}
+            return {f"baseline_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+    return {}
+
+
 def _split_metrics(metrics: dict) -> dict[str, dict[str, dict[str, float]]]:
     """{"model"|"baseline": {condition ("all" first): {metric: value}}} from flat ``name[.condition]`` keys."""
     table: dict[str, dict[str, dict[str, float]]] = {"model": {}, "baseline": {}}
@@ -51,7 +67,7 @@ def model_card(loaded, metrics: dict, train, proto, threshold: dict, scorer: str
 
     cfg = loaded.config
     langs = sorted(set(train["language"])) if "language" in train else []
-    table = _split_metrics(metrics)
+    table = _split_metrics({**metrics, **sweep_baseline(resolved.checkpoint)})
     card = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "sourcetrace_version": __version__,
