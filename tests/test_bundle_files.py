@@ -47,6 +47,10 @@ def test_manifest_checks_format_version_and_required_files(tmp_path):
     files.write_json(tmp_path / files.MANIFEST, {"format": files.FORMAT, "format_version": files.FORMAT_VERSION})
     with pytest.raises(BundleError, match="incomplete bundle, missing config.json, weights.safetensors"):
         files.check_manifest(tmp_path)
+    for name in files.REQUIRED[1:]:
+        (tmp_path / name).write_text("{}")
+    with pytest.raises(BundleError, match="needs a non-empty 'known_systems' list"):
+        files.check_manifest(tmp_path)
 
 
 def test_atomic_writes_leave_the_old_file_and_the_lock_sweeps_stray_temporaries(tmp_path):
@@ -60,6 +64,11 @@ def test_atomic_writes_leave_the_old_file_and_the_lock_sweeps_stray_temporaries(
     stray.write_text("{")
     with files.locked(tmp_path):
         assert not stray.exists()
+        stray.write_text("{")  # a writer holds the lock: a reader leaves its temporaries alone
+        files.sweep_strays(tmp_path)
+        assert stray.exists()
+    files.sweep_strays(tmp_path)  # nobody writes: leftovers go at the next load
+    assert not stray.exists()
 
 
 def test_the_lock_serialises_writers(tmp_path):

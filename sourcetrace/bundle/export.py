@@ -132,7 +132,12 @@ def export(
     dev_table = proto.tables[cfg.data.dev_split]
     knownness, _ = fitted.score(embed_table(loaded, dev_table, dev, batch_size))
     thr = calibrate_threshold(
-        knownness, dev_table["system"].isin(known).to_numpy(), OPERATING_POINT, TARGET, split=cfg.data.dev_split
+        knownness,
+        dev_table["system"].isin(known).to_numpy(),
+        OPERATING_POINT,
+        TARGET,
+        split=cfg.data.dev_split,
+        scorer=name,
     )
     scorer_state = fitted.state()
     arrays = {k: v for k, v in scorer_state.items() if hasattr(v, "dtype") and hasattr(v, "shape")}

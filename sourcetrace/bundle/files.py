@@ -122,6 +122,28 @@ def write_weights(path: Path, state_dict: dict) -> Path:
     return atomic_write(path, save(tensors))
 
 
+def _remove_strays(folder: Path) -> None:
+    for stray in folder.glob(TMP_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            stray.unlink()
+
+
+def sweep_strays(folder: Path) -> None:
+    """Remove temporaries a killed writer left, if no writer holds the lock now (else leave them)."""
+    try:
+        fd = os.open(Path(folder) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return  # a read-only bundle: nothing was written here, nothing to clean
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _remove_strays(Path(folder))
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def locked(folder: Path):
     """Exclusive lock on the bundle (``fcntl.flock`` on ``.lock``): one enrolment writer at a time.
@@ -135,9 +157,7 @@ def locked(folder: Path):
         raise BundleError(f"cannot lock {folder} for writing ({err.strerror}); is the bundle read-only?") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        for stray in folder.glob(TMP_PREFIX + "*"):
-            with contextlib.suppress(OSError):
-                stray.unlink()
+        _remove_strays(folder)
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -185,4 +205,7 @@ def check_manifest(folder: Path) -> dict:
     missing = [name for name in REQUIRED if not (folder / name).is_file()]
     if missing:
         raise BundleError(f"{folder}: incomplete bundle, missing {', '.join(missing)}")
+    systems, dim = manifest.get("known_systems"), manifest.get("embedding_dim")
+    if not isinstance(systems, list) or not systems or not isinstance(dim, int) or dim < 1:
+        raise BundleError(f"{folder / MANIFEST}: needs a non-empty 'known_systems' list and an 'embedding_dim' >= 1")
     return manifest

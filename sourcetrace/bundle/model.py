@@ -56,6 +56,7 @@ class SourceTracer:
 
         self.path = Path(path)
         self.manifest = files.check_manifest(self.path)
+        files.sweep_strays(self.path)  # what a killed enrolment left behind
         try:
             self.config = Config.from_dict(files.read_json(self.path, files.CONFIG))
         except SourcetraceError as err:
