@@ -4,7 +4,8 @@
 
 Every run is a fresh ``python -m sourcetrace.cli trace`` process (cold: imports, bundle load, model
 build, decoding, embedding, scoring), as an analyst runs it; the file cache is warm after the first.
-Also printed: the same process's import time alone, the time of a bare ``import torch`` (the floor of
+Wall and CPU seconds (user + system of the child) are printed: on a loaded machine the CPU seconds are
+the steadier figure. Also printed: the trace path's imports alone, the time of a bare ``import torch`` (the floor of
 any PyTorch tool), and which heavy packages the trace path imported (it should be none of them).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -23,10 +25,14 @@ HEAVY = ("ray", "mlflow", "sklearn", "matplotlib", "umap", "transformers", "pand
 AUDIO = (".wav", ".flac")
 
 
-def timed(cmd: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:
+def timed(cmd: list[str], env: dict) -> tuple[float, float, subprocess.CompletedProcess]:
+    """(wall s, CPU s of the child: user + system, the figure that load on the machine does not inflate)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    return time.perf_counter() - t0, out
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), out
 
 
 def main() -> None:
@@ -49,13 +55,18 @@ def main() -> None:
         ("trace 1 clip", trace + clips[:1]),
         (f"trace {args.n} clips", trace + clips),
     ):
-        walls = []
+        walls, cpus = [], []
         for _ in range(args.repeat):
-            wall, out = timed(cmd, env)
+            wall, cpu, out = timed(cmd, env)
             if out.returncode not in (0, 1):
                 sys.exit(f"{label} failed: {out.stderr[-2000:]}")
             walls.append(wall)
-        rows[label] = {"median_s": round(statistics.median(walls), 2), "min_s": round(min(walls), 2)}
+            cpus.append(cpu)
+        rows[label] = {
+            "wall_median_s": round(statistics.median(walls), 2),
+            "wall_min_s": round(min(walls), 2),
+            "cpu_median_s": round(statistics.median(cpus), 2),
+        }
     probe = (
         "import sys; from sourcetrace.cli import main; "
         f"main(['trace', '--model', {args.bundle!r}, {clips[0]!r}]); "

@@ -120,7 +120,7 @@ def export(
     model = build_model(cfg)
     model.load_state_dict(state["model"])
     model.to(dev).eval()
-    known = [files.check_name(s, "training system name") for s in meta["known_systems"]]
+    known = [files.check_name(s, "training system name", strict=False) for s in meta["known_systems"]]
     loaded = LoadedModel(model, cfg, tuple(known), res.checkpoint, meta)
     root, protocol = data_location(loaded, root, protocol)
     proto = read_split_tables(root, protocol, (cfg.data.train_split, cfg.data.dev_split))
@@ -147,6 +147,7 @@ def export(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=files.TMP_PREFIX + out.name + "."))
+    os.chmod(tmp, 0o777 & ~files._umask())  # a bundle is meant to be shared: mkdtemp makes it 0700
     try:
         files.write_weights(tmp / files.WEIGHTS, model.state_dict())
         files.atomic_write(tmp / files.CONFIG, cfg.to_json())

@@ -46,6 +46,12 @@ def is_bundle(path: str | os.PathLike) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, data: bytes | str) -> Path:
     """Write ``path`` through a temporary sibling and ``os.replace`` (a kill leaves the old file whole)."""
     path = Path(path)
@@ -53,6 +59,7 @@ def atomic_write(path: Path, data: bytes | str) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # as open() would create it (mkstemp makes 0600)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -164,11 +171,12 @@ def locked(folder: Path):
         os.close(fd)
 
 
-def check_name(name: Any, what: str = "system name") -> str:
+def check_name(name: Any, what: str = "system name", strict: bool = True) -> str:
     """A system name is a value printed in tables, never a path: printable, non-empty, not reserved.
 
     '/' is allowed (MLAAD's ``tts_models/en/ljspeech/vits``); tabs, newlines and other control or
-    separator characters are not, because they break table, CSV and log output.
+    separator characters are not, because they break table, CSV and log output. ``strict=False`` (the
+    training corpus's names, which the user did not type here) refuses only empty and reserved names.
 
     >>> check_name("tts_models/en/ljspeech/vits")
     'tts_models/en/ljspeech/vits'
@@ -179,13 +187,15 @@ def check_name(name: Any, what: str = "system name") -> str:
     """
     if not isinstance(name, str) or not name.strip():
         raise BundleError(f"invalid {what} {name!r}: empty")
+    if name.lower() in RESERVED_NAMES:
+        raise BundleError(f"invalid {what} {name!r}: 'unknown' is the tracer's answer for no match")
+    if not strict:  # a training corpus's names are taken as they are; output escapes them
+        return name
     for ch in name:
         if not ch.isprintable() or unicodedata.category(ch) in ("Zl", "Zp"):
             raise BundleError(f"invalid {what} {name!r}: it holds the control character {ch!r}")
     if name != name.strip():
         raise BundleError(f"invalid {what} {name!r}: leading or trailing spaces")
-    if name.lower() in RESERVED_NAMES:
-        raise BundleError(f"invalid {what} {name!r}: 'unknown' is the tracer's answer for no match")
     if len(name) > MAX_NAME:
         raise BundleError(f"invalid {what} {name[:40]!r}...: longer than {MAX_NAME} characters")
     return name

@@ -64,7 +64,9 @@ class SourceTracer:
         self.threshold = files.read_json(self.path, files.THRESHOLD)
         if not isinstance(self.threshold, dict) or not isinstance(self.threshold.get("value"), (int, float)):
             raise BundleError(f"{self.path / files.THRESHOLD}: no numeric 'value'")
-        self.known_systems = [files.check_name(s, "training system name") for s in self.manifest["known_systems"]]
+        self.known_systems = [
+            files.check_name(s, "training system name", strict=False) for s in self.manifest["known_systems"]
+        ]
         self.dim = int(self.manifest["embedding_dim"])
         self._base_state = self._read_scorer_state()
         weights = files.read_weights(self.path)
