@@ -330,3 +330,37 @@ def test_a_sweep_exports_prints_and_logs_its_best_bundle_and_its_folder_is_a_mod
     assert {f"bundle/{files.MANIFEST}", f"bundle/{files.WEIGHTS}", f"bundle/{files.CARD_MD}"} <= logged
     m = sourcetrace.load(exp, device="cpu")  # the sweep folder itself is a model argument
     assert m.path == exp / "best_model" and m.trace(clips[1]["sam"][:1])[0].error is None
+
+
+def test_a_wav2vec2_bundle_loads_without_its_ssl_source(tiny_corpus, tmp_path, clips, monkeypatch):
+    """The SSL architecture travels in the bundle: the pretrained folder (or hub) is not needed to trace."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    from sourcetrace.bundle.export import export
+    from sourcetrace.training.checkpoint import load_model
+
+    tiny = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
+    tiny |= dict(conv_dim=(16, 16, 16), conv_kernel=(10, 8, 8), conv_stride=(5, 8, 8), num_conv_pos_embeddings=16)
+    tiny |= dict(num_conv_pos_embedding_groups=2, do_stable_layer_norm=True, feat_extract_norm="layer", conv_bias=True)
+    source = tmp_path / "ssl"
+    torch.manual_seed(0)
+    Wav2Vec2Model(Wav2Vec2Config(**tiny)).save_pretrained(source)
+    Wav2Vec2FeatureExtractor(do_normalize=False).save_pretrained(source)  # differs from the config's default
+    cfg = {k: v for k, v in TRAIN.items() if not k.startswith(("model.channels", "loss."))}
+    cfg |= {"data.root": str(tiny_corpus), "model.name": "w2v2_aasist", "ssl.source": str(source)}
+    cfg |= {"ssl.layer": 1, "ssl.finetune": "top", "ssl.top_layers": 1, "train.epochs": 1, "train.eval_every": 1}
+    train(Config.from_dict(cfg), tmp_path / "run")
+    bundle = export(tmp_path / "run", tmp_path / "bundle", device="cpu")
+    sam = clips[1]["sam"][:2]
+    want = sourcetrace.load(bundle, device="cpu").embed(sam)
+    ref = load_model(tmp_path / "run").model
+    assert not ref.frontend.normalize
+    shutil.rmtree(source)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    m = sourcetrace.load(bundle, device="cpu")
+    assert not m.model.frontend.normalize and m.model.frontend.n_layers == 1
+    np.testing.assert_allclose(m.embed(sam), want, atol=1e-6)
+    with torch.no_grad():
+        wave = torch.from_numpy(sf.read(sam[0], dtype="float32")[0][None, :32000])
+        np.testing.assert_allclose(m.model(wave).numpy(), ref(wave).numpy(), atol=1e-5)
