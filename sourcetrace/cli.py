@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, help="bundle folder to create")
     x.add_argument("--device", default="auto")
     x.add_argument("--onnx", action="store_true", help="also write OUT/embedding.onnx (parity-checked)")
+    x.add_argument("--scorer", default=None, help="open-set scorer (default: the package's DEFAULT_SCORER)")
     _add_data_args(x, required=False)  # default: the data the model was trained on (its config.json)
     return parser
 

@@ -286,8 +286,13 @@ def test_models_resolve_from_run_and_checkpoint_folders(run, tmp_path, capsys):
         from sourcetrace.bundle.export import export
 
         shutil.copytree(run / "best", tmp_path / "ckpt")
-        target = export(tmp_path / "ckpt", tmp_path / "b")
+        target = export(tmp_path / "ckpt", tmp_path / "b", scorer="centroid")
         export(target, tmp_path / "c")
+    with pytest.raises(SourcetraceError, match="unknown open-set scorer 'bogus'; valid: .*centroid"):
+        export(run, tmp_path / "z", scorer="bogus")
+    assert not (tmp_path / "z").exists() and not (tmp_path / "c").exists()
+    assert json.loads((target / files.THRESHOLD).read_text())["scorer"] == "centroid"
+    assert json.loads((target / files.MANIFEST).read_text())["scorer"] == "centroid"
     card = json.loads((tmp_path / "b" / files.CARD_JSON).read_text())
     assert card["training_corpus"]["systems"] and card["metrics"]["all"]["dev_eer"] >= 0
     assert card["sourcetrace_version"] == sourcetrace.__version__ and card["created"]

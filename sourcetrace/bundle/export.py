@@ -105,13 +105,22 @@ def export(
     from sourcetrace.bundle.card import model_card
     from sourcetrace.bundle.embedder import network_extras, resolve_device
     from sourcetrace.evaluation.analyze import data_location, embed_table, read_split_tables
-    from sourcetrace.evaluation.openset import DEFAULT_SCORER, calibrate_threshold, fit_scorer, reference_rows
+    from sourcetrace.evaluation.openset import (
+        DEFAULT_SCORER,
+        SCORERS,
+        calibrate_threshold,
+        fit_scorer,
+        reference_rows,
+    )
     from sourcetrace.models import build_model
     from sourcetrace.training.checkpoint import LoadedModel, load_state
 
     res = resolve_model(source)
     if res.kind == "bundle":
         raise SourcetraceError(f"{source} is a bundle already: copy the folder to move it")
+    name = scorer or DEFAULT_SCORER
+    if name not in SCORERS:
+        raise SourcetraceError(f"unknown open-set scorer {name!r}; valid: {', '.join(SCORERS)}")
     out = Path(out).absolute()
     if out.exists() and any(out.iterdir()) and not (overwrite and files.is_bundle(out)):
         raise SourcetraceError(f"--out {out} exists and is not empty; choose a new folder")
@@ -127,7 +136,6 @@ def export(
     train = proto.tables[cfg.data.train_split]
     train = train[train["system"].isin(known)]
     train = train.iloc[reference_rows(train)]  # the references analyze and training metrics use too
-    name = scorer or DEFAULT_SCORER
     fitted = fit_scorer(name, embed_table(loaded, train, dev, batch_size), train["system"].to_numpy(dtype=str))
     dev_table = proto.tables[cfg.data.dev_split]
     knownness, _ = fitted.score(embed_table(loaded, dev_table, dev, batch_size))
@@ -206,7 +214,7 @@ def export_best(exp_dir: Path, trials, store=None) -> Path | None:
 
 def cli_export(args) -> int:
     """``sourcetrace export CHECKPOINT|RUN|SWEEP --out DIR``."""
-    out = export(args.model, args.out, root=args.root, protocol=args.protocol, device=args.device)
+    out = export(args.model, args.out, root=args.root, protocol=args.protocol, device=args.device, scorer=args.scorer)
     with open(out / files.THRESHOLD) as f:
         import json
 
