@@ -230,6 +230,8 @@ def test_bad_clips_are_reported_and_good_ones_still_traced(moved, clips, tmp_pat
     assert main(["trace", "--model", str(moved), str(tmp_path / "nothing*.wav")]) == 2
     assert main(["trace", "--model", str(tmp_path), good[0]]) == 2
     assert "not a bundle" in capsys.readouterr().err
+    assert main(["trace", "--model", str(moved), "--device", "tpu:7", good[0]]) == 2
+    assert "--device 'tpu:7'" in capsys.readouterr().err
 
 
 def test_crops_lists_and_the_python_api(moved, clips, tmp_path, capsys):

@@ -166,3 +166,17 @@ def test_model_card_puts_the_sweeps_baseline_beside_the_model_per_condition(tmp_
     md = _markdown(card)
     assert "| condition | dev_eer | test_eer | baseline test_eer |" in md
     assert "| all | 11.40 | 8.70 | 12.30 |" in md and "| c1 |  | 2.10 | 9.00 |" in md
+
+
+def test_devices_other_than_cpu_and_cuda_are_refused_by_name():
+    import torch
+
+    from sourcetrace.bundle.embedder import resolve_device
+
+    assert resolve_device("cpu").type == "cpu" and resolve_device("auto").type in ("cpu", "cuda")
+    for bad in ("tpu:7", "mps", "gpu"):
+        with pytest.raises(SourcetraceError, match=f"--device '{bad}': use auto, cpu, cuda or cuda:N"):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(SourcetraceError, match="CUDA is not available here"):
+            resolve_device("cuda")

@@ -34,10 +34,14 @@ def resolve_device(name: str | None):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
-    except RuntimeError as err:
-        raise SourcetraceError(f"--device {name!r}: {err}") from None
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise SourcetraceError(f"--device {name!r}: use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SourcetraceError(f"--device {name!r} but CUDA is not available here; use cpu or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise SourcetraceError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
 
 
