@@ -23,7 +23,9 @@ HANDLERS = {
     "analyze": "sourcetrace.evaluation.analyze:cli_analyze",
     "enroll": "sourcetrace.attribution:cli_enroll",
     "trace": "sourcetrace.attribution:cli_trace",
+    "export": "sourcetrace.bundle.export:cli_export",
 }
+MODEL_HELP = "a bundle, or a run, checkpoint or sweep folder (exported to a bundle on first use)"
 
 
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -31,6 +33,14 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
         "--root", required=required, default=None, help="data root holding fake/<lang>/<system>/... and protocol/"
     )
     p.add_argument("--protocol", default=None, help="protocol folder (default: ROOT/protocol)")
+
+
+def _add_trace_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument(
+        "--crop", choices=("center", "full", "multi"), default=None, help="center (default), full clip, multi-window"
+    )
+    _add_data_args(p, required=False)  # used only to export a non-bundle model on first use
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,22 +89,34 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--port", type=int, default=5000)
 
     a = sub.add_parser("analyze", help="linear probe, confusion matrix, UMAP, DET of a trained model")
-    a.add_argument("model", help="run directory or checkpoint directory")
+    a.add_argument("model", help=MODEL_HELP.split(" (")[0])
     _add_data_args(a, required=False)  # default: the data the model was trained on (its config.json)
     a.add_argument("--split", choices=("dev", "eval"), default="dev")
     a.add_argument("--out", default=None, help="output folder (default: MODEL/analysis_<split>)")
 
-    e = sub.add_parser("enroll", help="add or extend a system's centroid from a few clips")
-    e.add_argument("--model", required=True, help="run directory or checkpoint directory")
-    e.add_argument("--system", required=True, help="system name to enrol")
-    _add_data_args(e, required=False)  # where the training systems' centroids come from
-    e.add_argument("clips", nargs="+")
+    e = sub.add_parser("enroll", help="add, extend, list or remove enrolled systems of a bundle")
+    e.add_argument("--model", required=True, help=MODEL_HELP)
+    e.add_argument("--system", default=None, help="system name to enrol (a value, never a path: '/' is fine)")
+    e.add_argument("--list", action="store_true", help="list the training and enrolled systems")
+    e.add_argument("--remove", default=None, metavar="NAME", help="forget an enrolled system")
+    _add_trace_args(e)
+    e.add_argument("clips", nargs="*", help="audio files, folders, globs or @list.txt")
 
     tr = sub.add_parser("trace", help="name the system behind each clip, or 'unknown'")
-    tr.add_argument("--model", required=True, help="run directory or checkpoint directory")
+    tr.add_argument("--model", required=True, help=MODEL_HELP)
     tr.add_argument("--top-k", type=int, default=3)
-    _add_data_args(tr, required=False)  # training centroids and the dev-calibrated "unknown" threshold
-    tr.add_argument("clips", nargs="+")
+    tr.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _add_trace_args(tr)
+    tr.add_argument("clips", nargs="+", help="audio files, folders (recursive), globs or @list.txt")
+
+    x = sub.add_parser("export", help="write a portable bundle of a checkpoint, run or sweep")
+    x.add_argument("model", help="checkpoint, run or sweep folder")
+    x.add_argument("--out", required=True, help="bundle folder to create")
+    x.add_argument("--device", default="auto")
+    x.add_argument("--onnx", action="store_true", help="also write OUT/embedding.onnx (parity-checked)")
+    x.add_argument("--scorer", default=None, help="open-set scorer (default: the package's DEFAULT_SCORER)")
+    _add_data_args(x, required=False)  # default: the data the model was trained on (its config.json)
     return parser
 
 

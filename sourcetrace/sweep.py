@@ -355,6 +355,9 @@ def _finish(args, exp_dir: Path, store, sweep: SweepFile) -> int:
     print(format_table1(reports))
     print(f"reports: {reports.out_dir}")
     status = reports.trials.drop_duplicates("trial_id")["status"]
+    from sourcetrace.bundle.export import export_best
+
+    export_best(exp_dir, reports.trials, store)  # the portable bundle of the best trial, logged to its run
     if not args.no_analyze:
         _analyze_best(args, reports, sweep)
     if status.isin(["running", "pending", "interrupted"]).any():

@@ -237,6 +237,14 @@ class MlflowTrialCallback(Callback):
         self._done.add(trial.trial_id)
 
 
+def log_artifact_dir(store: Store, run_id: str, folder: str | Path, artifact_path: str) -> None:
+    """Upload a folder (the best trial's bundle) to a run, so it downloads from the UI."""
+    try:
+        _client(store).log_artifacts(run_id, str(folder), artifact_path)
+    except Exception as err:  # an unreachable or read-only store: the bundle on disk stays usable
+        print(f"note: could not log {folder} to MLflow run {run_id}: {type(err).__name__}: {err}", file=sys.stderr)
+
+
 def _best_checkpoint(trial):
     """Tune's best checkpoint of a trial (by the CheckpointConfig score, dev EER) with its result."""
     manager = getattr(getattr(trial, "run_metadata", None), "checkpoint_manager", None)

@@ -77,6 +77,7 @@ def analyze(
     scorer: str | None = None,
 ) -> dict[str, Any]:
     """Run every analysis; returns ``{"out", "artifacts": [Path], "metrics": {name: float}, "notes"}``."""
+    from sourcetrace.bundle.export import load_any  # a bundle, run, checkpoint or sweep folder
     from sourcetrace.evaluation.eer import all_pairs_metrics, det_points
     from sourcetrace.evaluation.openset import (
         DEFAULT_SCORER,
@@ -88,13 +89,12 @@ def analyze(
     from sourcetrace.evaluation.plots import plot_confusion, plot_det, plot_umap, umap_coordinates
     from sourcetrace.evaluation.probe import confusion_long, linear_probe
     from sourcetrace.registry import lookup
-    from sourcetrace.training.checkpoint import load_model
     from sourcetrace.training.loop import resolve_device
 
     scorer = scorer or DEFAULT_SCORER
     lookup(SCORERS, scorer, "open-set scorer")  # a bad name fails before anything is embedded
     dev = resolve_device(device)
-    loaded = load_model(model_path, dev)
+    loaded = load_any(model_path, dev)
     root, protocol = data_location(loaded, root, protocol)
     train_split = loaded.config.data.train_split
     proto = read_split_tables(root, protocol, (train_split, split))

@@ -1,0 +1,153 @@
+"""The bundle's network: rebuilt from ``config.json`` + safetensors weights, and clips -> embeddings.
+
+Three crop modes: ``center`` (one centred window of ``data.eval_seconds``, as training evaluated and as
+the references and the threshold were computed: the default), ``full`` (the whole clip in one pass)
+and ``multi`` (windows of ``data.eval_seconds`` with half overlap, at most ``MAX_CROPS`` spread over
+the clip, their unit embeddings averaged: long clips are heard whole at the training length).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sourcetrace.bundle.files import BundleError
+from sourcetrace.errors import AudioError, SourcetraceError
+
+CROPS = ("center", "full", "multi")
+DEFAULT_CROP = "center"
+MAX_CROPS = 10
+BATCH = 64
+
+
+def resolve_device(name: str | None):
+    """``auto`` -> cuda when available, else cpu; an unusable device is a clear error."""
+    import torch
+
+    name = name or "auto"
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise SourcetraceError(f"--device {name!r}: use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SourcetraceError(f"--device {name!r} but CUDA is not available here; use cpu or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise SourcetraceError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
+def build_network(cfg, weights: dict, extras: dict, folder: Path):
+    """The backbone of ``cfg`` with ``weights`` loaded strictly (eval mode, CPU)."""
+    from sourcetrace.models import build_model
+
+    if cfg.model.name == "w2v2_aasist":
+        from transformers import Wav2Vec2Config
+
+        from sourcetrace.models.aasist import W2V2AASIST
+
+        model = W2V2AASIST.from_config(cfg, Wav2Vec2Config(**extras["w2v2_config"]))
+        if not any(k.startswith("frontend.model.encoder.layer_norm.") for k in weights):
+            import torch.nn as nn
+
+            model.frontend.model.encoder.layer_norm = nn.Identity()
+        model.frontend.normalize = bool(extras.get("w2v2_normalize", model.frontend.normalize))
+    else:
+        model = build_model(cfg)
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0] if str(err) else "mismatch"
+        raise BundleError(f"{folder}/weights.safetensors does not fit the model of config.json: {first}") from None
+    return model.eval()
+
+
+def network_extras(model) -> dict[str, Any]:
+    """What rebuilding ``model`` needs beyond config.json (the wav2vec2 architecture: no hub access later)."""
+    frontend = getattr(model, "frontend", None)
+    if frontend is None or not hasattr(frontend, "model"):
+        return {}
+    return {"w2v2_config": frontend.model.config.to_dict(), "w2v2_normalize": bool(frontend.normalize)}
+
+
+def clip_id(item: Any) -> str:
+    """A content fingerprint (sha256) of an audio file or a waveform: the same clip enrolled twice is seen."""
+    h = hashlib.sha256()
+    if isinstance(item, (str, os.PathLike)):
+        with open(item, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    else:
+        h.update(np.ascontiguousarray(np.asarray(item, dtype=np.float32)).tobytes())
+    return h.hexdigest()
+
+
+def label(item: Any, i: int) -> str:
+    return os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"<waveform {i}>"
+
+
+def read_clips(items: Sequence[Any], sample_rate: int, min_seconds: float):
+    """(waves, indices of usable items, {index: problem}) for paths or 1-D waveforms at ``sample_rate``."""
+    from sourcetrace.data.audio import load_audio
+
+    waves, good, errors = [], [], {}
+    for i, item in enumerate(items):
+        name = label(item, i)
+        try:
+            if isinstance(item, (str, os.PathLike)):
+                if Path(item).is_dir():
+                    raise AudioError(f"{name}: is a folder (trace expands folders; the API takes files)")
+                wave = load_audio(item, sample_rate)
+            else:
+                wave = np.asarray(item.detach().cpu() if hasattr(item, "detach") else item, dtype=np.float32)
+                if wave.ndim != 1 or not len(wave) or not np.isfinite(wave).all():
+                    raise AudioError(f"{name}: a waveform must be a finite 1-D array at {sample_rate} Hz")
+            if len(wave) < min_seconds * sample_rate:
+                raise AudioError(f"{name}: too short: {len(wave) / sample_rate:.2f} s < {min_seconds:g} s")
+        except AudioError as err:
+            errors[i] = str(err)
+            continue
+        waves.append(wave)
+        good.append(i)
+    return waves, good, errors
+
+
+def windows(wave: np.ndarray, n: int) -> list[np.ndarray]:
+    """Half-overlapping windows of ``n`` samples over ``wave`` (at most MAX_CROPS, evenly spread)."""
+    if n <= 0 or len(wave) <= n:
+        return [wave]
+    count = min(MAX_CROPS, 1 + int(np.ceil((len(wave) - n) / (n / 2))))
+    starts = np.linspace(0, len(wave) - n, count).round().astype(int)
+    return [wave[s : s + n] for s in starts]
+
+
+def embed(model, waves: list[np.ndarray], cfg, device, crop: str = DEFAULT_CROP) -> np.ndarray:
+    """Unit embeddings [n, D] of in-memory waves with the chosen crop mode."""
+    from sourcetrace.evaluation.embed import embed_waves
+
+    if crop not in CROPS:
+        raise SourcetraceError(f"crop {crop!r} is not one of {', '.join(CROPS)}")
+    sr, seconds = cfg.data.sample_rate, cfg.data.eval_seconds
+    if not waves:
+        return np.zeros((0, int(getattr(model, "embedding_dim", 0))), np.float32)
+    if crop == "full" or seconds == 0:
+        return embed_waves(model, waves, 0, 1, device, sr)
+    if crop == "center":
+        return embed_waves(model, waves, seconds, BATCH, device, sr)
+    n = int(round(seconds * sr))
+    pieces = [windows(w, n) for w in waves]
+    flat = [p for ps in pieces for p in ps]
+    emb = embed_waves(model, flat, seconds, BATCH, device, sr)
+    owner = np.repeat(np.arange(len(waves)), [len(ps) for ps in pieces])
+    mean = np.zeros((len(waves), emb.shape[1]), np.float64)
+    np.add.at(mean, owner, emb)
+    mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+    return mean.astype(np.float32)

@@ -1,0 +1,228 @@
+"""Checkpoint / run / sweep -> bundle, and the one function that turns any ``--model`` into a model.
+
+Exporting needs the training data once: the known systems' reference clips (every training clip, up
+to ``openset.REFERENCE_CLIPS_PER_SYSTEM`` per system: the policy of analyze and training) fit the
+open-set scorer, and the dev split calibrates the "unknown" threshold (5 % false-unknown rate on
+known systems). After that the bundle needs no data. A bundle is written into a temporary sibling and
+renamed into place, so a failed export never leaves half a bundle.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sourcetrace.bundle import files
+from sourcetrace.errors import SourcetraceError
+
+SWEEP_RECORD = "sourcetrace_sweep.json"
+SWEEP_BUNDLE = "best_model"  # STORAGE/NAME/best_model: the sweep's best trial, exported
+CHECKPOINT_BUNDLE = "bundle"  # CHECKPOINT/bundle: a checkpoint's bundle, exported at first trace
+OPERATING_POINT, TARGET = "fur", 0.05
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a model argument names: a bundle, or a checkpoint (from itself, a run folder or a sweep)."""
+
+    kind: str  # bundle | checkpoint | run | sweep
+    path: Path  # as given
+    checkpoint: Path | None  # the checkpoint folder (None for a bundle)
+    bundle: Path  # the bundle to use: the path itself, or where its export lives
+
+
+def resolve_model(path: str | os.PathLike) -> Resolved:
+    """A bundle, a checkpoint folder, a run folder (its ``best/``) or a sweep folder (its best trial)."""
+    path = Path(path)
+    if files.is_bundle(path):
+        return Resolved("bundle", path, None, path)
+    if not path.exists():
+        raise SourcetraceError(f"model {path}: does not exist")
+    if (path / SWEEP_RECORD).is_file():
+        return Resolved("sweep", path, best_checkpoint(path), path / SWEEP_BUNDLE)
+    from sourcetrace.training.checkpoint import resolve_checkpoint
+
+    try:
+        ckpt = resolve_checkpoint(path)
+    except SourcetraceError:
+        raise SourcetraceError(
+            f"model {path}: not a bundle (no {files.MANIFEST}), a checkpoint folder, a run folder with best/ "
+            f"or last/, nor a sweep folder (no {SWEEP_RECORD})"
+        ) from None
+    return Resolved("checkpoint" if ckpt == path else "run", path, ckpt, ckpt / CHECKPOINT_BUNDLE)
+
+
+def best_checkpoint(sweep: Path) -> Path:
+    """The checkpoint of the sweep's best evaluation (lowest dev EER) that still exists."""
+    from sourcetrace.report import trials_frame
+
+    frame = trials_frame(sweep)
+    rows = frame.dropna(subset=["dev_eer", "checkpoint"]) if "checkpoint" in frame else frame.iloc[:0]
+    if rows.empty:
+        raise SourcetraceError(f"sweep {sweep}: no trial has a checkpoint with a dev EER yet")
+    return Path(rows.loc[rows["dev_eer"].idxmin(), "checkpoint"])
+
+
+def bundle_for(path: str | os.PathLike, **export_kw) -> Path:
+    """The bundle of any model argument; a checkpoint's or sweep's is exported on first use."""
+    res = resolve_model(path)
+    if res.kind == "bundle" or files.is_bundle(res.bundle):
+        return res.bundle
+    print(f"note: exporting {res.path} to the bundle {res.bundle} (once; needs the training data)", file=sys.stderr)
+    return export(res.path, res.bundle, **export_kw)
+
+
+def load_any(path: str | os.PathLike, device):
+    """A ``LoadedModel`` (network, config, known systems) of any model argument, for analyses."""
+    res = resolve_model(path)
+    if res.kind != "bundle":
+        from sourcetrace.training.checkpoint import load_model
+
+        return load_model(res.checkpoint, device)
+    from sourcetrace.bundle.model import SourceTracer
+    from sourcetrace.training.checkpoint import LoadedModel
+
+    tracer = SourceTracer(res.bundle, device=str(device))
+    return LoadedModel(tracer.model, tracer.config, tuple(tracer.known_systems), res.bundle, dict(tracer.manifest))
+
+
+def export(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    root: str | None = None,
+    protocol: str | None = None,
+    device: str = "auto",
+    scorer: str | None = None,
+    overwrite: bool = False,
+    batch_size: int = 64,
+) -> Path:
+    """Write the bundle of a checkpoint / run / sweep folder to ``out``; returns ``out``."""
+    from sourcetrace.bundle.card import model_card
+    from sourcetrace.bundle.embedder import network_extras, resolve_device
+    from sourcetrace.evaluation.analyze import data_location, embed_table, read_split_tables
+    from sourcetrace.evaluation.openset import (
+        DEFAULT_SCORER,
+        SCORERS,
+        calibrate_threshold,
+        fit_scorer,
+        reference_rows,
+    )
+    from sourcetrace.models import build_model
+    from sourcetrace.training.checkpoint import LoadedModel, load_state
+
+    res = resolve_model(source)
+    if res.kind == "bundle":
+        raise SourcetraceError(f"{source} is a bundle already: copy the folder to move it")
+    name = scorer or DEFAULT_SCORER
+    if name not in SCORERS:
+        raise SourcetraceError(f"unknown open-set scorer {name!r}; valid: {', '.join(SCORERS)}")
+    out = Path(out).absolute()
+    if out.exists() and any(out.iterdir()) and not (overwrite and files.is_bundle(out)):
+        raise SourcetraceError(f"--out {out} exists and is not empty; choose a new folder")
+    dev = resolve_device(device)
+    cfg, state, meta = load_state(res.checkpoint)
+    model = build_model(cfg)
+    model.load_state_dict(state["model"])
+    model.to(dev).eval()
+    known = [files.check_name(s, "training system name", strict=False) for s in meta["known_systems"]]
+    loaded = LoadedModel(model, cfg, tuple(known), res.checkpoint, meta)
+    root, protocol = data_location(loaded, root, protocol)
+    proto = read_split_tables(root, protocol, (cfg.data.train_split, cfg.data.dev_split))
+    train = proto.tables[cfg.data.train_split]
+    train = train[train["system"].isin(known)]
+    train = train.iloc[reference_rows(train)]  # the references analyze and training metrics use too
+    fitted = fit_scorer(name, embed_table(loaded, train, dev, batch_size), train["system"].to_numpy(dtype=str))
+    dev_table = proto.tables[cfg.data.dev_split]
+    knownness, _ = fitted.score(embed_table(loaded, dev_table, dev, batch_size))
+    thr = calibrate_threshold(
+        knownness,
+        dev_table["system"].isin(known).to_numpy(),
+        OPERATING_POINT,
+        TARGET,
+        split=cfg.data.dev_split,
+        scorer=name,
+    )
+    scorer_state = fitted.state()
+    arrays = {k: v for k, v in scorer_state.items() if hasattr(v, "dtype") and hasattr(v, "shape")}
+    plain = {k: v for k, v in scorer_state.items() if k not in arrays}
+    threshold = thr.to_dict() | {"description": thr.describe(), "scorer": name}
+    card_json, card_md = model_card(loaded, state.get("best_metrics", {}), train, proto, threshold, name, res)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=files.TMP_PREFIX + out.name + "."))
+    os.chmod(tmp, 0o777 & ~files._umask())  # a bundle is meant to be shared: mkdtemp makes it 0700
+    try:
+        files.write_weights(tmp / files.WEIGHTS, model.state_dict())
+        files.atomic_write(tmp / files.CONFIG, cfg.to_json())
+        files.write_npz(tmp / files.SCORER_ARRAYS, arrays)
+        files.write_json(tmp / files.SCORER_JSON, plain)
+        files.write_json(tmp / files.THRESHOLD, threshold)
+        files.write_json(tmp / files.ENROLLED, {"systems": []})
+        files.write_json(tmp / files.CARD_JSON, card_json)
+        files.atomic_write(tmp / files.CARD_MD, card_md)
+        manifest = {
+            "format": files.FORMAT,
+            "format_version": files.FORMAT_VERSION,
+            "known_systems": known,
+            "embedding_dim": int(getattr(model, "embedding_dim", cfg.model.embedding_dim)),
+            "model": cfg.model.name,
+            "scorer": name,
+            "network": network_extras(model),
+            "created": card_json["created"],
+            "source": str(Path(source).absolute()),
+        }
+        files.write_json(tmp / files.MANIFEST, manifest)
+        if out.exists():
+            old = out.with_name(files.TMP_PREFIX + out.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old) if any(out.iterdir()) else out.rmdir()
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def export_best(exp_dir: Path, trials, store=None) -> Path | None:
+    """A finished sweep's best trial (lowest dev EER) -> ``EXP/best_model``, printed and logged to the
+    trial's MLflow run as the ``bundle`` artifact folder. A failure is a note: the sweep's results stand."""
+    rows = trials.dropna(subset=["dev_eer", "checkpoint"]) if "checkpoint" in trials else trials.iloc[:0]
+    if rows.empty:
+        return None
+    best = rows.loc[rows["dev_eer"].idxmin()]
+    try:
+        out = export(best["checkpoint"], Path(exp_dir) / SWEEP_BUNDLE, overwrite=True)
+    except SourcetraceError as err:
+        print(f"note: the best model's bundle was not written: {err}", file=sys.stderr)
+        return None
+    print(f"best model bundle: {out}  (trial {best['trial_name']}, dev EER {best['dev_eer']:.2f}%)", flush=True)
+    run_id = best.get("run_id")
+    if store is not None and isinstance(run_id, str) and run_id:
+        from sourcetrace.tracking import log_artifact_dir
+
+        log_artifact_dir(store, run_id, out, "bundle")
+    return out
+
+
+def cli_export(args) -> int:
+    """``sourcetrace export CHECKPOINT|RUN|SWEEP --out DIR``."""
+    out = export(args.model, args.out, root=args.root, protocol=args.protocol, device=args.device, scorer=args.scorer)
+    with open(out / files.THRESHOLD) as f:
+        import json
+
+        thr = json.load(f)
+    print(f"bundle: {out}")
+    print(f"operating point: {thr['description']}")
+    if getattr(args, "onnx", False):
+        from sourcetrace.bundle.onnx_export import cli_onnx
+
+        return cli_onnx(args)
+    return 0

@@ -1,0 +1,231 @@
+"""A loaded bundle: ``sourcetrace.load(path)`` -> ``SourceTracer`` with ``trace``, ``embed``, ``enroll``.
+
+The open-set scorer is rebuilt at load from the training systems' state (``scorer.npz`` +
+``scorer.json``, fixed at export) plus every enrolled clip's embedding (``enrolled.json``): enrolling
+or removing a system rewrites only ``enrolled.json``, atomically and under the bundle's lock, so
+concurrent enrolments all land and the training references can never be damaged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sourcetrace.bundle import embedder, files
+from sourcetrace.bundle.files import BundleError
+from sourcetrace.errors import AudioError, SourcetraceError
+
+
+@dataclass
+class Attribution:
+    """One clip's answer: the decision (a system or "unknown"), the top-k systems, or its error."""
+
+    path: str
+    decision: str | None = None
+    top: list[tuple[str, float]] = field(default_factory=list)
+    knownness: float | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["top"] = [{"system": s, "score": float(v)} for s, v in self.top]
+        return d
+
+
+@dataclass
+class Enrolment:
+    """What one ``enroll`` call did: clips added, clips skipped (and why), the system's total."""
+
+    system: str
+    added: int
+    duplicates: list[str]  # clips already enrolled for this system (same content): nothing to do
+    failed: dict[str, str]  # clip -> why it could not be used
+    n_clips: int
+
+
+class SourceTracer:
+    """A bundle in memory: the network, the open-set scorer with enrolled systems, the threshold."""
+
+    def __init__(self, path: str | os.PathLike, device: str = "auto"):
+        from sourcetrace.config import Config
+
+        self.path = Path(path)
+        self.manifest = files.check_manifest(self.path)
+        files.sweep_strays(self.path)  # what a killed enrolment left behind
+        try:
+            self.config = Config.from_dict(files.read_json(self.path, files.CONFIG))
+        except SourcetraceError as err:
+            raise BundleError(f"{self.path / files.CONFIG}: {err}") from None
+        self.threshold = files.read_json(self.path, files.THRESHOLD)
+        if not isinstance(self.threshold, dict) or not isinstance(self.threshold.get("value"), (int, float)):
+            raise BundleError(f"{self.path / files.THRESHOLD}: no numeric 'value'")
+        self.known_systems = [
+            files.check_name(s, "training system name", strict=False) for s in self.manifest["known_systems"]
+        ]
+        self.dim = int(self.manifest["embedding_dim"])
+        self._base_state = self._read_scorer_state()
+        weights = files.read_weights(self.path)
+        self.device = embedder.resolve_device(device)
+        self.model = embedder.build_network(self.config, weights, self.manifest.get("network", {}), self.path)
+        self.model.to(self.device)
+        self.reload()
+
+    # -- state ----------------------------------------------------------------------------------
+    def _read_scorer_state(self) -> dict:
+        state = files.read_json(self.path, files.SCORER_JSON)
+        if not isinstance(state, dict) or "name" not in state:
+            raise BundleError(f"{self.path / files.SCORER_JSON}: no scorer 'name'")
+        arrays = files.read_npz(self.path, files.SCORER_ARRAYS)
+        for key, arr in arrays.items():
+            if arr.dtype.kind == "f" and arr.ndim == 2 and arr.shape[1] != self.dim:
+                raise BundleError(
+                    f"{self.path / files.SCORER_ARRAYS}: array {key!r} has shape {arr.shape}; "
+                    f"the model's embeddings have {self.dim} dimensions"
+                )
+        return state | arrays
+
+    def _read_enrolled(self) -> list[dict]:
+        data = files.read_json(self.path, files.ENROLLED)
+        where = self.path / files.ENROLLED
+        if not isinstance(data, dict) or not isinstance(data.get("systems"), list):
+            raise BundleError(f"{where}: no 'systems' list")
+        for entry in data["systems"]:
+            files.check_name(entry.get("name"))
+            for clip in entry.get("clips", []):
+                emb = clip.get("embedding")
+                if not isinstance(emb, list) or len(emb) != self.dim:
+                    raise BundleError(
+                        f"{where}: a clip of {entry['name']!r} has an embedding of length "
+                        f"{len(emb) if isinstance(emb, list) else type(emb).__name__}; expected {self.dim}"
+                    )
+        return data["systems"]
+
+    def reload(self) -> None:
+        """Re-read the enrolled systems (another process may have enrolled) and rebuild the scorer."""
+        from sourcetrace.evaluation.scorers import scorer_from_state  # light: no sklearn/pandas on the trace path
+
+        self.enrolled = self._read_enrolled()
+        try:
+            scorer = scorer_from_state(dict(self._base_state))
+            for entry in self.enrolled:
+                if entry["clips"]:
+                    scorer.add(entry["name"], np.asarray([c["embedding"] for c in entry["clips"]], np.float32))
+        except (SourcetraceError, ValueError, KeyError) as err:
+            raise BundleError(f"{self.path}: the open-set scorer cannot be rebuilt: {err}") from None
+        self.scorer = scorer
+
+    @property
+    def systems(self) -> list[str]:
+        """Every system a clip can be attributed to: the training systems and the enrolled ones."""
+        return list(self.scorer.systems)
+
+    def describe_threshold(self) -> str:
+        return str(self.threshold.get("description") or f"'unknown' below {self.threshold['value']:.4f}")
+
+    # -- inference -------------------------------------------------------------------------------
+    def embed(self, clips: Sequence[Any], crop: str = embedder.DEFAULT_CROP) -> np.ndarray:
+        """Unit embeddings [n, D] of audio paths or 1-D waveforms at the model's sample rate."""
+        waves, _, errors = embedder.read_clips(list(clips), self.config.data.sample_rate, self.min_seconds)
+        if errors:
+            raise AudioError("; ".join(errors.values()))
+        return embedder.embed(self.model, waves, self.config, self.device, crop)
+
+    @property
+    def min_seconds(self) -> float:
+        return self.config.data.crop_seconds / 2  # half the training crop: shorter clips are refused
+
+    def trace(
+        self, clips: Sequence[Any], top_k: int = 3, crop: str = embedder.DEFAULT_CROP, progress=None
+    ) -> list[Attribution]:
+        """Attribute every clip; a bad clip gets ``error`` and the others are still traced."""
+        if top_k < 1:
+            raise SourcetraceError(f"top_k must be >= 1, got {top_k}")
+        if crop not in embedder.CROPS:
+            raise SourcetraceError(f"crop {crop!r} is not one of {', '.join(embedder.CROPS)}")
+        clips = list(clips)
+        out = [Attribution(embedder.label(c, i)) for i, c in enumerate(clips)]
+        step = 64 if crop != "full" else 8
+        for start in range(0, len(clips), step):
+            part = clips[start : start + step]
+            waves, good, errors = embedder.read_clips(part, self.config.data.sample_rate, self.min_seconds)
+            for i, msg in errors.items():
+                out[start + i].error = msg
+            if waves:
+                known, per = self.scorer.score(embedder.embed(self.model, waves, self.config, self.device, crop))
+                for row, i in enumerate(good):
+                    order = np.argsort(-per[row], kind="stable")[:top_k]
+                    r = out[start + i]
+                    r.top = [(self.scorer.systems[j], float(per[row, j])) for j in order]
+                    r.knownness = float(known[row])
+                    r.decision = "unknown" if known[row] < self.threshold["value"] else r.top[0][0]
+            if progress is not None:
+                progress.update(len(part))
+        return out
+
+    # -- enrolment -------------------------------------------------------------------------------
+    def enroll(self, system: str, clips: Sequence[Any], crop: str = embedder.DEFAULT_CROP) -> Enrolment:
+        """Add ``system`` (or extend it) from clips; clips already enrolled for it are skipped (no-op)."""
+        files.check_name(system)
+        clips = list(clips)
+        if not clips:
+            raise SourcetraceError(f"no clips given to enrol {system!r}")
+        waves, good, errors = embedder.read_clips(clips, self.config.data.sample_rate, self.min_seconds)
+        failed = {embedder.label(clips[i], i): msg for i, msg in errors.items()}
+        duplicates = []
+        ids = {i: embedder.clip_id(clips[i]) for i in good}
+        emb = embedder.embed(self.model, waves, self.config, self.device, crop) if waves else None
+        with files.locked(self.path):
+            self.reload()  # what other processes enrolled meanwhile
+            entries = {e["name"]: e for e in self.enrolled}
+            entry = entries.setdefault(system, {"name": system, "clips": []})
+            have = {c["sha256"] for c in entry["clips"]}
+            added = 0
+            for row, i in enumerate(good):
+                name = embedder.label(clips[i], i)
+                if ids[i] in have:
+                    duplicates.append(name)
+                    continue
+                have.add(ids[i])
+                path = os.path.abspath(clips[i]) if isinstance(clips[i], (str, os.PathLike)) else name
+                entry["clips"].append({"path": path, "sha256": ids[i], "embedding": emb[row].tolist()})
+                added += 1
+            if not entry["clips"]:
+                raise AudioError(f"no usable clip to enrol {system!r}:\n  " + "\n  ".join(failed.values()))
+            if added:
+                files.write_json(self.path / files.ENROLLED, {"systems": list(entries.values())})
+            self.reload()
+        return Enrolment(system, added, duplicates, failed, len(entry["clips"]))
+
+    def remove(self, system: str) -> int:
+        """Forget an enrolled system (training systems stay); returns how many clips it had."""
+        with files.locked(self.path):
+            self.reload()
+            names = [e["name"] for e in self.enrolled]
+            if system not in names:
+                raise SourcetraceError(
+                    f"{system!r} is not enrolled in {self.path}; enrolled: {', '.join(names) or 'none'}"
+                )
+            gone = self.enrolled[names.index(system)]
+            files.write_json(self.path / files.ENROLLED, {"systems": [e for e in self.enrolled if e is not gone]})
+            self.reload()
+        return len(gone["clips"])
+
+    def enrolled_systems(self) -> list[tuple[str, int]]:
+        """(name, number of clips) of every enrolled system."""
+        return [(e["name"], len(e["clips"])) for e in self.enrolled]
+
+
+def load(path: str | os.PathLike, device: str = "auto") -> SourceTracer:
+    """Load a bundle (or a run / checkpoint / sweep folder whose bundle was exported) for tracing.
+
+    A run, checkpoint or sweep folder is resolved to its exported bundle, which is written on first
+    use from the model's training data (see ``sourcetrace.bundle.export.bundle_for``).
+    """
+    from sourcetrace.bundle.export import bundle_for
+
+    return SourceTracer(bundle_for(path), device=device)

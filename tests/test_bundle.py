@@ -1,0 +1,373 @@
+"""Portable bundles with a model trained for seconds on the tiny real TTS corpus: export, move away
+from the data, trace, enrol (also concurrently), list, remove; damaged and malicious bundles; the API."""
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import sourcetrace
+from sourcetrace.bundle import files
+from sourcetrace.bundle.export import resolve_model
+from sourcetrace.bundle.files import BundleError
+from sourcetrace.cli import main
+from sourcetrace.config import Config
+from sourcetrace.data.protocol import read_protocol
+from sourcetrace.errors import SourcetraceError
+from sourcetrace.training.loop import train
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = {
+    "train.epochs": 2,
+    "train.eval_every": 2,
+    "train.warmup_epochs": 1,
+    "train.steps_per_epoch": 4,
+    "train.batch_size": 16,
+    "train.eval_test": False,
+    "model.embedding_dim": 16,
+    "model.channels": 8,
+    "loss.name": "aamsoftmax",
+    "data.crop_seconds": 1.0,
+    "data.eval_seconds": 2.0,
+    "data.short_clips": "pad",
+}
+NEW = "tts_models/xx/new/vits"  # MLAAD-style name: '/' is a value here, never a path
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def run(tiny_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundle_run") / "run"
+    train(Config.from_dict({"data.root": str(tiny_corpus), **TRAIN}), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exported") / "bundle"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def clips(tiny_corpus, tmp_path_factory):
+    """Copies of a few eval clips (in nested folders) that outlive the corpus being moved away."""
+    ev = read_protocol(tiny_corpus, splits=("eval",)).tables["eval"]
+    dest = tmp_path_factory.mktemp("clips")
+    out = {}
+    for system in ("sam", "flite_awb"):
+        files_ = sorted(ev.loc[ev["system"] == system, "file"])[:7]
+        out[system] = []
+        for i, f in enumerate(files_):
+            target = dest / "case" / system.replace("/", "_") / f"{i}{Path(f).suffix}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, target)
+            out[system].append(str(target))
+    return dest, out
+
+
+@pytest.fixture
+def moved(exported, tmp_path):
+    """A copy of the bundle in a fresh folder."""
+    target = tmp_path / "elsewhere" / "model"
+    shutil.copytree(exported, target)
+    return target
+
+
+@pytest.fixture
+def no_corpus(tiny_corpus):
+    """The training corpus renamed away for the test (restored afterwards)."""
+    away = tiny_corpus.with_name(tiny_corpus.name + ".away")
+    os.rename(tiny_corpus, away)
+    try:
+        yield
+    finally:
+        os.rename(away, tiny_corpus)
+
+
+def test_a_moved_bundle_traces_enrols_lists_and_removes_without_the_corpus(moved, clips, no_corpus, capsys):
+    folder, by_system = clips
+    assert sorted(p.name for p in moved.iterdir()) == sorted([*files.REQUIRED, files.CARD_MD, files.CARD_JSON]), (
+        "export leaves exactly the bundle files"
+    )
+    capsys.readouterr()
+    assert main(["trace", "--model", str(moved), "--format", "json", str(folder)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    expected = sorted(str(p) for p in folder.rglob("*") if p.is_file())
+    assert [r["path"] for r in rows] == expected
+    for r in rows:
+        assert r["error"] is None and len(r["top"]) == 3 and r["decision"] in ("unknown", r["top"][0]["system"])
+        assert r["top"][0]["score"] >= r["top"][1]["score"] >= r["top"][2]["score"]
+        assert r["threshold"] == pytest.approx(json.loads((moved / files.THRESHOLD).read_text())["value"])
+        assert "false-unknown" in r["operating_point"] and r["crop"] == "center"
+        assert (r["decision"] == "unknown") == (r["knownness"] < r["threshold"])
+
+    five, rest = by_system["sam"][:5], by_system["sam"][5:]
+    assert main(["enroll", "--model", str(moved), "--system", NEW, *five]) == 0
+    assert "5 clips added, 5 in total" in capsys.readouterr().out
+    assert main(["enroll", "--model", str(moved), "--system", NEW, *five]) == 0  # identical clips: a no-op
+    assert "nothing to do" in capsys.readouterr().out
+    assert main(["enroll", "--model", str(moved), "--list"]) == 0
+    listed = [line.split("\t") for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [NEW, "enrolled", "5"] in listed and sum(r[1] == "training" for r in listed) >= 2
+    assert main(["trace", "--model", str(moved), "--format", "csv", "--top-k", "1", *rest]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("path,decision,system1,score1") and len(table) == 1 + len(rest)
+    assert all(line.split(",")[2] in sam_systems(moved) for line in table[1:])
+    sam = sourcetrace.load(moved, device="cpu")
+    assert NEW in sam.systems and sam.enrolled_systems() == [(NEW, 5)]
+    assert main(["enroll", "--model", str(moved), "--remove", NEW]) == 0
+    assert NEW not in sourcetrace.load(moved, device="cpu").systems
+    assert not list(moved.glob(files.TMP_PREFIX + "*"))
+
+
+def sam_systems(bundle):
+    return set(sourcetrace.load(bundle, device="cpu").systems)
+
+
+def test_two_enrolments_at_once_both_land(moved, clips):
+    _, by_system = clips
+    cmd = [sys.executable, "-m", "sourcetrace.cli", "enroll", "--model", str(moved), "--device", "cpu"]
+    procs = [
+        subprocess.Popen(cmd + ["--system", name, *by_system[src][:5]], env=_env(), stderr=subprocess.PIPE, text=True)
+        for name, src in (("alpha", "sam"), ("beta", "flite_awb"))
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    tracer = sourcetrace.load(moved, device="cpu")
+    assert dict(tracer.enrolled_systems()) == {"alpha": 5, "beta": 5}
+
+
+def test_a_pickled_weights_file_is_refused_and_runs_nothing(moved, clips, tmp_path, capsys):
+    import torch
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (exec, (f"open({str(marker)!r}, 'w').write('ran')",))
+
+    torch.save({"conv.weight": Payload()}, moved / files.WEIGHTS)
+    with pytest.raises(BundleError, match=r"weights.safetensors: not a safetensors weights file"):
+        sourcetrace.load(moved, device="cpu")
+    (moved / files.WEIGHTS).write_bytes(pickle.dumps(Payload()))
+    assert main(["trace", "--model", str(moved), clips[1]["sam"][0]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a safetensors weights file" in err[0]
+    assert not marker.exists()
+
+
+def test_damaged_bundles_give_one_clear_error_naming_the_file(moved, clips):
+    enrolled = moved / files.ENROLLED
+    enrolled.write_text('{"systems": [{"name": "x", "clips": [{"sha')
+    with pytest.raises(BundleError, match=r"enrolled.json: not valid JSON .* truncated"):
+        sourcetrace.load(moved, device="cpu")
+    enrolled.write_text(json.dumps({"systems": [{"name": "a\tb", "clips": []}]}))
+    with pytest.raises(BundleError, match="control character"):
+        sourcetrace.load(moved, device="cpu")
+    enrolled.write_text(json.dumps({"systems": []}))
+    arrays = dict(np.load(moved / files.SCORER_ARRAYS))
+    key = next(k for k, v in arrays.items() if v.ndim == 2)
+    np.savez(moved / files.SCORER_ARRAYS, **(arrays | {key: np.zeros((arrays[key].shape[0], 7), np.float32)}))
+    with pytest.raises(BundleError, match=r"scorer.npz: array .* has shape .*16 dimensions"):
+        sourcetrace.load(moved, device="cpu")
+    np.savez(moved / files.SCORER_ARRAYS, **arrays)
+    (moved / files.THRESHOLD).write_text('{"value": 0.')
+    with pytest.raises(BundleError, match="threshold.json: not valid JSON"):
+        sourcetrace.load(moved, device="cpu")
+    (moved / files.THRESHOLD).unlink()
+    with pytest.raises(BundleError, match="incomplete bundle, missing threshold.json"):
+        sourcetrace.load(moved, device="cpu")
+    manifest = json.loads((moved / files.MANIFEST).read_text())
+    (moved / files.MANIFEST).write_text(json.dumps(manifest | {"format_version": 99}))
+    with pytest.raises(BundleError, match="format version 99"):
+        sourcetrace.load(moved, device="cpu")
+
+
+def test_enrol_names_are_validated_and_slashes_are_values(moved, clips, tmp_path):
+    tracer = sourcetrace.load(moved, device="cpu")
+    five = clips[1]["sam"][:5]
+    for bad in ("a\tb", "line\nbreak", "", "  ", "unknown", "x" * 300):
+        with pytest.raises(BundleError, match="invalid system name"):
+            tracer.enroll(bad, five)
+    res = tracer.enroll("../../etc/passwd", five)
+    assert res.added == 5 and not (tmp_path / "etc").exists()
+    assert sorted(p.name for p in moved.iterdir() if not p.name.startswith(".")) == sorted(
+        [*files.REQUIRED, files.CARD_MD, files.CARD_JSON]
+    )
+    with pytest.raises(SourcetraceError, match="is not enrolled"):
+        tracer.remove("nobody")
+
+
+def test_bad_clips_are_reported_and_good_ones_still_traced(moved, clips, tmp_path, capsys):
+    good = clips[1]["flite_awb"][:2]
+    silent, short, junk = tmp_path / "silent.wav", tmp_path / "short.wav", tmp_path / "junk.wav"
+    sf.write(silent, np.zeros(32000, np.float32), 16000)
+    sf.write(short, 0.3 * np.sin(np.linspace(0, 900, 3200)).astype(np.float32), 16000)  # 0.2 s
+    junk.write_text("not audio")
+    args = [good[0], str(silent), str(short), str(junk), str(tmp_path / "missing.wav"), good[1]]
+    assert main(["trace", "--model", str(moved), "--top-k", "2", *args]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("# operating point: 'unknown' below") and "5% false-unknown rate" in lines[1]
+    assert lines[2].startswith("# crop: center (default")
+    rows = [line.split("\t") for line in lines if not line.startswith("#")]
+    assert [r[0] for r in rows] == args
+    assert [r[1] == "ERROR" for r in rows] == [False, True, True, True, True, False]
+    assert "silence" in rows[1][2] and "too short" in rows[2][2] and "unreadable" in rows[3][2]
+    assert "does not exist" in rows[4][2] and len(rows[0][2].split("  ")) == 2
+    assert main(["trace", "--model", str(moved), str(tmp_path / "nothing*.wav")]) == 2
+    assert main(["trace", "--model", str(tmp_path), good[0]]) == 2
+    assert "not a bundle" in capsys.readouterr().err
+    assert main(["trace", "--model", str(moved), "--device", "tpu:7", good[0]]) == 2
+    assert "--device 'tpu:7'" in capsys.readouterr().err
+
+
+def test_crops_lists_and_the_python_api(moved, clips, tmp_path, capsys):
+    sam = clips[1]["sam"]
+    listing = tmp_path / "list.txt"
+    listing.write_text("# evidence\n" + "\n".join(sam[:3]) + "\n")
+    long_clip = tmp_path / "long.wav"
+    wave = np.concatenate([sf.read(p, dtype="float32")[0] for p in sam])
+    sf.write(long_clip, wave, 16000)
+    for crop in ("center", "full", "multi"):
+        assert (
+            main(["trace", "--model", str(moved), "--crop", crop, "--format", "json", f"@{listing}", str(long_clip)])
+            == 0
+        )
+        rows = json.loads(capsys.readouterr().out)
+        assert len(rows) == 4 and all(r["crop"] == crop for r in rows)
+    m = sourcetrace.load(moved, device="cpu")
+    emb = m.embed(sam[:3])
+    assert emb.shape == (3, 16) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    res = m.trace([sam[0], sf.read(sam[0], dtype="float32")[0]], top_k=2)
+    assert [s for s, _ in res[0].top] == [s for s, _ in res[1].top]
+    np.testing.assert_allclose([v for _, v in res[0].top], [v for _, v in res[1].top], atol=1e-6)
+    assert isinstance(res[0], sourcetrace.Attribution) and res[1].path == "<waveform 1>"
+    assert m.enroll("api_system", sam[:5]).added == 5 and "api_system" in m.systems
+
+
+def test_readme_api_example_runs(moved, clips):
+    text = (REPO / "README.md").read_text()
+    start = text.index("<!-- api-example -->")
+    code = text[start:].split("```python\n", 1)[1].split("```", 1)[0]
+    ns = {"BUNDLE": str(moved), "CLIPS": clips[1]["flite_awb"][:3], "NEW_CLIPS": clips[1]["sam"][:5]}
+    exec(compile(code, "README.md", "exec"), ns)
+    assert "my_new_system" in ns["m"].systems
+
+
+def test_the_trace_path_stays_light(moved, clips):
+    code = (
+        "import sys, sourcetrace; assert 'torch' not in sys.modules; "
+        "from sourcetrace.cli import main; "
+        f"rc = main(['trace', '--model', {str(moved)!r}, {clips[1]['sam'][0]!r}]); "
+        "heavy = [m for m in ('ray', 'mlflow', 'sklearn', 'matplotlib', 'umap', 'transformers', 'pandas') "
+        "if m in sys.modules]; print('HEAVY', heavy); sys.exit(rc)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout
+
+
+def test_models_resolve_from_run_and_checkpoint_folders(run, tmp_path, capsys):
+    assert resolve_model(run).kind == "run" and resolve_model(run / "best").checkpoint == run / "best"
+    with pytest.raises(SourcetraceError, match="not a bundle"):
+        resolve_model(tmp_path)
+    with pytest.raises(SourcetraceError, match="is a bundle already"):
+        from sourcetrace.bundle.export import export
+
+        shutil.copytree(run / "best", tmp_path / "ckpt")
+        target = export(tmp_path / "ckpt", tmp_path / "b", scorer="centroid")
+        export(target, tmp_path / "c")
+    with pytest.raises(SourcetraceError, match="unknown open-set scorer 'bogus'; valid: .*centroid"):
+        export(run, tmp_path / "z", scorer="bogus")
+    assert not (tmp_path / "z").exists() and not (tmp_path / "c").exists()
+    assert json.loads((target / files.THRESHOLD).read_text())["scorer"] == "centroid"
+    assert json.loads((target / files.MANIFEST).read_text())["scorer"] == "centroid"
+    card = json.loads((tmp_path / "b" / files.CARD_JSON).read_text())
+    assert card["training_corpus"]["systems"] and card["metrics"]["all"]["dev_eer"] >= 0
+    assert card["sourcetrace_version"] == sourcetrace.__version__ and card["created"]
+    assert "## Training corpus" in (tmp_path / "b" / files.CARD_MD).read_text()
+
+
+def test_onnx_export_matches_pytorch(exported, tmp_path):
+    from sourcetrace.bundle.onnx_export import TOLERANCE, export_onnx
+
+    bundle = tmp_path / "b"
+    shutil.copytree(exported, bundle)
+    path, diff = export_onnx(bundle, bundle / "embedding.onnx")
+    assert path.is_file() and diff <= TOLERANCE
+
+
+SWEEP = """
+BASE = {base!r}
+SPACE = {{"loss.name": "aamsoftmax"}}
+TUNE = {{"scheduler": "fifo", "keep_checkpoints": 1}}
+RESOURCES = {{"cpu": 1}}
+"""
+
+
+def test_a_sweep_exports_prints_and_logs_its_best_bundle_and_its_folder_is_a_model(tiny_corpus, tmp_path, clips):
+    from mlflow import MlflowClient
+
+    sweep_file = tmp_path / "one.py"
+    sweep_file.write_text(SWEEP.format(base={k: v for k, v in TRAIN.items() if k != "loss.name"}))
+    db = tmp_path / "mlruns" / "mlflow.db"
+    cmd = [sys.executable, "-m", "sourcetrace.cli", "sweep", str(sweep_file), "--root", str(tiny_corpus)]
+    cmd += ["--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{db}", "--no-analyze"]
+    out = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    exp = tmp_path / "ray" / "one"
+    assert f"best model bundle: {exp / 'best_model'}" in out.stdout
+    assert files.is_bundle(exp / "best_model") and resolve_model(exp).bundle == exp / "best_model"
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    (run,) = client.search_runs([client.get_experiment_by_name("one").experiment_id])
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "bundle")}
+    assert {f"bundle/{files.MANIFEST}", f"bundle/{files.WEIGHTS}", f"bundle/{files.CARD_MD}"} <= logged
+    m = sourcetrace.load(exp, device="cpu")  # the sweep folder itself is a model argument
+    assert m.path == exp / "best_model" and m.trace(clips[1]["sam"][:1])[0].error is None
+
+
+def test_a_wav2vec2_bundle_loads_without_its_ssl_source(tiny_corpus, tmp_path, clips, monkeypatch):
+    """The SSL architecture travels in the bundle: the pretrained folder (or hub) is not needed to trace."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    from sourcetrace.bundle.export import export
+    from sourcetrace.training.checkpoint import load_model
+
+    tiny = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
+    tiny |= dict(conv_dim=(16, 16, 16), conv_kernel=(10, 8, 8), conv_stride=(5, 8, 8), num_conv_pos_embeddings=16)
+    tiny |= dict(num_conv_pos_embedding_groups=2, do_stable_layer_norm=True, feat_extract_norm="layer", conv_bias=True)
+    source = tmp_path / "ssl"
+    torch.manual_seed(0)
+    Wav2Vec2Model(Wav2Vec2Config(**tiny)).save_pretrained(source)
+    Wav2Vec2FeatureExtractor(do_normalize=False).save_pretrained(source)  # differs from the config's default
+    cfg = {k: v for k, v in TRAIN.items() if not k.startswith(("model.channels", "loss."))}
+    cfg |= {"data.root": str(tiny_corpus), "model.name": "w2v2_aasist", "ssl.source": str(source)}
+    cfg |= {"ssl.layer": 1, "ssl.finetune": "top", "ssl.top_layers": 1, "train.epochs": 1, "train.eval_every": 1}
+    train(Config.from_dict(cfg), tmp_path / "run")
+    bundle = export(tmp_path / "run", tmp_path / "bundle", device="cpu")
+    sam = clips[1]["sam"][:2]
+    want = sourcetrace.load(bundle, device="cpu").embed(sam)
+    ref = load_model(tmp_path / "run").model
+    assert not ref.frontend.normalize
+    shutil.rmtree(source)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    m = sourcetrace.load(bundle, device="cpu")
+    assert not m.model.frontend.normalize and m.model.frontend.n_layers == 1
+    np.testing.assert_allclose(m.embed(sam), want, atol=1e-6)
+    with torch.no_grad():
+        wave = torch.from_numpy(sf.read(sam[0], dtype="float32")[0][None, :32000])
+        np.testing.assert_allclose(m.model(wave).numpy(), ref(wave).numpy(), atol=1e-5)
