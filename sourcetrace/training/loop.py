@@ -21,7 +21,7 @@ import torch
 
 from sourcetrace.config import Config
 from sourcetrace.data.samplers import SAMPLERS
-from sourcetrace.errors import TrainingError
+from sourcetrace.errors import DivergenceError, TrainingError
 from sourcetrace.evaluation.conditions import split_metrics
 from sourcetrace.evaluation.embed import embed_waves
 from sourcetrace.evaluation.openset import openset_metrics
@@ -30,6 +30,7 @@ from sourcetrace.models import build_model
 from sourcetrace.registry import lookup
 from sourcetrace.training.checkpoint import load_state, save_checkpoint
 from sourcetrace.training.data import TrialData, prepare_data
+from sourcetrace.training.faults import check_step, check_weights, diverged
 
 
 @dataclass
@@ -103,7 +104,10 @@ def evaluate(model: torch.nn.Module, data: TrialData, cfg: Config, device: torch
     amp = autocast_dtype(cfg, device)
 
     def embed(bank, idx=None):
-        return embed_waves(model, bank, cfg.data.eval_seconds, 64, device, cfg.data.sample_rate, amp, idx)
+        emb = embed_waves(model, bank, cfg.data.eval_seconds, 64, device, cfg.data.sample_rate, amp, idx)
+        if not np.isfinite(emb).all():
+            raise DivergenceError(f"non-finite embeddings of {int((~np.isfinite(emb).all(1)).sum())} clips")
+        return emb
 
     train = data.train.table
     ref_rows = train.groupby("system").head(REFERENCE_CLIPS_PER_SYSTEM).index.to_numpy()
@@ -187,12 +191,7 @@ def train(
             with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
                 emb = model(wave)
             out = loss_fn(emb.float(), target)
-            if not torch.isfinite(out.loss):
-                raise TrainingError(
-                    f"non-finite loss ({out.loss.item()}) at epoch {epoch}, step {step + 1} "
-                    f"(lr={scheduler.get_last_lr()[0]:.3g}, loss.name={cfg.loss.name}); "
-                    "lower train.lr or use train.precision=fp32"
-                )
+            check_step(cfg, out.loss, emb, epoch, step + 1, scheduler.get_last_lr()[0])
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(out.loss).backward()
             if cfg.train.grad_clip > 0:
@@ -207,6 +206,7 @@ def train(
             if out.logits is not None and out.logits.shape[0] == len(idx):
                 correct += int((out.logits.argmax(1) == target).sum())
         seconds = time.perf_counter() - t0
+        check_weights(cfg, [model, loss_fn], epoch, optimizer.param_groups[0]["lr"])
         metrics = {
             "epoch": float(epoch),
             "train_loss": total / max(seen, 1),
@@ -220,7 +220,10 @@ def train(
         checkpoint_dir = None
         if evaluated:
             t1 = time.perf_counter()
-            metrics.update(evaluate(model, data, cfg, device))
+            try:
+                metrics.update(evaluate(model, data, cfg, device))
+            except DivergenceError as err:  # evaluate cannot know the epoch
+                raise diverged(cfg, epoch, optimizer.param_groups[0]["lr"], str(err)) from None
             metrics["eval_seconds"] = time.perf_counter() - t1
             history.append(metrics)
             state = {
@@ -277,7 +280,11 @@ def cli_train(args) -> int:
             line += f"  dev EER {m['dev_eer']:.2f}%" + (f"  test EER {m['test_eer']:.2f}%" if "test_eer" in m else "")
         print(line, flush=True)
 
-    result = train(cfg, out, on_epoch=show, resume_from=resume)
+    try:
+        result = train(cfg, out, on_epoch=show, resume_from=resume)
+    except KeyboardInterrupt:
+        print(f"training interrupted: add --resume to the same command to continue from {out / 'last'}")
+        raise
     best = result.best_metrics
     print(
         f"best dev EER {best.get('dev_eer', float('nan')):.2f}% at epoch {result.best_epoch}; "
