@@ -21,7 +21,7 @@ import torch
 
 from sourcetrace.config import Config
 from sourcetrace.data.samplers import SAMPLERS
-from sourcetrace.errors import DivergenceError, TrainingError
+from sourcetrace.errors import AudioError, DivergenceError, ProtocolError, TrainingError
 from sourcetrace.evaluation.conditions import split_metrics
 from sourcetrace.evaluation.embed import embed_waves
 from sourcetrace.evaluation.openset import openset_metrics
@@ -282,6 +282,11 @@ def cli_train(args) -> int:
 
     try:
         result = train(cfg, out, on_epoch=show, resume_from=resume)
+    except (AudioError, ProtocolError):
+        from sourcetrace.data.check import preflight
+
+        preflight([cfg])  # the trainer stops at the first bad file: name them all (only on failure)
+        raise
     except KeyboardInterrupt:
         print(f"training interrupted: add --resume to the same command to continue from {out / 'last'}")
         raise
