@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import psutil
@@ -204,3 +205,44 @@ def test_storage_under_a_regular_file_is_one_line_before_ray(tiny_corpus, tmp_pa
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "file/sub/demo_smoke cannot be written" in err[0]
+
+
+@pytest.mark.slow
+def test_sigterm_ends_train_with_143_and_a_resume_hint(tiny_corpus, tmp_path):
+    from test_train import QUICK as TRAIN_QUICK
+
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "sourcetrace.cli", "train", "--root", str(tiny_corpus), "--out", str(out)]
+    for k, v in dict(TRAIN_QUICK, **{"train.epochs": 40}).items():
+        argv += ["--set", f"{k}={v}"]
+    proc = subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # wait for the first evaluated epoch (it writes last/)
+        lines.append(line)
+        if "dev EER" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=120)
+    text = "".join(lines) + rest
+    assert proc.returncode == 143, text[-3000:]
+    assert "--resume" in text and "Traceback" not in text and "sourcetrace train: interrupted" in text
+    done = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["epoch"]
+    assert done < 40 and (out / "last" / "state.pt").is_file()
+
+
+def test_unwritable_sweep_folder_and_report_name_their_path(tmp_path):
+    from sourcetrace.errors import StorageError
+    from sourcetrace.storage import storage_error, writable_folder
+
+    folder = tmp_path / "ray" / "sw"
+    folder.mkdir(parents=True)
+    subprocess.run(["chattr", "+i", str(folder)], check=True)  # stops root too
+    try:
+        with pytest.raises(StorageError, match=r"the sweep folder .*ray/sw cannot be written \(Operation not"):
+            writable_folder(folder)
+        with pytest.raises(OSError) as err:
+            (folder / "report").mkdir()
+        message = str(storage_error(err.value, folder / "report"))
+        assert "report: Operation not permitted" in message and "--resume" in message and "\n" not in message
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)

@@ -133,11 +133,11 @@ def train(
     """Train and evaluate one configuration; resumable from a ``last/`` checkpoint."""
     cfg.validate()  # names and pairings first: nothing is read or written for a bad config
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     device = resolve_device(cfg.train.device)
     data = prepare_data(cfg)  # validates cfg before anything is decoded (memoised per process)
+    out_dir.mkdir(parents=True, exist_ok=True)  # after the data checks: a bad input leaves no empty run folder
     cfg.validate(n_classes=len(data.known_systems))  # also on a memo hit
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg).to(device)
