@@ -267,7 +267,7 @@ def cluster(tiny_corpus):
     # A short base folder: Ray's unix sockets live under --temp-dir, and their paths must stay < 108 bytes.
     parent = tempfile.gettempdir() if len(tempfile.gettempdir()) <= 24 else os.sep + "tmp"
     base = Path(tempfile.mkdtemp(prefix="st-", dir=parent))
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")  # token auth on (conftest)
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
     env.pop("CUDA_VISIBLE_DEVICES", None)  # Ray assigns devices; the test never sets them
     c = LocalCluster(base, env)
     try:
