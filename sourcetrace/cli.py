@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from sourcetrace import interrupt
 from sourcetrace.errors import SourcetraceError
 
 # command -> "module:function"; every function takes the parsed argparse.Namespace and returns an exit code.
@@ -19,7 +20,7 @@ HANDLERS = {
     "train": "sourcetrace.training.loop:cli_train",
     "sweep": "sourcetrace.sweep:cli_sweep",
     "report": "sourcetrace.report:cli_report",
-    "ui": "sourcetrace.tracking:cli_ui",
+    "ui": "sourcetrace.ui:cli_ui",
     "analyze": "sourcetrace.evaluation.analyze:cli_analyze",
     "enroll": "sourcetrace.attribution:cli_enroll",
     "trace": "sourcetrace.attribution:cli_trace",
@@ -124,12 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     key = args.command if args.command != "corpus" else f"corpus {args.corpus_command}"
     module, func = HANDLERS[key].split(":")
+    interrupt.term_as_interrupt()  # SIGTERM (Slurm, Kubernetes, timeout) ends a command as Ctrl-C does
     try:
         handler = getattr(importlib.import_module(module), func)
         return int(handler(args) or 0)
     except SourcetraceError as err:
         print(f"sourcetrace {key}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"sourcetrace {key}: interrupted", file=sys.stderr)
+        return interrupt.exit_code()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -226,6 +227,9 @@ class Config:
 
 
 def _check_ranges(cfg: Config) -> None:
+    for key, value in cfg.to_flat().items():  # inf/nan pass every comparison below or fail far later
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r} is not a finite number")
     checks = [
         ("model.embedding_dim", cfg.model.embedding_dim >= 2),
         ("data.crop_seconds", cfg.data.crop_seconds > 0),

@@ -19,3 +19,19 @@ class AudioError(SourcetraceError, ValueError):
 
 class TrainingError(SourcetraceError, RuntimeError):
     """Training stopped for a reason the user must see (e.g. a non-finite loss)."""
+
+
+class CheckpointError(SourcetraceError):
+    """A checkpoint that cannot be loaded safely: corrupt, or holding objects that could run code."""
+
+
+class StorageError(SourcetraceError, OSError):
+    """A results folder or tracking store that cannot be written (named with its path)."""
+
+
+class DataCheckError(SourcetraceError, ValueError):
+    """The driver's check of every audio file of every split found problems (all of them listed)."""
+
+
+class DivergenceError(TrainingError):
+    """Training diverged (non-finite or exploding loss or embeddings): retrying the same settings cannot help."""

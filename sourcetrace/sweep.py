@@ -25,7 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from sourcetrace.config import Config
+from sourcetrace.data.check import preflight
 from sourcetrace.errors import ConfigError, SourcetraceError
+from sourcetrace.interrupt import EXIT_CODES, sigterm_stops_tune
+from sourcetrace.storage import report_with_or_without_mlflow, storage_error, writable_folder
 from sourcetrace.training.trainable import TrialSpec
 
 TUNE_DEFAULTS: dict[str, Any] = {
@@ -195,10 +198,12 @@ def _runtime_env_vars() -> dict[str, str]:
 
 
 def start_ray(address: str | None) -> bool:
-    """Local embedded Ray (no token auth, no usage stats) or a cluster; True if this call started it."""
+    """Local embedded Ray bound to 127.0.0.1 with Ray's token auth, or a cluster; True if this call started it."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address is None:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        from sourcetrace.localray import loopback_only
+
+        loopback_only()
     import ray
 
     if ray.is_initialized():
@@ -250,6 +255,7 @@ def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: b
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from sourcetrace.tracking import MlflowTrialCallback
+    from sourcetrace.training.retry import NoRetryCallback
     from sourcetrace.training.trainable import run_trial
 
     trainable = tune.with_resources(tune.with_parameters(run_trial, spec=sweep.spec), placement(sweep.resources))
@@ -276,7 +282,7 @@ def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: b
         name=exp_dir.name,
         storage_path=str(exp_dir.parent),
         verbose=1,
-        callbacks=[MlflowTrialCallback(store, sweep.name, sweep.spec, s["log_checkpoint"])],
+        callbacks=[MlflowTrialCallback(store, sweep.name, sweep.spec, s["log_checkpoint"]), NoRetryCallback()],
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=s["keep_checkpoints"], checkpoint_score_attribute=s["metric"], checkpoint_score_order=s["mode"]
         ),
@@ -316,8 +322,14 @@ def cli_sweep(args) -> int:
         pin_overrides(sweep, args.set)
         store = resolve_store(args.tracking_uri)
     configs = validate(sweep, n_train_classes(sweep.base["data.root"], sweep.base.get("data.protocol")))
-    ensure_experiment(store, sweep.name)
-    print(f"sweep {name}: {len(configs)} trial configs validated; MLflow store {store.uri}", flush=True)
+    writable_folder(exp_dir)
+    ensure_experiment(store, sweep.name, str(exp_dir))
+    seconds = preflight([cfg for _, cfg in configs])  # every file once, all problems at once, before Ray
+    print(
+        f"sweep {name}: {len(configs)} trial configs validated, audio checked in {seconds:.1f} s; "
+        f"MLflow store {store.uri}",
+        flush=True,
+    )
 
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # dev EER exists at evaluation epochs only
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(sweep.tune["snapshot_period_s"])
@@ -325,7 +337,6 @@ def cli_sweep(args) -> int:
     started = start_ray(args.address)
     try:
         check_resources(sweep.resources, local=args.address is None)
-        exp_dir.mkdir(parents=True, exist_ok=True)
         if not args.resume:
             record = {
                 "sweep_file": str(sweep.path.resolve()),
@@ -338,20 +349,28 @@ def cli_sweep(args) -> int:
                 "space_keys": list(sweep.space),
             } | sweep.spec.to_dict()
             record_file.write_text(json.dumps(record, indent=2, default=str))
-        build_tuner(sweep, configs, exp_dir, store, args.resume).fit()
+        with sigterm_stops_tune() as stop:  # after ray.init: Ray's own SIGTERM handler aborts
+            try:
+                build_tuner(sweep, configs, exp_dir, store, args.resume).fit()
+            except OSError as err:
+                raise storage_error(err, exp_dir) from err
     finally:
         if started:
             import ray
 
             ray.shutdown()
-    return _finish(args, exp_dir, store, sweep)
+    code = _finish(args, exp_dir, store, sweep)
+    return EXIT_CODES[stop.signal] if stop.signal else code
 
 
 def _finish(args, exp_dir: Path, store, sweep: SweepFile) -> int:
     """Write and print the reports; non-zero exit when trials failed (1) or did not end (130)."""
-    from sourcetrace.report import format_table1, write_reports
+    from sourcetrace.report import format_table1
 
-    reports = write_reports(exp_dir, tracking_uri=store.uri)
+    try:
+        reports = report_with_or_without_mlflow(exp_dir, store)
+    except OSError as err:
+        raise storage_error(err, exp_dir / "report") from err
     print(format_table1(reports))
     print(f"reports: {reports.out_dir}")
     status = reports.trials.drop_duplicates("trial_id")["status"]

@@ -1,4 +1,4 @@
-"""The only module that imports mlflow: the sweep's store, a driver-side Tune callback, the UI.
+"""The only module that imports mlflow: the sweep's store and a driver-side Tune callback (the UI: ``ui.py``).
 
 Default store (embedded): sqlite ``./mlruns/mlflow.db`` with artefacts in ``./mlruns/artifacts``, both
 resolved against the working directory when the sweep starts. ``--tracking-uri http://...`` logs to a
@@ -8,11 +8,12 @@ owns each run's life cycle: one run per trial, found again by its ``trial_id`` t
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import logging
 import math
 import os
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 from sourcetrace.errors import SourcetraceError
+from sourcetrace.training.faults import NO_RETRY
 
 # Keys of a Tune result that are bookkeeping, not metrics of the trial.
 _NOT_METRICS = {
@@ -91,12 +93,31 @@ def experiment_id(client, store: Store, name: str) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
-def ensure_experiment(store: Store, name: str) -> str:
-    """Create (or find) the sweep's experiment now: a bad store fails before Ray starts."""
+TAG_STORAGE = "sourcetrace.sweep_folder"  # experiment tag: the Tune folder whose trials the experiment holds
+
+
+def ensure_experiment(store: Store, name: str, sweep_folder: str | None = None) -> str:
+    """Create (or find) the sweep's experiment now: a bad store fails before Ray starts.
+
+    An experiment belongs to one sweep folder (``--storage``/``--name``): a sweep of the same name in another
+    folder is refused rather than merged into it.
+    """
     try:
-        return experiment_id(_client(store), store, name)
+        with _quiet_db():
+            client = _client(store)
+            exp_id = experiment_id(client, store, name)
+            owner = client.get_experiment(exp_id).tags.get(TAG_STORAGE)
+            if sweep_folder and owner is None:
+                client.set_experiment_tag(exp_id, TAG_STORAGE, sweep_folder)
     except Exception as err:  # mlflow raises many types for an unreachable or broken store
-        raise SourcetraceError(f"MLflow store {store.uri} cannot be used: {type(err).__name__}: {err}") from err
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise SourcetraceError(f"MLflow store {store.uri} cannot be used: {type(err).__name__}: {first}") from err
+    if sweep_folder and owner is not None and owner != sweep_folder:
+        raise SourcetraceError(
+            f"MLflow experiment {name!r} in {store.uri} holds the sweep at {owner}, not {sweep_folder}: "
+            "pass --name for a new sweep name (or --tracking-uri for another store)"
+        )
+    return exp_id
 
 
 def find_run(client, exp_id: str, trial_id: str):
@@ -105,14 +126,66 @@ def find_run(client, exp_id: str, trial_id: str):
     return runs[0] if runs else None
 
 
-def error_reason(trial) -> str:
-    """The last line of a failed trial's error file (the exception), or a generic note."""
+def error_reason(trial, limit: int = 4000) -> str:
+    """A failed trial's exception from its error file: a ``SourcetraceError`` in full (it may list many
+    files), else the last line; a generic note without an error file."""
     path = getattr(trial, "error_file", None)
     if path and Path(path).is_file():
-        lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+        text = Path(path).read_text(errors="replace")
+        lines = [ln.rstrip() for ln in text.split("\nFailure # ")[-1].splitlines() if ln.strip()]
+        ours = [i for i, ln in enumerate(lines) if ln.startswith("sourcetrace.errors.")]
+        if ours:
+            return "\n".join(ln.strip() for ln in lines[ours[-1] :])[:limit]
         if lines:
-            return lines[-1][:500]
+            return lines[-1].strip()[:500]
     return "trial failed (no error file)"
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """What a failing store raises through mlflow: its own errors, sqlite/SQLAlchemy's, OS and HTTP errors."""
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (MlflowException, SQLAlchemyError, sqlite3.Error, OSError)  # requests' errors are OSErrors
+
+
+@contextlib.contextmanager
+def _quiet_db():
+    """MLflow's sqlite store logs every failure with its traceback: we report it as one line instead."""
+    db_log = logging.getLogger("mlflow.store.db.utils")
+    level = db_log.level
+    db_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        db_log.setLevel(level)
+
+
+def _guarded(hook):
+    """A failing store (unwritable, full, unreachable) is one line on stderr, not a traceback that ends the
+    sweep: training goes on, later hooks are skipped, and ``--resume`` logs and closes what was missed."""
+
+    @functools.wraps(hook)
+    def wrapper(self, *args, **kwargs):
+        if self._broken:
+            return None
+        try:
+            with _quiet_db():
+                return hook(self, *args, **kwargs)
+        except _store_errors() as err:
+            first = (str(err).strip().splitlines() or [""])[0][:300]
+            self._broken = f"{type(err).__name__}: {first}"
+            print(
+                f"sourcetrace sweep: MLflow store {self.store.uri} cannot be written ({self._broken}); "
+                "training goes on, and --resume logs and closes the runs once the store is writable",
+                file=sys.stderr,
+                flush=True,
+            )
+            return None
+
+    return wrapper
 
 
 class MlflowTrialCallback(Callback):
@@ -125,13 +198,15 @@ class MlflowTrialCallback(Callback):
         self._done: set[str] = set()
         self._mlflow = None
         self._exp_id: str | None = None
+        self._broken: str | None = None  # why the store failed, once it has
 
     def __getstate__(self):  # Tune pickles the callback into the experiment; clients do not travel
-        return {k: v for k, v in self.__dict__.items() if k not in ("_mlflow", "_exp_id", "_runs", "_logged")}
+        skip = ("_mlflow", "_exp_id", "_runs", "_logged", "_broken")
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._mlflow, self._exp_id, self._runs, self._logged = None, None, {}, {}
+        self._mlflow, self._exp_id, self._runs, self._logged, self._broken = None, None, {}, {}, None
 
     def get_state(self) -> dict:
         return {"done": sorted(self._done)}
@@ -170,15 +245,19 @@ class MlflowTrialCallback(Callback):
         self._runs[tid], self._logged[tid] = run.info.run_id, 0.0
         return run.info.run_id
 
+    @_guarded
     def on_trial_start(self, iteration, trials, trial, **info):
         self.client.set_tag(self.run_id(trial), TAG_STATUS, "running")
 
     def on_trial_restore(self, iteration, trials, trial, **info):
         self.on_trial_start(iteration, trials, trial)
 
+    @_guarded
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from mlflow.entities import Metric
 
+        if result.get(NO_RETRY):
+            return  # the trial's error follows: not an epoch's metrics
         run_id = self.run_id(trial)
         epoch = float(result.get("epoch", result.get("training_iteration", 0)))
         if epoch <= self._logged.get(trial.trial_id, 0.0):
@@ -193,10 +272,12 @@ class MlflowTrialCallback(Callback):
             self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
         self._logged[trial.trial_id] = epoch
 
+    @_guarded
     def on_trial_recover(self, iteration, trials, trial, **info):
         self.client.set_tag(self.run_id(trial), TAG_STATUS, "retrying")
         self.client.set_tag(self.run_id(trial), TAG_REASON, f"retry {trial.num_failures}: {error_reason(trial)}")
 
+    @_guarded
     def on_trial_complete(self, iteration, trials, trial, **info):
         cfg = self.spec.config(trial.config)
         reached = int((trial.last_result or {}).get("epoch", 0))
@@ -206,10 +287,16 @@ class MlflowTrialCallback(Callback):
             status, reason = "early_stopped", f"stopped by the scheduler at epoch {reached} of {cfg.train.epochs}"
         self._end(trial, status, reason, "FINISHED")
 
+    @_guarded
     def on_trial_error(self, iteration, trials, trial, **info):
         self._end(trial, "failed", error_reason(trial), "FAILED")
 
+    @_guarded
     def on_experiment_end(self, trials, **info):
+        for trial in trials:  # ended while the store was failing: log what was missed and close the run
+            if trial.trial_id not in self._done and getattr(trial, "status", None) in ("TERMINATED", "ERROR"):
+                self._backfill(trial)
+                (self.on_trial_complete if trial.status == "TERMINATED" else self.on_trial_error)(0, trials, trial)
         for trial in trials:
             if trial.trial_id in self._runs and trial.trial_id not in self._done:
                 run_id = self._runs[trial.trial_id]
@@ -218,6 +305,14 @@ class MlflowTrialCallback(Callback):
                     run_id, TAG_REASON, "the sweep stopped before this trial ended; --resume continues it"
                 )
                 self.client.set_terminated(run_id, status="KILLED")
+
+    def _backfill(self, trial) -> None:
+        """Log a trial's per-epoch results from its ``result.json`` (epochs logged already are skipped)."""
+        path = Path(getattr(trial, "local_path", None) or ".") / "result.json"
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    self.on_trial_result(0, [], trial, json.loads(line))
 
     def _end(self, trial, status: str, reason: str, mlflow_status: str) -> None:
         run_id = self.run_id(trial)
@@ -277,53 +372,3 @@ def runs_frame(tracking_uri: str | None, experiment: str):
     runs = client.search_runs([found.experiment_id], max_results=50000)
     rows = [[r.data.tags.get(TAG_TRIAL), r.info.run_id, r.info.status, r.data.tags.get(TAG_STATUS)] for r in runs]
     return pd.DataFrame(rows, columns=cols)
-
-
-def server_command(store: Store, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        store.uri,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    if store.artifact_location:
-        cmd += ["--artifacts-destination", store.artifact_location]
-    return cmd
-
-
-def start_server(store: Store, host: str = "127.0.0.1", port: int = 5000) -> subprocess.Popen:
-    """``mlflow server`` on ``store`` in its own process group (stop it with ``os.killpg``)."""
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    if store.uri.startswith("sqlite:///") and not Path(store.uri[len("sqlite:///") :]).is_file():
-        raise SourcetraceError(f"no MLflow store at {store.uri}: run a sweep first or pass --tracking-uri")
-    return subprocess.Popen(server_command(store, host, port), env=env, start_new_session=True)
-
-
-def cli_ui(args) -> int:
-    """``sourcetrace ui``: the MLflow UI on the sweep store until Ctrl-C, then the whole group is stopped."""
-    if args.tracking_uri and args.tracking_uri.startswith(("http://", "https://")):
-        raise SourcetraceError(f"{args.tracking_uri} is a server already: open it in a browser")
-    store = resolve_store(args.tracking_uri)
-    proc = start_server(store, args.host, args.port)
-    print(f"MLflow UI on http://{args.host}:{args.port} (store {store.uri}); Ctrl-C stops it", flush=True)
-    # SIGTERM (e.g. a killpg of this command's group) must still stop the server's own group below.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)

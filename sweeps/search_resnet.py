@@ -14,6 +14,7 @@ BASE = {
     "train.epochs": 300,
     "train.eval_every": 25,
     "train.warmup_epochs": 10,
+    "data.short_clips": "pad",  # wrap-pad clips shorter than the crop, as voxceleb_trainer (MLAAD has some)
 }
 
 # Batch shapes a balanced batch can take with MLAAD's 24 training classes.

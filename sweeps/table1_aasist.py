@@ -18,6 +18,9 @@ BASE = {
     "train.lr": 1e-4,
     "train.warmup_epochs": 10,
     "data.crop_seconds": 2.0,
+    # MLAAD holds clips shorter than the 2 s crop; voxceleb_trainer (the paper's code) wrap-pads them,
+    # and so do we, rather than stop the whole grid at start (the default, data.short_clips=error).
+    "data.short_clips": "pad",
     "loss.margin": 0.3,
     "loss.scale": 30.0,
 }

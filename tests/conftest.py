@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import secrets
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 pytest_plugins = ["mlaad_fixture"]  # the MLAAD-shaped corpus fixture, for every test module
 
-# The team's Ray tests: no usage stats, no token auth written into HOME (design.md §3).
+# Ray runs as users get it, token auth on (its default), but with a token of this test session rather
+# than one written into HOME; no usage stats.
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-os.environ["RAY_AUTH_MODE"] = "disabled"
+os.environ.pop("RAY_AUTH_MODE", None)
+_TOKEN_DIR = Path(tempfile.mkdtemp(prefix="sourcetrace-ray-auth-"))
+(_TOKEN_DIR / "auth_token").write_text(secrets.token_hex(32))
+os.environ["RAY_AUTH_TOKEN_PATH"] = str(_TOKEN_DIR / "auth_token")
+atexit.register(shutil.rmtree, _TOKEN_DIR, True)
 
 
 @pytest.fixture(scope="session")

@@ -62,7 +62,7 @@ def sweep_cmd(sweep_file, root, tmp, *extra):
 
 
 def env():
-    return dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(REPO))
+    return dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(REPO))  # token auth on (conftest)
 
 
 def run_sweep(cmd, cwd):

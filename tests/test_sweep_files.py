@@ -133,3 +133,10 @@ def test_cli_resume_and_name_clashes_are_clear(tmp_path, capsys):
     (tmp_path / "ray" / "demo" / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
     assert main(argv) == 2
     assert "pass --resume, or --name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["table1_resnet", "table1_aasist", "search_resnet"])
+def test_mlaad_sweeps_wrap_pad_short_clips_as_voxceleb_trainer(name):
+    """A clip shorter than the crop must not stop a long MLAAD sweep at start."""
+    sweep = load_sweep(SWEEPS[0].parent / f"{name}.py")
+    assert sweep.base["data.short_clips"] == "pad"

@@ -8,8 +8,9 @@ import pytest
 from mlflow import MlflowClient
 from ray import tune
 
-from sourcetrace.tracking import MlflowTrialCallback, resolve_store, server_command
+from sourcetrace.tracking import MlflowTrialCallback, resolve_store
 from sourcetrace.training.trainable import TrialSpec
+from sourcetrace.ui import server_command
 
 SPEC = TrialSpec(
     {"train.epochs": 4, "train.eval_every": 2},

@@ -3,13 +3,15 @@
 A checkpoint is a plain folder so Ray Tune can persist it as-is (``tune.Checkpoint.from_directory``)
 and a user can point ``sourcetrace analyze/enroll/trace`` at it, or at the run folder holding
 ``best/`` and ``last/``. Writes go to a temporary sibling that is renamed into place, so a kill while
-saving leaves the previous checkpoint intact.
+saving leaves the previous checkpoint intact. ``state.pt`` holds tensors and plain Python values only
+and is read with ``torch.load(weights_only=True)``: a crafted file cannot run code when loaded.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any
 import torch
 
 from sourcetrace.config import Config
-from sourcetrace.errors import SourcetraceError
+from sourcetrace.errors import CheckpointError, SourcetraceError
 
 STATE = "state.pt"
 
@@ -40,7 +42,7 @@ def save_checkpoint(folder: Path, cfg: Config, state: dict[str, Any], meta: dict
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    torch.save(state, tmp / STATE)
+    torch.save(plain(state), tmp / STATE)
     (tmp / "config.json").write_text(cfg.to_json())
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     old = folder.with_name(folder.name + ".old")
@@ -61,11 +63,54 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise SourcetraceError(f"{path} is neither a checkpoint folder (with {STATE}) nor a run folder with best/ or last/")
 
 
+def plain(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays turned into Python numbers/tensors, so ``weights_only`` loads it."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    return value
+
+
+def load_weights(path: str | Path) -> dict[str, Any]:
+    """The one way a ``state.pt`` is read: ``weights_only=True`` (tensors and plain values, never code).
+
+    >>> load_weights("no/such/state.pt")
+    Traceback (most recent call last):
+    ...
+    sourcetrace.errors.CheckpointError: no/such/state.pt: checkpoint file does not exist
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or _first_line(err)
+        raise CheckpointError(
+            f"{path}: refused to load: it holds objects other than tensors and plain values ({found}), which "
+            "could run code when unpickled; only load checkpoints written by sourcetrace from a trusted source"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_first_line(err)})") from None
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+
+
 def load_state(folder: str | Path) -> tuple[Config, dict[str, Any], dict[str, Any]]:
+    """Config, ``state.pt`` contents and meta of a checkpoint (or run) folder, read without running code."""
     folder = resolve_checkpoint(folder)
     cfg = Config.from_json((folder / "config.json").read_text())
     meta = json.loads((folder / "meta.json").read_text())
-    state = torch.load(folder / STATE, map_location="cpu", weights_only=False)
+    state = load_weights(folder / STATE)
     return cfg, state, meta
 
 

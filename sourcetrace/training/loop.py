@@ -21,7 +21,7 @@ import torch
 
 from sourcetrace.config import Config
 from sourcetrace.data.samplers import SAMPLERS
-from sourcetrace.errors import TrainingError
+from sourcetrace.errors import AudioError, DivergenceError, ProtocolError, TrainingError
 from sourcetrace.evaluation.conditions import split_metrics
 from sourcetrace.evaluation.embed import embed_waves
 from sourcetrace.evaluation.openset import openset_metrics, reference_rows
@@ -30,6 +30,7 @@ from sourcetrace.models import build_model
 from sourcetrace.registry import lookup
 from sourcetrace.training.checkpoint import load_state, save_checkpoint
 from sourcetrace.training.data import TrialData, prepare_data
+from sourcetrace.training.faults import check_step, check_weights, diverged
 
 
 @dataclass
@@ -100,7 +101,10 @@ def evaluate(model: torch.nn.Module, data: TrialData, cfg: Config, device: torch
     amp = autocast_dtype(cfg, device)
 
     def embed(bank, idx=None):
-        return embed_waves(model, bank, cfg.data.eval_seconds, 64, device, cfg.data.sample_rate, amp, idx)
+        emb = embed_waves(model, bank, cfg.data.eval_seconds, 64, device, cfg.data.sample_rate, amp, idx)
+        if not np.isfinite(emb).all():
+            raise DivergenceError(f"non-finite embeddings of {int((~np.isfinite(emb).all(1)).sum())} clips")
+        return emb
 
     train = data.train.table
     ref_rows = reference_rows(train)
@@ -126,11 +130,11 @@ def train(
     """Train and evaluate one configuration; resumable from a ``last/`` checkpoint."""
     cfg.validate()  # names and pairings first: nothing is read or written for a bad config
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     device = resolve_device(cfg.train.device)
     data = prepare_data(cfg)  # validates cfg before anything is decoded (memoised per process)
+    out_dir.mkdir(parents=True, exist_ok=True)  # after the data checks: a bad input leaves no empty run folder
     cfg.validate(n_classes=len(data.known_systems))  # also on a memo hit
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg).to(device)
@@ -184,12 +188,7 @@ def train(
             with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
                 emb = model(wave)
             out = loss_fn(emb.float(), target)
-            if not torch.isfinite(out.loss):
-                raise TrainingError(
-                    f"non-finite loss ({out.loss.item()}) at epoch {epoch}, step {step + 1} "
-                    f"(lr={scheduler.get_last_lr()[0]:.3g}, loss.name={cfg.loss.name}); "
-                    "lower train.lr or use train.precision=fp32"
-                )
+            check_step(cfg, out.loss, emb, epoch, step + 1, scheduler.get_last_lr()[0])
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(out.loss).backward()
             if cfg.train.grad_clip > 0:
@@ -204,6 +203,7 @@ def train(
             if out.logits is not None and out.logits.shape[0] == len(idx):
                 correct += int((out.logits.argmax(1) == target).sum())
         seconds = time.perf_counter() - t0
+        check_weights(cfg, [model, loss_fn], epoch, optimizer.param_groups[0]["lr"])
         metrics = {
             "epoch": float(epoch),
             "train_loss": total / max(seen, 1),
@@ -217,7 +217,10 @@ def train(
         checkpoint_dir = None
         if evaluated:
             t1 = time.perf_counter()
-            metrics.update(evaluate(model, data, cfg, device))
+            try:
+                metrics.update(evaluate(model, data, cfg, device))
+            except DivergenceError as err:  # evaluate cannot know the epoch
+                raise diverged(cfg, epoch, optimizer.param_groups[0]["lr"], str(err)) from None
             metrics["eval_seconds"] = time.perf_counter() - t1
             history.append(metrics)
             state = {
@@ -274,7 +277,16 @@ def cli_train(args) -> int:
             line += f"  dev EER {m['dev_eer']:.2f}%" + (f"  test EER {m['test_eer']:.2f}%" if "test_eer" in m else "")
         print(line, flush=True)
 
-    result = train(cfg, out, on_epoch=show, resume_from=resume)
+    try:
+        result = train(cfg, out, on_epoch=show, resume_from=resume)
+    except (AudioError, ProtocolError):
+        from sourcetrace.data.check import preflight
+
+        preflight([cfg])  # the trainer stops at the first bad file: name them all (only on failure)
+        raise
+    except KeyboardInterrupt:
+        print(f"training interrupted: add --resume to the same command to continue from {out / 'last'}")
+        raise
     best = result.best_metrics
     print(
         f"best dev EER {best.get('dev_eer', float('nan')):.2f}% at epoch {result.best_epoch}; "

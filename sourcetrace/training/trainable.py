@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from sourcetrace.config import Config
-from sourcetrace.errors import ConfigError
+from sourcetrace.errors import ConfigError, SourcetraceError
+from sourcetrace.training.faults import NO_RETRY
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,10 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
     torch.set_num_threads(cfg.train.num_threads or threads)
     out_dir = Path(ctx.get_trial_dir()) / "run"
 
+    reached = [0]
+
     def on_epoch(r: EpochResult) -> None:
+        reached[0] = r.epoch
         metrics = dict(r.metrics, epoch=float(r.epoch))
         if r.checkpoint_dir is not None:
             # Tune copies the folder into the trial's storage before report returns; the trainer may then
@@ -87,8 +91,12 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
             tune.report(metrics)
 
     checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        train(cfg, out_dir, on_epoch=on_epoch)
-        return
-    with checkpoint.as_directory() as folder:
-        train(cfg, out_dir, on_epoch=on_epoch, resume_from=folder)
+    try:
+        if checkpoint is None:
+            train(cfg, out_dir, on_epoch=on_epoch)
+            return
+        with checkpoint.as_directory() as folder:
+            train(cfg, out_dir, on_epoch=on_epoch, resume_from=folder)
+    except SourcetraceError:  # deterministic: flag it so Tune does not retry (training/retry.py)
+        tune.report({"epoch": reached[0] + 0.5, NO_RETRY: 1.0})  # mid-epoch: never replaces an epoch's row
+        raise

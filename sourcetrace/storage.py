@@ -1,0 +1,56 @@
+"""Storage faults of a sweep as one clear line naming the path: an unwritable results folder or report.
+
+The MLflow side lives in ``tracking.py`` (a failing store is one line and training goes on); here the
+Tune folder is checked before Ray starts, and the report falls back to Tune's files alone when the
+MLflow store cannot be read.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+
+from sourcetrace.errors import StorageError
+
+
+def storage_error(err: OSError, where: Path) -> StorageError:
+    """``err`` as a ``StorageError`` naming the file it hit (or ``where``) and what to do."""
+    path = err.filename or where
+    reason = err.strerror or (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return StorageError(
+        f"cannot write {path}: {reason}; make it writable (or free space) and run the same command with "
+        "--resume: finished trials are kept"
+    )
+
+
+def writable_folder(folder: Path) -> None:
+    """Create ``folder`` and prove a file can be written in it, or raise ``StorageError`` naming it."""
+    probe = Path(folder) / f".write-test-{uuid.uuid4().hex}"
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise StorageError(
+            f"the sweep folder {folder} cannot be written ({err.strerror or err}): choose another --storage "
+            "or make it writable"
+        ) from None
+
+
+def report_with_or_without_mlflow(exp_dir: Path, store):
+    """The sweep's reports with MLflow run ids; without them (one note) if the store cannot be read."""
+    from sourcetrace.report import write_reports
+
+    try:
+        return write_reports(exp_dir, tracking_uri=store.uri)
+    except OSError:
+        raise
+    except Exception as err:  # a broken store must not cost the report: Tune's files hold every result
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        print(
+            f"note: MLflow store {store.uri} cannot be read ({type(err).__name__}: {first}); "
+            "report written without run ids",
+            file=sys.stderr,
+        )
+        return write_reports(exp_dir)

@@ -1,0 +1,52 @@
+"""Divergence checks for the trainer, and Tune's retry policy for errors that a retry cannot fix.
+
+A diverged run (non-finite loss or embeddings, exploding weights) is a ``DivergenceError`` naming the
+epoch and the learning rate. Any ``SourcetraceError`` raised inside a trial (bad data, bad config,
+divergence) is deterministic: the trial flags it with ``NO_RETRY`` in one last result (see
+``training/retry.py``, the Ray side), so it fails once instead of being retried ``max_failures`` times.
+No Ray in here: the trainer imports this module.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sourcetrace.config import Config
+from sourcetrace.errors import DivergenceError
+
+PARAM_LIMIT = 1e6  # |weight| above this is an explosion: healthy weights of these models stay below ~100
+NO_RETRY = "sourcetrace_no_retry"  # result key: the trial's next error is not to be retried
+
+
+def diverged(cfg: Config, epoch: int, lr_now: float, what: str, step: int | None = None) -> DivergenceError:
+    """The error of a diverged run: what went wrong, where, and at which learning rate."""
+    fix = "lower train.lr" + ("" if cfg.train.grad_clip > 0 else " or set train.grad_clip")
+    if cfg.train.precision in ("fp16", "bf16"):
+        fix += " or use train.precision=fp32"
+    return DivergenceError(
+        f"training diverged: {what} at epoch {epoch}{f', step {step}' if step else ''} "
+        f"(train.lr={cfg.train.lr:g}, lr then {lr_now:.3g}, "
+        f"loss.name={cfg.loss.name}); {fix}"
+    )
+
+
+def check_step(cfg: Config, loss: torch.Tensor, emb: torch.Tensor, epoch: int, step: int, lr_now: float) -> None:
+    """Raise ``DivergenceError`` if a training step's loss or embeddings are not finite (one host sync)."""
+    if bool(torch.isfinite(loss) & torch.isfinite(emb).all()):
+        return
+    if not torch.isfinite(loss):
+        raise diverged(cfg, epoch, lr_now, f"non-finite loss ({loss.item()})", step)
+    raise diverged(cfg, epoch, lr_now, "non-finite embeddings", step)
+
+
+def check_weights(cfg: Config, modules: list[torch.nn.Module], epoch: int, lr_now: float) -> None:
+    """Raise ``DivergenceError`` for a non-finite parameter or buffer, or a weight beyond ``PARAM_LIMIT``."""
+    for module in modules:
+        for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+            if not tensor.is_floating_point() or tensor.numel() == 0:
+                continue
+            if not bool(torch.isfinite(tensor).all()):
+                raise diverged(cfg, epoch, lr_now, f"non-finite values in {name}")
+            peak = float(tensor.detach().abs().max())
+            if peak > PARAM_LIMIT and isinstance(tensor, torch.nn.Parameter):
+                raise diverged(cfg, epoch, lr_now, f"weights exploded (max |{name}| = {peak:.3g})")

@@ -1,0 +1,86 @@
+"""``sourcetrace ui``: ``mlflow server`` on the sweep store, bound to 127.0.0.1, dying with its parent.
+
+The server runs in its own process group (it spawns workers), stopped as a group on Ctrl-C or SIGTERM.
+On Linux it also gets ``PR_SET_PDEATHSIG``: if ``sourcetrace ui`` is SIGKILLed, the kernel sends the
+server SIGTERM, so no orphan keeps the port (mlflow then stops its own workers).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from sourcetrace.errors import SourcetraceError
+from sourcetrace.tracking import Store, resolve_store
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """In a child before ``exec`` (a ``preexec_fn``): the kernel sends ``sig`` when the parent dies (Linux)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+def _preexec(parent: int) -> None:
+    os.setsid()  # its own process group, as start_new_session=True would do
+    die_with_parent(signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def server_command(store: Store, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        store.uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    if store.artifact_location:
+        cmd += ["--artifacts-destination", store.artifact_location]
+    return cmd
+
+
+def start_server(store: Store, host: str = "127.0.0.1", port: int = 5000) -> subprocess.Popen:
+    """``mlflow server`` on ``store`` in its own process group (stop it with ``os.killpg``); dies with us."""
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    if store.uri.startswith("sqlite:///") and not Path(store.uri[len("sqlite:///") :]).is_file():
+        raise SourcetraceError(f"no MLflow store at {store.uri}: run a sweep first or pass --tracking-uri")
+    parent = os.getpid()
+    return subprocess.Popen(server_command(store, host, port), env=env, preexec_fn=lambda: _preexec(parent))
+
+
+def cli_ui(args) -> int:
+    """``sourcetrace ui``: the MLflow UI on the sweep store until Ctrl-C, then the whole group is stopped."""
+    if args.tracking_uri and args.tracking_uri.startswith(("http://", "https://")):
+        raise SourcetraceError(f"{args.tracking_uri} is a server already: open it in a browser")
+    store = resolve_store(args.tracking_uri)
+    proc = start_server(store, args.host, args.port)
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {store.uri}); Ctrl-C stops it", flush=True)
+    # SIGTERM (e.g. a killpg of this command's group) must still stop the server's own group below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)

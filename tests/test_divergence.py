@@ -1,0 +1,60 @@
+"""Divergence is a training failure naming the epoch and the learning rate; a non-finite lr is a config error."""
+
+import pytest
+import torch
+from test_train import QUICK, quick
+
+from sourcetrace.cli import main
+from sourcetrace.config import Config
+from sourcetrace.errors import ConfigError, DivergenceError
+from sourcetrace.training.faults import check_step, check_weights
+from sourcetrace.training.loop import train
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_non_finite_lr_is_rejected_by_validation(value):
+    with pytest.raises(ConfigError, match=rf"train.lr={value.replace('-', '-?')}.* is not a finite number"):
+        Config.from_dict({"train.lr": value}).validate()
+
+
+def test_cli_train_with_lr_inf_is_one_line_before_any_data_is_read(tmp_path, capsys):
+    code = main(["train", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run"), "--set", "train.lr=inf"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.lr=inf is not a finite number" in err[0]
+
+
+def test_exploding_training_names_epoch_and_lr(tiny_corpus, tmp_path):
+    """lr=1e6 keeps the loss finite but blows the weights up: caught after the epoch, not as a crash in EER."""
+    cfg = quick(tiny_corpus, **{"train.lr": 1e6, "train.epochs": 1, "train.warmup_epochs": 0})
+    with pytest.raises(DivergenceError, match=r"training diverged: .* at epoch 1 .*train.lr=1e\+06.*lower train.lr"):
+        train(cfg, tmp_path / "run")
+
+
+def test_cli_train_divergence_is_one_line(tiny_corpus, tmp_path, capsys):
+    sets = [f"{k}={v}" for k, v in QUICK.items()] + ["train.lr=1e6", "train.epochs=1", "train.warmup_epochs=0"]
+    argv = ["train", "--root", str(tiny_corpus), "--out", str(tmp_path / "run")]
+    for s in sets:
+        argv += ["--set", s]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training diverged" in err[0] and "train.lr=1e+06" in err[0]
+
+
+def test_non_finite_embeddings_and_weights_are_caught():
+    cfg = Config()
+    emb = torch.ones(4, 8)
+    check_step(cfg, torch.tensor(1.0), emb, epoch=3, step=2, lr_now=1e-3)  # healthy: no error
+    emb[1, 2] = float("nan")
+    with pytest.raises(DivergenceError, match=r"non-finite embeddings at epoch 3, step 2 \(train.lr=0.0001"):
+        check_step(cfg, torch.tensor(1.0), emb, epoch=3, step=2, lr_now=1e-3)
+    bn = torch.nn.BatchNorm1d(4)
+    check_weights(cfg, [bn], epoch=5, lr_now=1e-4)
+    bn.running_var[0] = float("inf")
+    with pytest.raises(DivergenceError, match=r"non-finite values in running_var at epoch 5"):
+        check_weights(cfg, [bn], epoch=5, lr_now=1e-4)
+    lin = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        lin.weight[0, 0] = 1e9
+    with pytest.raises(DivergenceError, match=r"weights exploded \(max \|weight\| = 1e\+09\) at epoch 5"):
+        check_weights(cfg, [lin], epoch=5, lr_now=1e-4)

@@ -1,0 +1,58 @@
+"""``sourcetrace ui``: its MLflow server listens on 127.0.0.1 and dies with it, even on SIGKILL."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sourcetrace.tracking import ensure_experiment, resolve_store
+
+REPO = Path(__file__).parent.parent
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listeners(port):
+    return [c for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port]
+
+
+@pytest.mark.slow
+def test_sigkilled_ui_takes_its_server_along(tmp_path):
+    store = resolve_store(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    ensure_experiment(store, "sw")
+    port = _free_port()
+    cmd = [sys.executable, "-m", "sourcetrace.cli", "ui", "--tracking-uri", store.uri, "--port", str(port)]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    ui = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not _listeners(port):
+            assert ui.poll() is None, "sourcetrace ui exited"
+            time.sleep(0.5)
+        found = _listeners(port)
+        assert found, "the MLflow server never listened"
+        assert {c.laddr.ip for c in found} <= {"127.0.0.1"}
+        server = [psutil.Process(c.pid) for c in found if c.pid] + psutil.Process(ui.pid).children(recursive=True)
+        assert server, "no server process found"
+        os.kill(ui.pid, signal.SIGKILL)
+        ui.wait(10)
+        gone, alive = psutil.wait_procs(server, timeout=30)
+        assert not alive, f"server processes outlived a SIGKILLed `sourcetrace ui`: {alive}"
+        assert not _listeners(port)
+    finally:
+        for p in server:
+            if p.is_running():
+                p.kill()
+        if ui.poll() is None:
+            ui.kill()
