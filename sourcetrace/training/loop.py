@@ -90,6 +90,12 @@ def lr_lambda(cfg: Config, steps_per_epoch: int) -> Callable[[int], float]:
     return factor
 
 
+def steps_per_epoch(cfg: Config, sampler, n_clips: int) -> int:
+    """Optimiser steps per epoch: a sampler pass or one pass worth of clips (``train.epoch_steps``), capped."""
+    steps = len(sampler) if cfg.train.epoch_steps == "sampler" else min(len(sampler), n_clips // cfg.train.batch_size)
+    return steps if cfg.train.steps_per_epoch == 0 else min(steps, cfg.train.steps_per_epoch)
+
+
 REFERENCE_CLIPS_PER_SYSTEM = 20  # training clips per known system whose centroid the open-set scores use
 
 
@@ -146,7 +152,7 @@ def train(
     sampler = lookup(SAMPLERS, cfg.sampler.name, "sampler")(
         labels, cfg.train.batch_size, cfg.sampler.per_class, cfg.train.seed
     )
-    steps = len(sampler) if cfg.train.steps_per_epoch == 0 else min(len(sampler), cfg.train.steps_per_epoch)
+    steps = steps_per_epoch(cfg, sampler, len(labels))
     if steps == 0:
         raise TrainingError(
             f"the sampler yields no batch: {len(labels)} training clips for train.batch_size={cfg.train.batch_size}"
