@@ -349,8 +349,10 @@ def cli_sweep(args) -> int:
 
 def _finish(args, exp_dir: Path, store, sweep: SweepFile) -> int:
     """Write and print the reports; non-zero exit when trials failed (1) or did not end (130)."""
+    from sourcetrace.evaluation.baseline import sweep_baseline
     from sourcetrace.report import format_table1, write_reports
 
+    sweep_baseline(exp_dir, sweep.base, store.uri, sweep.name)  # the featureless row of Table 1, an MLflow run
     reports = write_reports(exp_dir, tracking_uri=store.uri)
     print(format_table1(reports))
     print(f"reports: {reports.out_dir}")
