@@ -21,6 +21,7 @@ HANDLERS = {
     "report": "sourcetrace.report:cli_report",
     "ui": "sourcetrace.tracking:cli_ui",
     "analyze": "sourcetrace.evaluation.analyze:cli_analyze",
+    "evaluate": "sourcetrace.evaluation.evaluate:cli_evaluate",
     "enroll": "sourcetrace.attribution:cli_enroll",
     "trace": "sourcetrace.attribution:cli_trace",
 }
@@ -83,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(a, required=False)  # default: the data the model was trained on (its config.json)
     a.add_argument("--split", choices=("dev", "eval"), default="dev")
     a.add_argument("--out", default=None, help="output folder (default: MODEL/analysis_<split>)")
+
+    ev = sub.add_parser("evaluate", help="score a model on any MLAAD-layout corpus, beside the featureless baseline")
+    ev.add_argument("--model", required=True, help="run directory or checkpoint directory")
+    _add_data_args(ev)  # the corpus to score: its own train split defines known systems and conditions
+    ev.add_argument("--split", default="eval", help="split to score (default: eval)")
+    ev.add_argument("--out", default=None, help="output folder (default: MODEL/evaluate_<corpus>_<split>)")
 
     e = sub.add_parser("enroll", help="add or extend a system's centroid from a few clips")
     e.add_argument("--model", required=True, help="run directory or checkpoint directory")

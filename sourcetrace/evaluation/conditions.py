@@ -1,7 +1,8 @@
 """Scores of one split: the paper's all-pairs EER overall and per seen/unseen condition, plus minDCF.
 
 Per-condition EER follows MLAAD's ``fine/`` protocol: all pairs among the clips of that condition.
-A condition with fewer than two systems has no non-target pairs and is left out (not reported as 0).
+A condition with fewer than two systems (no non-target pairs), or with one clip per system (no target
+pairs), is left out (not reported as 0).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ def split_metrics(prefix: str, emb: np.ndarray, table: pd.DataFrame) -> dict[str
     overall = all_pairs_metrics(emb, systems)
     out = {f"{prefix}_eer": float(overall.eer), f"{prefix}_min_dcf": float(overall.min_dcf)}
     for condition, rows in table.groupby("condition", sort=True).indices.items():
-        if len(np.unique(systems[rows])) >= 2:
+        _, counts = np.unique(systems[rows], return_counts=True)
+        if len(counts) >= 2 and counts.max() >= 2:  # needs non-target and target pairs
             out[f"{prefix}_eer.{condition}"] = float(all_pairs_eer(emb[rows], systems[rows]))
     return out
 
