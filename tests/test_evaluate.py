@@ -79,10 +79,17 @@ def test_baseline_column_is_the_standardised_mfcc_statistics(model_run, mlaad_co
 
 def test_no_train_split_gives_verification_metrics_only(model_run, mlaad_corpus, tmp_path, capsys):
     root = shutil.copytree(mlaad_corpus, tmp_path / "c")
-    (root / "protocol" / "train.csv").unlink()
-    assert main(["evaluate", "--model", str(model_run), "--root", str(root), "--out", str(tmp_path / "o")]) == 0
+    (root / "protocol_mlaad" / "train.csv").unlink()  # fine/ files still give the conditions
+    args = ["--model", str(model_run), "--root", str(root), "--protocol", str(root / "protocol_mlaad")]
+    assert main(["evaluate", *args, "--out", str(tmp_path / "fine")]) == 0
+    with_fine = _metrics(tmp_path / "fine")
+    assert with_fine["conditions_from"] == "fine/ files" and "openset_auroc" not in with_fine["metrics"]["model"]
+    assert "eer.lang_seen___model_seen" in with_fine["metrics"]["model"]
+    shutil.rmtree(root / "protocol_mlaad" / "fine")  # nothing says what is seen: overall scores only
+    assert main(["evaluate", *args, "--out", str(tmp_path / "o")]) == 0
     m = _metrics(tmp_path / "o")["metrics"]
     assert set(m["model"]) == {"eer", "min_dcf"} and set(m["baseline"]) == {"eer", "min_dcf"}
+    assert m["model"]["eer"] == pytest.approx(with_fine["metrics"]["model"]["eer"])
     assert "no train split" in capsys.readouterr().out
 
 
