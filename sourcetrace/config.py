@@ -111,8 +111,9 @@ class TrainConfig:
     eval_test: bool = True  # also score the test split at each evaluation
     steps_per_epoch: int = 0  # 0 = as epoch_steps says; >0 caps it (quick runs, or a fixed steps budget)
     # What one epoch is. "sampler": one full pass of the sampler (balanced: until the largest class is used
-    # up, 1.35-5x voxceleb_trainer's steps on MLAAD-like counts). "clips": len(train) // batch_size steps,
-    # one pass worth of clips whatever the sampler: the random sampler's epoch and the paper's step count.
+    # up, 1.35-5x voxceleb_trainer's steps on MLAAD-like counts). "clips": len(train) // batch_size steps.
+    # "voxceleb": the steps of voxceleb_trainer's balanced sampler (<= 500 clips per class, conflicting
+    # groups dropped), the paper's epoch; with the random sampler it equals "clips".
     epoch_steps: str = "sampler"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -252,7 +253,7 @@ def _check_ranges(cfg: Config) -> None:
         "train.precision": ("auto", "fp32", "bf16", "fp16"),
         "ssl.finetune": ("full", "frozen", "top"),
         "data.short_clips": ("error", "pad", "drop"),
-        "train.epoch_steps": ("sampler", "clips"),
+        "train.epoch_steps": ("sampler", "clips", "voxceleb"),
     }
     for key, allowed in choices.items():
         section, name = key.split(".")

@@ -8,7 +8,7 @@ import pytest
 from test_report import GE2E, make_experiment
 
 from sourcetrace.config import Config
-from sourcetrace.data.samplers import BalancedSampler, RandomSampler
+from sourcetrace.data.samplers import BalancedSampler, RandomSampler, voxceleb_epoch_steps
 from sourcetrace.errors import ConfigError
 from sourcetrace.evaluation.baseline import NAME, clip_features, standardise, sweep_baseline
 from sourcetrace.report import format_table1, write_reports
@@ -93,11 +93,26 @@ def test_epoch_steps_sampler_pass_or_one_pass_of_clips():
     labels = np.repeat(np.arange(4), [40, 6, 6, 6])  # one large class: the balanced pass is long
     bal = BalancedSampler(labels, batch_size=4, per_class=2)
     cfg = Config.from_dict({"sampler.name": "balanced", "train.batch_size": 4, "loss.name": "ge2e"})
-    assert steps_per_epoch(cfg, bal, len(labels)) == len(bal) == 20
+    assert steps_per_epoch(cfg, bal, labels) == len(bal) == 20
     clips = cfg.with_values({"train.epoch_steps": "clips"})
-    assert steps_per_epoch(clips, bal, len(labels)) == len(labels) // 4 == 14
-    assert steps_per_epoch(clips.with_values({"train.steps_per_epoch": 5}), bal, len(labels)) == 5
+    assert steps_per_epoch(clips, bal, labels) == len(labels) // 4 == 14
+    assert steps_per_epoch(clips.with_values({"train.steps_per_epoch": 5}), bal, labels) == 5
     rnd = RandomSampler(labels, batch_size=4)
-    assert steps_per_epoch(clips, rnd, len(labels)) == steps_per_epoch(cfg, rnd, len(labels)) == 14
+    assert steps_per_epoch(clips, rnd, labels) == steps_per_epoch(cfg, rnd, labels) == 14
+    vt_random = Config.from_dict({"train.batch_size": 4, "train.epoch_steps": "voxceleb"})
+    assert steps_per_epoch(vt_random, rnd, labels) == 14
+    vt = cfg.with_values({"train.epoch_steps": "voxceleb"})
+    assert steps_per_epoch(vt, bal, labels) == voxceleb_epoch_steps(labels, 4, 2, 0) < 14
+
+
+def test_voxceleb_epoch_matches_the_issue_figures_on_mlaad_like_counts():
+    """2 400 / 1 500 / 22 x 300 clips, 12 classes x 2: a full balanced pass is 1 200 batches; voxceleb_trainer's
+    sampler keeps <= 500 clips per class and drops conflicting groups: about 240-320 batches."""
+    labels = np.repeat(np.arange(24), [2400, 1500] + [300] * 22)
+    assert len(BalancedSampler(labels, batch_size=24, per_class=2)) == 1200
+    steps = [voxceleb_epoch_steps(labels, 24, 2, seed) for seed in range(3)]
+    assert all(200 <= s <= 7600 // 24 for s in steps)
+    small = np.repeat(np.arange(4), [40, 6, 6, 6])  # fewer clips than the cap: only drops shorten the epoch
+    assert voxceleb_epoch_steps(small, 4, 2) <= 29 // 2
     with pytest.raises(ConfigError, match="train.epoch_steps"):
         Config.from_dict({"train.epoch_steps": "vt"}).validate()

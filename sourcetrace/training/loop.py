@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from sourcetrace.config import Config
-from sourcetrace.data.samplers import SAMPLERS
+from sourcetrace.data.samplers import SAMPLERS, voxceleb_epoch_steps
 from sourcetrace.errors import TrainingError
 from sourcetrace.evaluation.conditions import split_metrics
 from sourcetrace.evaluation.embed import embed_waves
@@ -90,9 +90,14 @@ def lr_lambda(cfg: Config, steps_per_epoch: int) -> Callable[[int], float]:
     return factor
 
 
-def steps_per_epoch(cfg: Config, sampler, n_clips: int) -> int:
-    """Optimiser steps per epoch: a sampler pass or one pass worth of clips (``train.epoch_steps``), capped."""
-    steps = len(sampler) if cfg.train.epoch_steps == "sampler" else min(len(sampler), n_clips // cfg.train.batch_size)
+def steps_per_epoch(cfg: Config, sampler, labels: np.ndarray) -> int:
+    """Optimiser steps per epoch as ``train.epoch_steps`` defines it, capped by ``train.steps_per_epoch``."""
+    mode, batch = cfg.train.epoch_steps, cfg.train.batch_size
+    steps = len(sampler)
+    if mode == "clips" or (mode == "voxceleb" and cfg.sampler.name != "balanced"):
+        steps = min(steps, len(labels) // batch)
+    elif mode == "voxceleb":
+        steps = min(steps, voxceleb_epoch_steps(labels, batch, cfg.sampler.per_class, cfg.train.seed))
     return steps if cfg.train.steps_per_epoch == 0 else min(steps, cfg.train.steps_per_epoch)
 
 
@@ -152,7 +157,7 @@ def train(
     sampler = lookup(SAMPLERS, cfg.sampler.name, "sampler")(
         labels, cfg.train.batch_size, cfg.sampler.per_class, cfg.train.seed
     )
-    steps = steps_per_epoch(cfg, sampler, len(labels))
+    steps = steps_per_epoch(cfg, sampler, labels)
     if steps == 0:
         raise TrainingError(
             f"the sampler yields no batch: {len(labels)} training clips for train.batch_size={cfg.train.batch_size}"
