@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from sourcetrace.data.protocol import CONDITIONS, _finish, _read_split, check_files, protocol_folder, read_protocol
+from sourcetrace.data.protocol import CONDITIONS, _finish, _read_split, protocol_folder, read_protocol
 from sourcetrace.errors import ProtocolError, SourcetraceError
 
 SCORERS = ("model", "baseline")
@@ -62,10 +62,7 @@ def read_corpus(root: str, protocol: str | None, split: str) -> tuple[pd.DataFra
 
 
 def _missing(split: str, table: pd.DataFrame) -> list[str]:
-    class _P:  # check_files reads only .tables
-        tables = {split: table}
-
-    return check_files(_P)
+    return [f"{split}: {p} -> {f}" for p, f in zip(table["path"], table["file"]) if not os.path.isfile(f)]
 
 
 def _fine_conditions(folder: Path, split: str, abs_root: str) -> dict[str, str]:
