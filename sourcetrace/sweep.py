@@ -352,7 +352,10 @@ def _finish(args, exp_dir: Path, store, sweep: SweepFile) -> int:
     from sourcetrace.evaluation.baseline import sweep_baseline
     from sourcetrace.report import format_table1, write_reports
 
-    sweep_baseline(exp_dir, sweep.base, store.uri, sweep.name)  # the featureless row of Table 1, an MLflow run
+    try:
+        sweep_baseline(exp_dir, sweep.base, store.uri, sweep.name)  # the featureless row of Table 1, an MLflow run
+    except SourcetraceError as err:  # the trials' results still get their report
+        print(f"note: no baseline row: {err}", file=sys.stderr)
     reports = write_reports(exp_dir, tracking_uri=store.uri)
     print(format_table1(reports))
     print(f"reports: {reports.out_dir}")
