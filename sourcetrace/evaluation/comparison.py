@@ -97,7 +97,7 @@ def format_comparison(comparison: pd.DataFrame) -> str:
         f"  {'split':<6}{'condition':<34}{'model':>8}{'baseline':>10}",
     ]
     for _, r in comparison.iterrows():
-        mark = "" if r["model_wins"] else "  (baseline better)"
+        mark = "  (baseline better)" if r["baseline_eer"] < r["model_eer"] else "" if r["model_wins"] else "  (tie)"
         lines.append(f"  {r['split']:<6}{r['condition']:<34}{r['model_eer']:>8.2f}{r['baseline_eer']:>10.2f}{mark}")
     lines.append(verdict_line(comparison))
     if first.get("checkpoint"):
