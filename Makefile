@@ -25,7 +25,7 @@ engines:
 # The main job: build the demo corpus, run the demo sweep (local Ray, sqlite MLflow), print Table 1.
 demo: setup
 	$(PY) -m sourcetrace.cli corpus build --out $(DEMO) --preset demo
-	$(PY) -m sourcetrace.cli sweep sweeps/demo.py --root $(DEMO)
+	$(PY) -m sourcetrace.cli sweep sweeps/demo.py --root $(DEMO) --no-analyze
 
 # The default test run: everything but the end-to-end tests marked slow (a few minutes on 2 cores).
 test: setup

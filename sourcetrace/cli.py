@@ -22,6 +22,7 @@ HANDLERS = {
     "report": "sourcetrace.report:cli_report",
     "ui": "sourcetrace.ui:cli_ui",
     "analyze": "sourcetrace.evaluation.analyze:cli_analyze",
+    "evaluate": "sourcetrace.evaluation.evaluate:cli_evaluate",
     "enroll": "sourcetrace.attribution:cli_enroll",
     "trace": "sourcetrace.attribution:cli_trace",
     "export": "sourcetrace.bundle.export:cli_export",
@@ -102,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--remove", default=None, metavar="NAME", help="forget an enrolled system")
     _add_trace_args(e)
     e.add_argument("clips", nargs="*", help="audio files, folders, globs or @list.txt")
+
+    ev = sub.add_parser("evaluate", help="score a model on any MLAAD-layout corpus, beside the featureless baseline")
+    ev.add_argument("--model", required=True, help=MODEL_HELP)
+    _add_data_args(ev)  # the corpus to score: its own train split defines known systems and conditions
+    ev.add_argument("--split", default="eval", help="split to score (default: eval)")
+    ev.add_argument("--out", default=None, help="output folder (default: MODEL/evaluate_<corpus>_<split>)")
 
     tr = sub.add_parser("trace", help="name the system behind each clip, or 'unknown'")
     tr.add_argument("--model", required=True, help=MODEL_HELP)

@@ -110,7 +110,12 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | adamw
     eval_every: int = 25  # dev EER every k epochs (and at the last epoch)
     eval_test: bool = True  # also score the test split at each evaluation
-    steps_per_epoch: int = 0  # 0 = a full pass of the sampler; >0 caps it (quick runs)
+    steps_per_epoch: int = 0  # 0 = as epoch_steps says; >0 caps it (quick runs, or a fixed steps budget)
+    # What one epoch is. "sampler": one full pass of the sampler (balanced: until the largest class is used
+    # up, 1.35-5x voxceleb_trainer's steps on MLAAD-like counts). "clips": len(train) // batch_size steps.
+    # "voxceleb": the steps of voxceleb_trainer's balanced sampler (<= 500 clips per class, conflicting
+    # groups dropped), the paper's epoch; with the random sampler it equals "clips".
+    epoch_steps: str = "sampler"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
@@ -252,6 +257,7 @@ def _check_ranges(cfg: Config) -> None:
         "train.precision": ("auto", "fp32", "bf16", "fp16"),
         "ssl.finetune": ("full", "frozen", "top"),
         "data.short_clips": ("error", "pad", "drop"),
+        "train.epoch_steps": ("sampler", "clips", "voxceleb"),
     }
     for key, allowed in choices.items():
         section, name = key.split(".")

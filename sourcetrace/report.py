@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 
 from sourcetrace.errors import SourcetraceError
+from sourcetrace.evaluation.baseline import NAME as BASELINE
+from sourcetrace.evaluation.comparison import baseline_cells, compare_best, format_comparison, read_baseline
 from sourcetrace.training.trainable import TrialSpec
 
 RECORD = "sourcetrace_sweep.json"
@@ -34,6 +36,7 @@ class Reports:
     table1: pd.DataFrame
     out_dir: Path
     name: str
+    comparison: pd.DataFrame | None = None  # best trial vs the featureless baseline, per split and condition
 
 
 def _read_results(path: Path) -> list[dict]:
@@ -208,13 +211,19 @@ def write_reports(exp: str | Path, out: str | Path | None = None, tracking_uri: 
         runs = runs_frame(tracking_uri, record.get("experiment", exp.name)).drop_duplicates("trial_id")
         trials = trials.merge(runs, on="trial_id", how="left")
     cells = table1_cells(trials)
+    baseline = read_baseline(exp)
+    if baseline is not None:
+        cells = pd.concat([cells, baseline_cells(baseline, sorted(cells["dim"].unique()))], ignore_index=True)
     wide = table1_wide(cells)
+    comparison = compare_best(trials, baseline) if baseline is not None else None
     out_dir = Path(out) if out else exp / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     trials.to_parquet(out_dir / "trials.parquet", index=False)
     cells.to_parquet(out_dir / "table1_cells.parquet", index=False)
     wide.to_parquet(out_dir / "table1.parquet", index=False)
-    return Reports(trials, cells, wide, out_dir, str(trials["sweep"].iloc[0]))
+    if comparison is not None:
+        comparison.to_parquet(out_dir / "comparison.parquet", index=False)
+    return Reports(trials, cells, wide, out_dir, str(trials["sweep"].iloc[0]), comparison)
 
 
 def format_table1(reports: Reports) -> str:
@@ -229,7 +238,7 @@ def format_table1(reports: Reports) -> str:
         head,
     ]
     for key, group in cells.groupby(KEYS[:3] + ["variant"], sort=True):
-        text = f"{key[0]:<15}{key[1]:<12}{key[2]:<10}"
+        text = f"{key[0]:<15}{key[1]:<12}{key[2]:<10}" if key[0] != BASELINE else f"{key[0]:<37}"
         for split in ("dev", "test"):
             for dim in dims:
                 c = group[(group["split"] == split) & (group["dim"] == dim)]
@@ -243,6 +252,8 @@ def format_table1(reports: Reports) -> str:
         lines.append(f"  {row['status']:<13} {row['trial_name'][:40]:<41} {row['stop_reason']}")
     counts = trials.drop_duplicates("trial_id")["status"].value_counts()
     lines.append("trials: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    if reports.comparison is not None:
+        lines.append(format_comparison(reports.comparison))
     return "\n".join(lines)
 
 

@@ -365,8 +365,13 @@ def cli_sweep(args) -> int:
 
 def _finish(args, exp_dir: Path, store, sweep: SweepFile) -> int:
     """Write and print the reports; non-zero exit when trials failed (1) or did not end (130)."""
+    from sourcetrace.evaluation.baseline import sweep_baseline
     from sourcetrace.report import format_table1
 
+    try:
+        sweep_baseline(exp_dir, sweep.base, store.uri, sweep.name)  # the featureless row of Table 1, an MLflow run
+    except SourcetraceError as err:  # the trials' results still get their report
+        print(f"note: no baseline row: {err}", file=sys.stderr)
     try:
         reports = report_with_or_without_mlflow(exp_dir, store)
     except OSError as err:

@@ -372,3 +372,21 @@ def runs_frame(tracking_uri: str | None, experiment: str):
     runs = client.search_runs([found.experiment_id], max_results=50000)
     rows = [[r.data.tags.get(TAG_TRIAL), r.info.run_id, r.info.status, r.data.tags.get(TAG_STATUS)] for r in runs]
     return pd.DataFrame(rows, columns=cols)
+
+
+def log_reference_run(tracking_uri: str, experiment: str, name: str, params: dict, metrics: dict) -> str:
+    """A finished run beside a sweep's trials that is no trial (the featureless baseline); returns its id."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    store = resolve_store(tracking_uri)
+    client = _client(store)
+    run = client.create_run(experiment_id(client, store, experiment), run_name=name, tags={"reference": name})
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run.info.run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(float(v))],
+        params=[Param(k, str(v)) for k, v in params.items()],
+        tags=[RunTag(TAG_SWEEP, experiment)],
+    )
+    client.set_terminated(run.info.run_id, status="FINISHED")
+    return run.info.run_id

@@ -13,6 +13,7 @@ BASE = {
     "ssl.source": "facebook/wav2vec2-xls-r-300m",
     "ssl.finetune": "full",
     "train.epochs": 100,
+    "train.epoch_steps": "voxceleb",  # an epoch = voxceleb_trainer's steps (the paper's), not a full balanced pass
     "train.eval_every": 10,
     "train.batch_size": 32,
     "train.lr": 1e-4,

@@ -12,6 +12,7 @@ from ray import tune
 BASE = {
     "model.name": "thin_resnet34",
     "train.epochs": 300,
+    "train.epoch_steps": "voxceleb",  # an epoch = voxceleb_trainer's steps (the paper's), not a full balanced pass
     "train.eval_every": 25,
     "train.lr": 1e-4,
     "train.warmup_epochs": 10,

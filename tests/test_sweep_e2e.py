@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from sourcetrace.evaluation.baseline import NAME as BASELINE
+
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).parent.parent
 QUICK = {
@@ -85,6 +87,9 @@ def trial_states(exp_dir):
 def check_runs(tmp, name, exp_dir):
     """One MLflow run per Tune trial, ended, with params and one metric point per epoch."""
     client, runs = mlflow_runs(tmp, name)
+    ref = [r for r in runs if "reference" in r.data.tags]  # the featureless baseline's run, beside the trials
+    assert [r.info.run_name for r in ref] == [BASELINE] and ref[0].data.metrics["dev_eer"] > 0
+    runs = [r for r in runs if "reference" not in r.data.tags]
     states = trial_states(exp_dir)
     assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(states)
     for run in runs:
@@ -142,9 +147,10 @@ def test_grid_sweep_logs_one_run_per_trial_and_writes_reports(grid):
     tags = {r.data.tags["trial_id"]: r.data.tags["status"] for r in runs}
     assert per_trial.set_index("trial_id")["status"].to_dict() == tags
     table1 = pd.read_parquet(report / "table1.parquet")
-    assert len(table1) == 2 and {"dev@16", "test@16", "dev@16_ci95", "test@16_ci95"} <= set(table1.columns)
+    assert len(table1) == 3 and {"dev@16", "test@16", "dev@16_ci95", "test@16_ci95"} <= set(table1.columns)
+    assert BASELINE in set(table1["backbone"]) and "verdict:" in proc.stdout
     cells = pd.read_parquet(report / "table1_cells.parquet")
-    assert (cells["n_trials"] == 2).all()  # two seeds per cell
+    assert (cells.loc[cells["backbone"] != BASELINE, "n_trials"] == 2).all()  # two seeds per cell
 
 
 def test_optuna_sweep_with_asha(tiny_corpus, tmp_path, grid):
@@ -153,7 +159,9 @@ def test_optuna_sweep_with_asha(tiny_corpus, tmp_path, grid):
     exp_dir = tmp_path / "ray" / "search_resnet_smoke"
     runs = check_runs(tmp_path, "search_resnet_smoke", exp_dir)
     assert len(runs) == 6 and len({r.data.params["train.lr"] for r in runs}) == 6
-    statuses = [r.data.tags["status"] for r in runs] + [r.data.tags["status"] for r in mlflow_runs(grid[0], "grid")[1]]
+    statuses = [r.data.tags["status"] for r in runs] + [
+        r.data.tags.get("status") for r in mlflow_runs(grid[0], "grid")[1]
+    ]
     assert "early_stopped" in statuses, "ASHA stopped no trial in either sweep"
     trials = pd.read_parquet(exp_dir / "report" / "trials.parquet")
     assert trials["trial_id"].nunique() == 6
@@ -237,7 +245,7 @@ def test_mlflow_server_lists_the_sweep_runs(grid):
         req = urllib.request.Request(f"{base}/runs/search", data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as r:
             runs = json.load(r)["runs"]
-        assert len(runs) == 4
+        assert len(runs) == 5  # four trials and the featureless baseline
         assert {t["value"] for run in runs for t in run["data"]["tags"] if t["key"] == "sweep"} == {"grid"}
         children = subprocess.run(
             ["pgrep", "-f", f"mlflow server .*--port {port}"], capture_output=True, text=True

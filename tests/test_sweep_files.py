@@ -98,7 +98,7 @@ def test_set_pins_a_searched_key():
     sweep = load_sweep(SWEEPS[0].parent / "demo.py")
     pin_overrides(sweep, ["model.embedding_dim=32", "train.epochs=3"])
     configs = validate(sweep)
-    assert "model.embedding_dim" not in sweep.space and len(configs) == 3
+    assert "model.embedding_dim" not in sweep.space and len(configs) == 2
     assert {c.model.embedding_dim for _, c in configs} == {32} and {c.train.epochs for _, c in configs} == {3}
     with pytest.raises(ConfigError, match="unknown config key 'train.epoch'"):
         pin_overrides(sweep, ["train.epoch=3"])

@@ -159,4 +159,28 @@ class BalancedSampler:
             yield batches[i]
 
 
+def voxceleb_epoch_steps(
+    labels: np.ndarray, batch_size: int, per_class: int, seed: int = 0, max_per_class: int = 500
+) -> int:
+    """Batches in one epoch of voxceleb_trainer's balanced sampler (the paper's code), replayed on ``labels``.
+
+    It keeps at most ``max_per_class`` clips of a class (its ``max_seg_per_spk``), cuts them into groups of
+    ``per_class``, shuffles the groups and drops every group whose class is already in the batch being
+    filled; the incomplete last batch goes too. A budget in these steps compares with the paper's epochs.
+
+    >>> voxceleb_epoch_steps(np.repeat(np.arange(3), 4), batch_size=4, per_class=2) <= 3
+    True
+    """
+    labels = _check_labels(labels)
+    m = batch_size // per_class  # classes per batch
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    groups = np.repeat(np.arange(len(classes)), np.minimum(counts, max_per_class) // per_class)
+    kept: list[int] = []
+    for c in groups[rng.permutation(len(groups))]:
+        if c not in kept[len(kept) // m * m :]:
+            kept.append(int(c))
+    return len(kept) // m
+
+
 SAMPLERS: dict[str, type] = {"random": RandomSampler, "balanced": BalancedSampler}

@@ -170,6 +170,10 @@ def analyze(
             metrics["openset_false_unknown_rate"] = float((osr.scores[seen] < thr.value).mean())
         if (~seen).any():
             metrics["openset_false_known_rate"] = float((osr.scores[~seen] >= thr.value).mean())
+    from sourcetrace.evaluation.baseline import table_baseline  # the featureless reference column
+
+    cfg = loaded.config
+    metrics.update(table_baseline("baseline", table, ref_table, known, cfg.data.eval_seconds, cfg.data.sample_rate))
     openset = {k: v for k, v in dataclasses.asdict(osr).items() if k not in ("scores", "predicted")}
     openset.update(
         {
@@ -206,7 +210,8 @@ def cli_analyze(args) -> int:
     """``sourcetrace analyze MODEL [--root DIR] [--protocol P] [--split dev|eval] [--out DIR]``."""
     res = analyze(args.model, args.root, args.protocol, args.split, args.out)
     m = res["metrics"]
-    print(f"{args.split}: all-pairs EER {m['eer']:.2f}%  minDCF {m['min_dcf']:.3f}")
+    print(f"{args.split}: all-pairs EER {m['eer']:.2f}%  minDCF {m['min_dcf']:.3f}", end="")
+    print(f"  (baseline (MFCC stats): EER {m['baseline_eer']:.2f}%  minDCF {m['baseline_min_dcf']:.3f})")
     print(
         f"linear probe: accuracy {100 * m['probe_accuracy']:.1f}%  macro-F1 {m['probe_macro_f1']:.3f}  "
         f"({int(m['probe_n_classes'])} systems, at most {int(m['probe_per_class'])} clips each; "
@@ -215,8 +220,10 @@ def cli_analyze(args) -> int:
     if "openset_auroc" in m:
         print(
             f"unknown-system detection: AUROC {m['openset_auroc']:.3f}  EER {m['openset_eer']:.2f}%  "
-            f"FPR95 {100 * m['openset_fpr95']:.1f}%"
+            f"FPR95 {100 * m['openset_fpr95']:.1f}%",
+            end="",
         )
+        print(f"  (baseline AUROC {m['baseline_openset_auroc']:.3f})" if "baseline_openset_auroc" in m else "")
     if "openset_closed_accuracy" in m:
         print(
             f"best-matching system ({res['scorer']} scorer) on known systems: "

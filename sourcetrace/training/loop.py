@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from sourcetrace.config import Config
-from sourcetrace.data.samplers import SAMPLERS
+from sourcetrace.data.samplers import SAMPLERS, voxceleb_epoch_steps
 from sourcetrace.errors import AudioError, DivergenceError, ProtocolError, TrainingError
 from sourcetrace.evaluation.conditions import split_metrics
 from sourcetrace.evaluation.embed import embed_waves
@@ -91,6 +91,17 @@ def lr_lambda(cfg: Config, steps_per_epoch: int) -> Callable[[int], float]:
     return factor
 
 
+def steps_per_epoch(cfg: Config, sampler, labels: np.ndarray) -> int:
+    """Optimiser steps per epoch as ``train.epoch_steps`` defines it, capped by ``train.steps_per_epoch``."""
+    mode, batch = cfg.train.epoch_steps, cfg.train.batch_size
+    steps = len(sampler)
+    if mode == "clips" or (mode == "voxceleb" and cfg.sampler.name != "balanced"):
+        steps = min(steps, len(labels) // batch)
+    elif mode == "voxceleb":
+        steps = min(steps, voxceleb_epoch_steps(labels, batch, cfg.sampler.per_class, cfg.train.seed))
+    return steps if cfg.train.steps_per_epoch == 0 else min(steps, cfg.train.steps_per_epoch)
+
+
 def evaluate(model: torch.nn.Module, data: TrialData, cfg: Config, device: torch.device) -> dict[str, float]:
     """Dev (and test) EER overall and per condition with minDCF, and open-set metrics.
 
@@ -147,7 +158,7 @@ def train(
     sampler = lookup(SAMPLERS, cfg.sampler.name, "sampler")(
         labels, cfg.train.batch_size, cfg.sampler.per_class, cfg.train.seed
     )
-    steps = len(sampler) if cfg.train.steps_per_epoch == 0 else min(len(sampler), cfg.train.steps_per_epoch)
+    steps = steps_per_epoch(cfg, sampler, labels)
     if steps == 0:
         raise TrainingError(
             f"the sampler yields no batch: {len(labels)} training clips for train.batch_size={cfg.train.batch_size}"

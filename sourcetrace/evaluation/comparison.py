@@ -1,0 +1,105 @@
+"""The featureless baseline inside a sweep's reports: its Table-1 row and the best trial measured against it.
+
+``baseline_cells``: the baseline as a Table-1 row (its EER does not depend on the embedding size, so the
+same value stands in every dim column). ``compare_best``: the best trial (lowest dev EER, at its best
+evaluation, i.e. the checkpoint the sweep hands over) beside the baseline, per split and condition,
+with a verdict on the eval split overall and on the unseen-system conditions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sourcetrace.evaluation.baseline import BASELINE_FILE, NAME
+from sourcetrace.evaluation.evaluate import UNSEEN_SYSTEM_CONDITIONS
+
+VERDICT_KEYS = ("all",) + UNSEEN_SYSTEM_CONDITIONS  # conditions of the test split the model must win
+
+
+def read_baseline(exp: str | Path) -> dict | None:
+    path = Path(exp) / BASELINE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def baseline_cells(baseline: dict, dims: list) -> pd.DataFrame:
+    """Rows shaped like ``table1_cells``' (backbone = the baseline's name) for every dim of the table."""
+    m, rows = baseline["metrics"], []
+    for dim in dims:
+        for split in ("dev", "test"):
+            value = m.get(f"{split}_eer", np.nan)
+            rows.append(
+                {
+                    "backbone": NAME,
+                    "loss": "",
+                    "sampler": "",
+                    "variant": "",
+                    "dim": dim,
+                    "split": split,
+                    "eer_mean": float(value),
+                    "eer_ci95": np.nan,
+                    "n": int(np.isfinite(value)),
+                    "n_trials": 0,
+                    "n_finished": 0,
+                    "n_early_stopped": 0,
+                    "n_failed": 0,
+                    "n_unfinished": 0,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def compare_best(trials: pd.DataFrame, baseline: dict) -> pd.DataFrame | None:
+    """(split, condition, model_eer, baseline_eer, model_wins, trial_name, checkpoint) of the best trial."""
+    rows = trials[trials["best"]].dropna(subset=["dev_eer"])
+    if rows.empty:
+        return None
+    best = rows.loc[rows["dev_eer"].idxmin()]
+    base, out = baseline["metrics"], []
+    for split in ("dev", "test"):
+        for key in sorted(k for k in base if k == f"{split}_eer" or k.startswith(f"{split}_eer.")):
+            model = best.get(key, np.nan)
+            model = float(model) if model is not None and pd.notna(model) else np.nan
+            out.append(
+                {
+                    "split": split,
+                    "condition": key.partition(".")[2] or "all",
+                    "model_eer": model,
+                    "baseline_eer": float(base[key]),
+                    "model_wins": bool(model < base[key]),
+                    "trial_name": best["trial_name"],
+                    "checkpoint": best.get("checkpoint"),
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def verdict_line(comparison: pd.DataFrame) -> str:
+    """Whether the best trial beats the baseline on the test split overall and on both unseen-system conditions."""
+    test = comparison[(comparison["split"] == "test") & comparison["condition"].isin(VERDICT_KEYS)]
+    if test.empty:
+        return "verdict: no test-split scores to compare (train.eval_test=false?)"
+    lost = test.loc[~test["model_wins"], "condition"].tolist()
+    names = ", ".join(test["condition"])
+    if not lost:
+        return f"verdict: the best model BEATS the baseline on eval ({names})"
+    return f"verdict: the best model does NOT beat the baseline on eval: {', '.join(lost)} (compared: {names})"
+
+
+def format_comparison(comparison: pd.DataFrame) -> str:
+    """The best trial's EER beside the baseline's, per split and condition, then the verdict."""
+    first = comparison.iloc[0]
+    lines = [
+        f"best trial {first['trial_name']} (lowest dev EER) vs {NAME}, EER %:",
+        f"  {'split':<6}{'condition':<34}{'model':>8}{'baseline':>10}",
+    ]
+    for _, r in comparison.iterrows():
+        mark = "  (baseline better)" if r["baseline_eer"] < r["model_eer"] else "" if r["model_wins"] else "  (tie)"
+        lines.append(f"  {r['split']:<6}{r['condition']:<34}{r['model_eer']:>8.2f}{r['baseline_eer']:>10.2f}{mark}")
+    lines.append(verdict_line(comparison))
+    if first.get("checkpoint"):
+        lines.append(f"model handed over: {first['checkpoint']}")
+    return "\n".join(lines)

@@ -1,0 +1,193 @@
+"""``sourcetrace evaluate``: score a trained model on any corpus in MLAAD layout, beside the baseline.
+
+The corpus need share nothing with the model's training data (cross-corpus generalisation): every
+label comes from the corpus itself. Scores of the chosen split: all-pairs EER / minDCF overall and per
+condition (from the corpus's ``fine/`` files when present, else derived from its ``train.csv``), and
+open-set metrics where "known" means the corpus's training systems, with references (centroids) from
+its train split. A corpus without ``train.csv`` gets the verification metrics only. The featureless
+baseline (``evaluation/baseline.py``) is scored on the same decoded clips, so each number has its
+reference beside it. Every input is checked before anything is computed or written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sourcetrace.data.protocol import CONDITIONS, _finish, _read_split, protocol_folder, read_protocol
+from sourcetrace.errors import ProtocolError, SourcetraceError
+
+SCORERS = ("model", "baseline")
+UNSEEN_SYSTEM_CONDITIONS = ("lang_seen___model_not_seen", "lang_not_seen___model_not_seen")
+
+
+def read_corpus(root: str, protocol: str | None, split: str) -> tuple[pd.DataFrame, pd.DataFrame | None, str, list]:
+    """(split table, train table or None, where conditions come from, notes); checks every file exists."""
+    folder = protocol_folder(root, protocol)
+    if not (folder / f"{split}.csv").is_file():
+        have = ", ".join(sorted(p.name for p in folder.glob("*.csv"))) or "no CSV files"
+        raise ProtocolError(f"no {split!r} split: {folder / f'{split}.csv'} does not exist ({folder} has: {have})")
+    notes = []
+    if (folder / "train.csv").is_file() and split != "train":
+        proto = read_protocol(root, protocol, splits=("train", split))
+        table, train = proto.tables[split], proto.tables["train"]
+        source = "derived from train.csv"
+    else:
+        raw, _ = _read_split(folder / f"{split}.csv", os.path.abspath(root))
+        table, train, source = _finish(raw, (), ()), None, "none"
+        notes.append("no train split: verification metrics only (no conditions from train, no open set)")
+    fine = _fine_conditions(folder, split, os.path.abspath(root))
+    if fine:
+        mapped = table["file"].map(fine)
+        table = table.assign(condition=mapped.fillna(table["condition"]).astype("str"))
+        source = "fine/ files"
+        if mapped.isna().any():
+            notes.append(f"{int(mapped.isna().sum())} clips are in no fine/ file: condition derived from train.csv")
+    tables = {split: table} | ({"train": train} if train is not None else {})
+    missing = [m for name, t in tables.items() for m in _missing(name, t)]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ProtocolError(f"{len(missing)} protocol rows point at missing files, e.g. {missing[0]}{more}")
+    counts = table["system"].value_counts()
+    if len(counts) < 2 or counts.max() < 2:
+        raise ProtocolError(
+            f"split {split!r} of {root} holds {len(counts)} system(s) with at most {counts.max()} clip(s) each; "
+            "all-pairs scoring needs at least 2 systems and a system with 2 clips"
+        )
+    return table, train, source, notes
+
+
+def _missing(split: str, table: pd.DataFrame) -> list[str]:
+    return [f"{split}: {p} -> {f}" for p, f in zip(table["path"], table["file"]) if not os.path.isfile(f)]
+
+
+def _fine_conditions(folder: Path, split: str, abs_root: str) -> dict[str, str]:
+    """file -> condition from ``fine/<split>___<condition>.csv`` (empty when the corpus has none)."""
+    out = {}
+    for cond in CONDITIONS:
+        csv = folder / "fine" / f"{split}___{cond}.csv"
+        if csv.is_file():
+            listed, _ = _read_split(csv, abs_root)
+            out.update(dict.fromkeys(listed["file"], cond))
+    return out
+
+
+def score(
+    model_path: str | os.PathLike,
+    root: str | os.PathLike,
+    protocol: str | os.PathLike | None = None,
+    split: str = "eval",
+    out: str | os.PathLike | None = None,
+    *,
+    device: str = "auto",
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """Score the model and the baseline on ``split`` of the corpus at ``root``; write metrics.json/.parquet."""
+    from sourcetrace.bundle.export import load_any  # a bundle, run, checkpoint or sweep folder
+    from sourcetrace.data.bank import WaveBank
+    from sourcetrace.evaluation.baseline import clip_features, standardise
+    from sourcetrace.evaluation.embed import embed_waves
+    from sourcetrace.training.loop import autocast_dtype, resolve_device
+
+    root = str(root)
+    if not Path(root).is_dir():
+        raise ProtocolError(f"corpus root {root!r} is not a folder")
+    dev = resolve_device(device)
+    loaded = load_any(model_path, dev)  # a folder without a model fails here, before any decoding
+    table, train, source, notes = read_corpus(root, str(protocol) if protocol else None, split)
+    out = Path(out) if out else Path(loaded.path) / f"evaluate_{Path(root).resolve().name}_{split}"
+
+    cfg = loaded.config
+    sr, seconds, cache = cfg.data.sample_rate, cfg.data.eval_seconds, os.environ.get("SOURCETRACE_CACHE") or None
+    amp = autocast_dtype(cfg, dev)
+    banks = {"split": WaveBank.load(list(table["file"]), sample_rate=sr, cache_dir=cache)}
+    if train is not None:
+        banks["train"] = WaveBank.load(list(train["file"]), sample_rate=sr, cache_dir=cache)
+    model_emb = {k: embed_waves(loaded.model, b, seconds, batch_size, dev, sr, amp) for k, b in banks.items()}
+    raw = {k: clip_features(b, seconds, sr) for k, b in banks.items()}
+    base_emb = {k: standardise(v, stats_from=raw["split"]) for k, v in raw.items()}  # stats of the scored split
+    metrics = {
+        "model": _metrics(model_emb, table, train, source != "none"),
+        "baseline": _metrics(base_emb, table, train, source != "none"),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "model": str(loaded.path),
+        "corpus": str(Path(root).resolve()),
+        "split": split,
+        "n_clips": int(len(table)),
+        "n_systems": int(table["system"].nunique()),
+        "conditions_from": source,
+        "notes": notes,
+        "metrics": metrics,
+    }
+    (out / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+    long_table(metrics).to_parquet(out / "metrics.parquet", index=False)
+    return result | {"out": out}
+
+
+def _metrics(emb: dict, table: pd.DataFrame, train: pd.DataFrame | None, conditions: bool) -> dict[str, float]:
+    from sourcetrace.evaluation.conditions import split_metrics
+    from sourcetrace.evaluation.openset import openset_metrics
+
+    m = split_metrics("", emb["split"], table)
+    m = {k.lstrip("_"): v for k, v in m.items() if conditions or "." not in k}
+    if train is not None:
+        res = openset_metrics(emb["train"], train["system"].to_numpy(dtype=str), emb["split"], table["system"])
+        m.update(res.metrics("openset_"))
+    return m
+
+
+def long_table(metrics: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """(scorer, metric, condition, value) rows; ``condition`` is ``all`` for split-wide metrics."""
+    rows = []
+    for scorer, values in metrics.items():
+        for key, value in values.items():
+            name, _, cond = key.partition(".")
+            rows.append({"scorer": scorer, "metric": name, "condition": cond or "all", "value": float(value)})
+    return pd.DataFrame(rows, columns=["scorer", "metric", "condition", "value"])
+
+
+def verdict(model: dict[str, float], baseline: dict[str, float]) -> str:
+    """One line: does the model beat the baseline (lower EER) overall and on the unseen-system conditions?"""
+    keys = ["eer"] + [f"eer.{c}" for c in UNSEEN_SYSTEM_CONDITIONS if f"eer.{c}" in model and f"eer.{c}" in baseline]
+    wins = {k: model[k] < baseline[k] for k in keys if k in model and k in baseline}
+    named = ", ".join(("overall" if k == "eer" else k.partition(".")[2]) for k in wins)
+    if wins and all(wins.values()):
+        return f"verdict: the model beats the baseline (lower EER) on: {named}"
+    lost = ", ".join(("overall" if k == "eer" else k.partition(".")[2]) for k, w in wins.items() if not w)
+    return f"verdict: the model does NOT beat the baseline on: {lost} (compared: {named})"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Metric rows x (model, baseline) columns, then the verdict."""
+    m, b = result["metrics"]["model"], result["metrics"]["baseline"]
+    lines = [
+        f"{result['split']} of {result['corpus']}: {result['n_clips']} clips, {result['n_systems']} systems; "
+        f"conditions: {result['conditions_from']}",
+        f"{'metric':<48}{'model':>10}{'baseline':>10}",
+    ]
+    for key in sorted(set(m) | set(b), key=lambda k: (not k.startswith(("eer", "min_dcf")), k)):
+        if key.endswith(("n_known", "n_unknown")):
+            continue
+        pct = key.startswith("eer") or key == "openset_eer"
+        cell = [f"{d[key]:.2f}" + ("%" if pct else "") if key in d else "—" for d in (m, b)]
+        lines.append(f"{key:<48}{cell[0]:>10}{cell[1]:>10}")
+    lines.append(verdict(m, b))
+    return "\n".join(lines)
+
+
+def cli_evaluate(args) -> int:
+    """``sourcetrace evaluate --model MODEL --root DIR [--protocol P] [--split eval] [--out DIR]``."""
+    if not args.model:
+        raise SourcetraceError("--model is required (a run or checkpoint folder)")
+    res = score(args.model, args.root, args.protocol, args.split, args.out)
+    print(format_table(res))
+    for note in res["notes"]:
+        print(f"note: {note}")
+    print(f"wrote {res['out'] / 'metrics.json'} and metrics.parquet")
+    return 0

@@ -1,0 +1,198 @@
+"""``sourcetrace evaluate`` on corpora the model never saw: renamed systems/languages, MLAAD's layout, bad input."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sourcetrace.cli import main
+from sourcetrace.config import Config
+from sourcetrace.evaluation.baseline import NAME, clip_features, standardise
+from sourcetrace.evaluation.evaluate import score, verdict
+from sourcetrace.training.loop import train
+
+QUICK = {
+    "train.epochs": 1,
+    "train.steps_per_epoch": 2,
+    "train.eval_every": 1,
+    "train.batch_size": 8,
+    "train.eval_test": False,
+    "model.embedding_dim": 16,
+    "model.channels": 8,
+    "data.crop_seconds": 1.0,
+    "data.eval_seconds": 2.0,
+    "data.short_clips": "pad",
+}
+
+
+@pytest.fixture(scope="module")
+def model_run(tiny_corpus, tmp_path_factory):
+    """A model trained for two steps on the tiny corpus (seed 0): the scores need a model, not a good one."""
+    out = tmp_path_factory.mktemp("evaluate") / "run"
+    train(Config.from_dict({"data.root": str(tiny_corpus), **QUICK}), out)
+    return out
+
+
+def _metrics(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_mlaad_layout_and_ours_give_identical_scores_beside_the_baseline(model_run, mlaad_corpus, tmp_path, capsys):
+    ours, theirs = tmp_path / "ours", tmp_path / "mlaad"
+    assert main(["evaluate", "--model", str(model_run), "--root", str(mlaad_corpus), "--out", str(ours)]) == 0
+    printed = capsys.readouterr().out
+    args = ["--protocol", str(mlaad_corpus / "protocol_mlaad"), "--out", str(theirs)]
+    assert main(["evaluate", "--model", str(model_run), "--root", str(mlaad_corpus), *args]) == 0
+    a, b = _metrics(ours), _metrics(theirs)
+    assert b["conditions_from"] == "fine/ files"
+    for scorer in ("model", "baseline"):  # MLAAD's duplicated eval rows are read once
+        assert a["metrics"][scorer] == pytest.approx(b["metrics"][scorer])
+    m = a["metrics"]["model"]
+    assert {"eer", "min_dcf", "openset_auroc"} <= set(m)
+    # the fixture's one unseen system makes its unseen-system conditions single-system: left out, not 0
+    assert {k.partition(".")[2] for k in m if k.startswith("eer.")} == {
+        "lang_seen___model_seen",
+        "lang_not_seen___model_seen",
+    }
+    assert a["n_clips"] == 16 and a["n_systems"] == 4
+    long = pd.read_parquet(ours / "metrics.parquet")
+    assert set(long["scorer"]) == {"model", "baseline"}
+    assert "baseline" in printed and "verdict:" in printed and f"{m['eer']:.2f}%" in printed
+
+
+def test_baseline_column_is_the_standardised_mfcc_statistics(model_run, mlaad_corpus, tmp_path):
+    """The baseline's EER equals the all-pairs EER of z-scored MFCC statistics computed independently here."""
+    from sourcetrace.data.protocol import read_protocol
+    from sourcetrace.evaluation.eer import all_pairs_eer
+
+    res = score(model_run, mlaad_corpus, out=tmp_path / "o")
+    table = read_protocol(mlaad_corpus, splits=("eval",)).tables["eval"]
+    import soundfile as sf
+
+    waves = [sf.read(f, dtype="float32")[0] for f in table["file"]]
+    emb = standardise(clip_features(waves, seconds=QUICK["data.eval_seconds"]))
+    assert res["metrics"]["baseline"]["eer"] == pytest.approx(all_pairs_eer(emb, table["system"]), abs=1e-6)
+
+
+def test_no_train_split_gives_verification_metrics_only(model_run, mlaad_corpus, tmp_path, capsys):
+    root = shutil.copytree(mlaad_corpus, tmp_path / "c")
+    (root / "protocol_mlaad" / "train.csv").unlink()  # fine/ files still give the conditions
+    args = ["--model", str(model_run), "--root", str(root), "--protocol", str(root / "protocol_mlaad")]
+    assert main(["evaluate", *args, "--out", str(tmp_path / "fine")]) == 0
+    with_fine = _metrics(tmp_path / "fine")
+    assert with_fine["conditions_from"] == "fine/ files" and "openset_auroc" not in with_fine["metrics"]["model"]
+    assert "eer.lang_seen___model_seen" in with_fine["metrics"]["model"]
+    shutil.rmtree(root / "protocol_mlaad" / "fine")  # nothing says what is seen: overall scores only
+    assert main(["evaluate", *args, "--out", str(tmp_path / "o")]) == 0
+    m = _metrics(tmp_path / "o")["metrics"]
+    assert set(m["model"]) == {"eer", "min_dcf"} and set(m["baseline"]) == {"eer", "min_dcf"}
+    assert m["model"]["eer"] == pytest.approx(with_fine["metrics"]["model"]["eer"])
+    assert "no train split" in capsys.readouterr().out
+
+
+def _one_system(root: Path) -> None:
+    for split in ("train", "dev", "eval"):
+        f = root / "protocol" / f"{split}.csv"
+        df = pd.read_csv(f)
+        df[df["model_name"] == "espeak-ng/default"].to_csv(f, index=False)
+
+
+def _no_eval(root: Path) -> None:
+    (root / "protocol" / "eval.csv").unlink()
+
+
+def _missing_file(root: Path) -> None:
+    next((root / "fake").rglob("eval_*.flac")).unlink()
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [(_one_system, "1 system(s)"), (_no_eval, "no 'eval' split"), (_missing_file, "missing files")],
+)
+def test_bad_corpus_is_one_line_exit_2_nothing_written(model_run, mlaad_corpus, tmp_path, capsys, damage, message):
+    root = shutil.copytree(mlaad_corpus, tmp_path / "c")
+    damage(root)
+    out = tmp_path / "o"
+    assert main(["evaluate", "--model", str(model_run), "--root", str(root), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_model_folder_without_checkpoint_is_one_line_exit_2(mlaad_corpus, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "o"
+    assert main(["evaluate", "--model", str(tmp_path / "empty"), "--root", str(mlaad_corpus), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "empty" in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_verdict_needs_every_unseen_system_condition():
+    base = {"eer": 10.0, "eer.lang_seen___model_not_seen": 10.0, "eer.lang_not_seen___model_not_seen": 10.0}
+    assert "beats" in verdict({k: 5.0 for k in base}, base)
+    worse = {k: 5.0 for k in base} | {"eer.lang_seen___model_not_seen": 11.0}
+    assert "does NOT" in verdict(worse, base) and "lang_seen___model_not_seen" in verdict(worse, base)
+    assert NAME.startswith("baseline")
+
+
+# -- a second corpus: the tiny preset with another seed, every system and language renamed -----------------
+def _renamed_copy(src: Path, dst: Path) -> tuple[dict, dict]:
+    """Copy of ``src`` whose system folders and language folders carry new names; protocol rewritten to match."""
+    tables = {p: pd.read_csv(p, dtype=str, keep_default_na=False) for p in (src / "protocol").rglob("*.csv")}
+    systems = sorted({s for t in tables.values() for s in t["model_name"]})
+    langs = sorted({p.split("/")[2] for t in tables.values() for p in t["path"]})
+    sys_map = {s: f"vendor{i:02d}/voice" for i, s in enumerate(systems)}  # names with '/' as MLAAD's
+    lang_map = {lang: f"x{i}" for i, lang in enumerate(langs)}
+    for path, t in tables.items():
+        parts = t["path"].str.split("/")
+        t["path"] = [
+            f"./fake/{lang_map[p[2]]}/{sys_map[s].replace('/', '_')}/{p[4]}" for p, s in zip(parts, t["model_name"])
+        ]
+        t["model_name"] = t["model_name"].map(sys_map)
+        if "language" in t:
+            t["language"] = t["language"].map(lambda x: lang_map.get(x, x))
+        out = dst / path.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        t.to_csv(out, index=False, quoting=csv.QUOTE_MINIMAL)
+    for f in (src / "fake").rglob("*"):
+        if f.is_file():
+            lang, system = f.parts[-3], f.parts[-2]
+            new_sys = next(v for k, v in sys_map.items() if k.replace("/", "_") == system)
+            target = dst / "fake" / lang_map[lang] / new_sys.replace("/", "_") / f.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, target)
+    return sys_map, lang_map
+
+
+@pytest.fixture(scope="session")
+def tiny_seed1(request) -> Path:
+    """The ``tiny`` preset built with seed 1 (different texts and clips than the training corpus), cached."""
+    import sourcetrace.data.corpus as corpus
+
+    root = Path(request.config.cache.mkdir("sourcetrace_tiny_corpus_seed1"))
+    corpus.build_corpus(root, preset="tiny", seed=1, workers=0, progress=False)
+    return root
+
+
+@pytest.mark.slow
+def test_renamed_corpus_scores_exactly_like_the_original(model_run, tiny_seed1, tmp_path, capsys):
+    """Nothing of the corpus's names is shared with the model's training data: scores come from the corpus alone,
+    so renaming every system and language changes no number."""
+    renamed = tmp_path / "renamed"
+    sys_map, _ = _renamed_copy(tiny_seed1, renamed)
+    loaded_known = json.loads((model_run / "best" / "meta.json").read_text())["known_systems"]
+    assert not set(loaded_known) & set(sys_map.values())
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["evaluate", "--model", str(model_run), "--root", str(tiny_seed1), "--out", str(a)]) == 0
+    assert main(["evaluate", "--model", str(model_run), "--root", str(renamed), "--out", str(b)]) == 0
+    ma, mb = _metrics(a), _metrics(b)
+    assert ma["conditions_from"] == mb["conditions_from"] == "fine/ files"
+    for scorer in ("model", "baseline"):
+        assert ma["metrics"][scorer] == pytest.approx(mb["metrics"][scorer])
+    for scorer in ("model", "baseline"):
+        m = mb["metrics"][scorer]
+        assert "eer.lang_seen___model_not_seen" in m and "eer.lang_not_seen___model_not_seen" in m
+        assert 0 < m["openset_n_known"] and 0 < m["openset_n_unknown"]
