@@ -72,8 +72,7 @@ def bundle_for(path: str | os.PathLike, **export_kw) -> Path:
     res = resolve_model(path)
     if res.kind == "bundle" or files.is_bundle(res.bundle):
         return res.bundle
-    print(f"note: exporting {res.path} to the bundle {res.bundle} (once; needs the training data)", file=sys.stderr)
-    return export(res.path, res.bundle, **export_kw)
+    return export(res.path, res.bundle, announce=True, **export_kw)
 
 
 def load_any(path: str | os.PathLike, device):
@@ -100,8 +99,13 @@ def export(
     scorer: str | None = None,
     overwrite: bool = False,
     batch_size: int = 64,
+    announce: bool = False,
 ) -> Path:
-    """Write the bundle of a checkpoint / run / sweep folder to ``out``; returns ``out``."""
+    """Write the bundle of a checkpoint / run / sweep folder to ``out``; returns ``out``.
+
+    ``announce``: say on stderr that an export happens (once the checkpoint has loaded, so a refused
+    checkpoint stays one error line).
+    """
     from sourcetrace.bundle.card import model_card
     from sourcetrace.bundle.embedder import network_extras, resolve_device
     from sourcetrace.evaluation.analyze import data_location, embed_table, read_split_tables
@@ -126,6 +130,8 @@ def export(
         raise SourcetraceError(f"--out {out} exists and is not empty; choose a new folder")
     dev = resolve_device(device)
     cfg, state, meta = load_state(res.checkpoint)
+    if announce:
+        print(f"note: exporting {res.path} to the bundle {out} (once; needs the training data)", file=sys.stderr)
     model = build_model(cfg)
     model.load_state_dict(state["model"])
     model.to(dev).eval()
