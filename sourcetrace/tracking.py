@@ -72,7 +72,7 @@ def resolve_store(tracking_uri: str | None = None, cwd: str | Path | None = None
         return Store(f"sqlite:///{db}", (db.parent / "artifacts").as_uri())
     if "://" in tracking_uri and not tracking_uri.startswith("file://"):
         return Store(tracking_uri, None)  # postgresql://, mysql://: the server-side artefact root
-    folder = Path(tracking_uri.removeprefix("file://")).resolve()  # a file store (design.md §3)
+    folder = Path(tracking_uri.removeprefix("file://")).resolve()  # a file store (needs MLFLOW_ALLOW_FILE_STORE=true)
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     return Store(folder.as_uri(), None)
 
