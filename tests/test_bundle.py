@@ -332,7 +332,8 @@ def test_a_sweep_exports_prints_and_logs_its_best_bundle_and_its_folder_is_a_mod
     assert f"best model bundle: {exp / 'best_model'}" in out.stdout
     assert files.is_bundle(exp / "best_model") and resolve_model(exp).bundle == exp / "best_model"
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
-    (run,) = client.search_runs([client.get_experiment_by_name("one").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("one").experiment_id])
+    (run,) = [r for r in runs if "reference" not in r.data.tags]  # beside it: the baseline's run
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "bundle")}
     assert {f"bundle/{files.MANIFEST}", f"bundle/{files.WEIGHTS}", f"bundle/{files.CARD_MD}"} <= logged
     m = sourcetrace.load(exp, device="cpu")  # the sweep folder itself is a model argument

@@ -130,6 +130,8 @@ def test_sigterm_stops_the_sweep_like_ctrl_c_and_resume_completes_it(tiny_corpus
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert set(trial_states(exp_dir).values()) == {"TERMINATED"}
     runs = client.search_runs([exp.experiment_id])
+    assert [r for r in runs if "reference" in r.data.tags]  # the featureless baseline's run, written at the end
+    runs = [r for r in runs if "reference" not in r.data.tags]
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
 
 
@@ -148,7 +150,8 @@ def test_diverging_trial_fails_once_naming_lr(tiny_corpus, tmp_path):
     ((state, meta),) = json.loads(snap.read_text())["trial_data"]
     assert json.loads(state)["status"] == "ERROR" and json.loads(meta)["num_failures"] == 1  # not retried
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("div").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("div").experiment_id])
+    (run,) = [r for r in runs if "reference" not in r.data.tags]  # beside it: the baseline's run
     assert run.info.status == "FAILED"
     reason = run.data.tags["status_reason"]
     assert reason.startswith("sourcetrace.errors.DivergenceError: training diverged") and "train.lr=1e+06" in reason
