@@ -1,6 +1,9 @@
 """Checkpoints are read with ``weights_only=True``: a crafted ``state.pt`` cannot run code anywhere it is loaded."""
 
 import json
+import pickle
+import pickletools
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -31,11 +34,15 @@ def crafted_checkpoint(folder: Path, marker: Path) -> Path:
 
 
 def test_the_payload_is_real_when_unpickled_unsafely(tmp_path):
-    """Guards the test itself: the crafted file does run its payload under a plain unpickler."""
+    """Guards the test itself: the payload runs under a plain unpickler, and state.pt carries it."""
     marker = tmp_path / "ran"
-    folder = crafted_checkpoint(tmp_path / "evil", marker)
-    torch.load(folder / "state.pt", weights_only=False)  # what the old loader did
+    pickle.loads(pickle.dumps(Payload(marker)))  # what an unsafe loader does with it
     assert marker.read_text() == "ran"
+    folder = crafted_checkpoint(tmp_path / "evil", tmp_path / "other")
+    with zipfile.ZipFile(folder / "state.pt") as z:
+        data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    globals_ = [arg for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"]
+    assert any(g.endswith(" exec") for g in globals_)  # the checkpoint's pickle calls exec
 
 
 @pytest.mark.parametrize("loader", [load_weights, load_state, load_model], ids=lambda f: f.__name__)
