@@ -34,6 +34,13 @@ def _names(systems: Sequence[str], n: int) -> np.ndarray:
     return names
 
 
+def extend_mean(means: np.ndarray, counts: np.ndarray, i: int, x: np.ndarray) -> None:
+    """Fold clips ``x`` into row ``i`` of running means (in place): equal to the mean over all clips."""
+    n = counts[i]
+    means[i] = (means[i] * n + x.sum(0)) / (n + len(x))
+    counts[i] = n + len(x)
+
+
 class OpenSetScorer:
     """Base class; subclasses set ``name`` and are registered in ``SCORERS``."""
 

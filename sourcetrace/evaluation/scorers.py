@@ -14,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from sourcetrace.evaluation.scorer_base import OpenSetScorer, ScorerError, _names, _sorted_groups, _unit
+from sourcetrace.evaluation.scorer_base import (
+    OpenSetScorer,
+    ScorerError,
+    _names,
+    _sorted_groups,
+    _unit,
+    extend_mean,
+)
 from sourcetrace.registry import lookup
 
 __all__ = ["DEFAULT_SCORER", "SCORERS", "OpenSetScorer", "ScorerError", "fit_scorer", "scorer_from_state"]
@@ -58,10 +65,7 @@ class CentroidScorer(OpenSetScorer):
     def add(self, system: str, embeddings: Any) -> None:
         x = self._check_new(system, embeddings)
         if system in self.systems:
-            i = self.systems.index(system)
-            n = self.counts[i]
-            self.means[i] = (self.means[i] * n + x.sum(0)) / (n + len(x))
-            self.counts[i] = n + len(x)
+            extend_mean(self.means, self.counts, self.systems.index(system), x)
             return
         self.systems.append(system)
         self.means = np.concatenate([self.means, x.mean(0, keepdims=True)])
@@ -216,10 +220,7 @@ class MahalanobisScorer(OpenSetScorer):
     def add(self, system: str, embeddings: Any) -> None:
         x = self._check_new(system, embeddings).astype(np.float64)
         if system in self.systems:
-            i = self.systems.index(system)
-            n = self.counts[i]
-            self.means[i] = (self.means[i] * n + x.sum(0)) / (n + len(x))
-            self.counts[i] = n + len(x)
+            extend_mean(self.means, self.counts, self.systems.index(system), x)
             return
         i = int(np.searchsorted(np.array(self.systems), system))
         self.systems.insert(i, system)
