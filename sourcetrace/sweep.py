@@ -37,7 +37,7 @@ TUNE_DEFAULTS: dict[str, Any] = {
     "max_concurrent": 0,  # 0 = as many as the resources allow
     "metric": "dev_eer",
     "mode": "min",
-    "scheduler": "asha",  # asha | fifo
+    "scheduler": "asha",  # asha | halving (synchronous successive halving, sourcetrace/halving.py) | fifo
     "time_attr": "epoch",  # epoch | training_iteration (one report per epoch: the same count)
     "grace_period": 0,  # ASHA's first rung; 0 = the trials' train.eval_every
     "reduction_factor": 3,
@@ -97,10 +97,13 @@ def load_sweep(path: str | Path, smoke: bool = False) -> SweepFile:
             f"{path}: unknown TUNE setting(s) {', '.join(unknown)}; known: {', '.join(TUNE_DEFAULTS)}"
         )
     settings = TUNE_DEFAULTS | parts["TUNE"]
-    if settings["search"] not in ("grid", "optuna") or settings["scheduler"] not in ("asha", "fifo"):
-        raise SourcetraceError(f"{path}: TUNE search must be grid|optuna and scheduler asha|fifo")
+    if settings["search"] not in ("grid", "optuna") or settings["scheduler"] not in ("asha", "halving", "fifo"):
+        raise SourcetraceError(f"{path}: TUNE search must be grid|optuna and scheduler asha|halving|fifo")
     if settings["time_attr"] not in ("epoch", "training_iteration"):
         raise SourcetraceError(f"{path}: TUNE time_attr must be epoch or training_iteration")
+    if settings["scheduler"] == "halving" and (settings["search"] != "grid" or settings["max_concurrent"]):
+        # halving waits for every trial at each rung: all must exist, and paused ones would hold a concurrency slot
+        raise SourcetraceError(f"{path}: TUNE scheduler 'halving' needs search 'grid' and max_concurrent 0")
     resources = {"cpu": 1} | parts["RESOURCES"]
     name = path.stem + ("_smoke" if smoke else "")
     return SweepFile(name, path, parts["BASE"], parts["BUNDLES"], parts["SPACE"], settings, resources, smoke)
@@ -264,10 +267,17 @@ def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: b
     s = sweep.tune
     epochs = max(cfg.train.epochs for _, cfg in configs)
     scheduler = FIFOScheduler()
+    grace = min(s["grace_period"] or min(cfg.train.eval_every for _, cfg in configs), epochs)
     if s["scheduler"] == "asha":
-        grace = min(s["grace_period"] or min(cfg.train.eval_every for _, cfg in configs), epochs)
         scheduler = ASHAScheduler(
             time_attr=s["time_attr"], max_t=epochs, grace_period=grace, reduction_factor=s["reduction_factor"]
+        )
+    elif s["scheduler"] == "halving":
+        from sourcetrace.halving import SyncHalvingScheduler
+
+        n_trials = len(configs) * s["num_samples"]
+        scheduler = SyncHalvingScheduler(
+            s["time_attr"], s["metric"], s["mode"], grace, s["reduction_factor"], epochs, n_trials
         )
     tune_config = tune.TuneConfig(
         metric=s["metric"],

@@ -1,0 +1,133 @@
+"""Synchronous successive halving: a Tune scheduler whose choices do not depend on which trial ran first.
+
+Ray's ASHA decides each trial's fate the moment it reaches a rung, against the trials that happen to be
+there already: with two trials at a time the first to arrive is always promoted, so which model a sweep
+hands over depends on timing. Here every live trial runs to the rung (an evaluation epoch) and is paused
+there - Tune keeps its checkpoint and frees its CPUs for the next trial - until all live trials have
+reported; then the best ``ceil(n / reduction_factor)`` go on and the others stop. Per-trial training is
+deterministic for a seed, so the whole sweep is. Rungs are ``grace, grace*rf, grace*rf^2 ...`` below
+``max_t``; the last survivors train to their own ``train.epochs``.
+
+After a driver crash Tune restores trials but not a scheduler's memory: a resumed trial's first
+evaluation at or past a rung stands for that rung (ASHA forgets the same way).
+
+>>> rungs(grace=4, reduction_factor=2, max_t=20)
+[4, 8, 16]
+>>> rungs(grace=5, reduction_factor=3, max_t=45)
+[5, 15]
+"""
+
+from __future__ import annotations
+
+import math
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+
+def rungs(grace: int, reduction_factor: float, max_t: int) -> list[int]:
+    """The milestones: ``grace * rf**k`` for every k that stays below ``max_t``."""
+    out, t = [], grace
+    while t < max_t:
+        out.append(int(t))
+        t *= reduction_factor
+    return out
+
+
+class SyncHalvingScheduler(FIFOScheduler):
+    """Successive halving in lock step: decide a rung only when every live trial has reached it."""
+
+    def __init__(
+        self, time_attr: str, metric: str, mode: str, grace: int, reduction_factor: float, max_t: int, n_trials: int
+    ):
+        super().__init__()
+        self._n_trials = n_trials  # Tune may add trials lazily: no rung is decided before all of them exist
+        if reduction_factor <= 1 or grace < 1:
+            raise ValueError(
+                f"successive halving needs grace >= 1 and reduction_factor > 1: {grace}, {reduction_factor}"
+            )
+        self._time_attr, self._metric, self._sign = time_attr, metric, (1.0 if mode == "min" else -1.0)
+        self._rf = reduction_factor
+        self._rungs = rungs(grace, reduction_factor, max_t)
+        self._added = 0
+        self._live: list[Trial] = []  # in the order Tune added them: ties break the same way every time
+        self._level: dict[Trial, int] = {}  # index of the next rung each live trial must reach
+        self._scores: dict[int, dict[Trial, float]] = {i: {} for i in range(len(self._rungs))}
+        self._resume: set[Trial] = set()  # paused winners to hand back to Tune
+        self.stopped: list[tuple[str, int, float]] = []  # (trial id, rung, score) of each trial halving stopped
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:  # Tune passes TuneConfig's metric/mode
+        return True
+
+    def on_trial_add(self, tune_controller, trial: Trial) -> None:
+        self._added += 1
+        self._live.append(trial)
+        self._level[trial] = 0
+
+    def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
+        level = self._level.get(trial, len(self._rungs))
+        if level >= len(self._rungs) or self._metric not in result:
+            return TrialScheduler.CONTINUE
+        if result.get(self._time_attr, 0) < self._rungs[level]:
+            return TrialScheduler.CONTINUE
+        self._scores[level][trial] = self._sign * float(result[self._metric])
+        self._level[trial] = level + 1
+        return self._decide(tune_controller, level, current=trial)
+
+    def _decide(self, tune_controller, level: int, current: Trial | None) -> str:
+        """PAUSE ``current`` while others still have to reach rung ``level``; else halve and say its fate."""
+        scores = self._scores[level]
+        waiting = [t for t in self._live if self._level[t] <= level]
+        if waiting or self._added < self._n_trials:
+            return TrialScheduler.PAUSE
+        contenders = [t for t in self._live if t in scores]
+        keep = math.ceil(len(contenders) / self._rf)
+        ranked = sorted(contenders, key=lambda t: (scores[t], contenders.index(t)))
+        action = TrialScheduler.CONTINUE
+        for t in ranked[keep:]:
+            self.stopped.append((t.trial_id, self._rungs[level], self._sign * scores[t]))
+            self._forget(t)
+            if t is current:
+                action = TrialScheduler.STOP
+            elif t.status == Trial.PAUSED or t.is_saving:
+                tune_controller.stop_trial(t)
+        for t in ranked[:keep]:
+            if t is not current and (t.status == Trial.PAUSED or t.is_saving):
+                self._resume.add(t)
+        return action
+
+    def _forget(self, trial: Trial) -> None:
+        if trial in self._live:
+            self._live.remove(trial)
+            self._level.pop(trial, None)
+            self._resume.discard(trial)
+
+    def on_trial_remove(self, tune_controller, trial: Trial) -> None:
+        """A trial that ended on its own (finished, failed, stopped) no longer holds a rung back."""
+        if trial not in self._live:
+            return
+        self._forget(trial)
+        for level in range(len(self._rungs)):
+            pending_here = any(self._level[t] == level + 1 for t in self._live if t.status == Trial.PAUSED)
+            if pending_here and self._added >= self._n_trials and not any(self._level[t] <= level for t in self._live):
+                self._decide(tune_controller, level, current=None)
+
+    def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
+        self.on_trial_remove(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller, trial: Trial) -> None:
+        self.on_trial_remove(tune_controller, trial)
+
+    def choose_trial_to_run(self, tune_controller):
+        for trial in tune_controller.get_trials():
+            if trial.status == Trial.PENDING:
+                return trial
+        for trial in tune_controller.get_trials():
+            if trial.status == Trial.PAUSED and trial in self._resume:
+                self._resume.discard(trial)
+                return trial
+        return None
+
+    def debug_string(self) -> str:
+        alive = ", ".join(f"{t.trial_id}@{self._rungs[min(self._level[t], len(self._rungs) - 1)]}" for t in self._live)
+        return f"Synchronous successive halving, rungs {self._rungs}, factor {self._rf}: live {alive or 'none'}"

@@ -1,0 +1,71 @@
+"""Synchronous successive halving on a real local Ray: lock-step rungs, pauses through checkpoints, no timing luck."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from sourcetrace.halving import SyncHalvingScheduler, rungs
+
+pytestmark = pytest.mark.slow
+
+
+def _trainable(config):
+    """Reports ``quality + 1/epoch`` each epoch with a checkpoint; resumes from Tune's checkpoint when paused."""
+    from ray import tune
+
+    start = 0
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as folder:
+            start = json.loads((Path(folder) / "state.json").read_text())["epoch"]
+    for epoch in range(start + 1, config["epochs"] + 1):
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / "state.json").write_text(json.dumps({"epoch": epoch}))
+            metrics = {"epoch": float(epoch), "dev_eer": config["quality"] + 1.0 / epoch, "resumed_at": start}
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def test_rungs_stay_below_max_t():
+    assert rungs(2, 2, 6) == [2, 4]
+    assert rungs(4, 2, 16) == [4, 8]
+    assert rungs(7, 2, 7) == []
+
+
+def test_rejects_factor_one():
+    with pytest.raises(ValueError, match="reduction_factor"):
+        SyncHalvingScheduler("epoch", "dev_eer", "min", 2, 1, 6, 4)
+
+
+def test_the_worst_half_stops_at_each_rung_whatever_ran_first(tmp_path):
+    """The first trial (worst) runs alone first: ASHA would promote it; halving stops it at rung 2."""
+    import ray
+    from ray import cloudpickle, tune
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    qualities = [0.4, 0.1, 0.3, 0.2]  # trial 0 is the worst and starts first
+    scheduler = SyncHalvingScheduler("epoch", "dev_eer", "min", grace=2, reduction_factor=2, max_t=6, n_trials=4)
+    from sourcetrace.localray import loopback_only
+
+    loopback_only()
+    ray.init(num_cpus=1, include_dashboard=False, logging_level="WARNING")
+    try:
+        grid = tune.Tuner(
+            tune.with_resources(_trainable, {"cpu": 1}),
+            param_space={"quality": tune.grid_search(qualities), "epochs": 6},
+            tune_config=tune.TuneConfig(metric="dev_eer", mode="min", scheduler=scheduler),
+            run_config=tune.RunConfig(storage_path=str(tmp_path), name="halving", verbose=0),
+        ).fit()
+    finally:
+        ray.shutdown()
+    epochs = {r.config["quality"]: int(r.metrics["epoch"]) for r in grid}
+    assert epochs == {0.4: 2, 0.1: 6, 0.3: 2, 0.2: 4}
+    assert not grid.errors
+    resumed = {r.config["quality"]: r.metrics["resumed_at"] for r in grid}
+    # one CPU: 0.2 decides rung 2 and runs on to rung 4, where it waits; 0.1 resumes from its rung-2 checkpoint
+    assert resumed == {0.4: 0, 0.1: 2, 0.3: 0, 0.2: 0}
+    assert sorted((rung, round(score, 3)) for _, rung, score in scheduler.stopped) == [(2, 0.8), (2, 0.9), (4, 0.45)]
