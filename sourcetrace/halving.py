@@ -91,6 +91,11 @@ class SyncHalvingScheduler(FIFOScheduler):
                 action = TrialScheduler.STOP
             elif t.status == Trial.PAUSED or t.is_saving:
                 tune_controller.stop_trial(t)
+                # Tune 2.60 re-snapshots only trials with an actor: without this the experiment state (what
+                # reports and --resume read) would keep a stopped loser PAUSED, i.e. unfinished
+                mark = getattr(tune_controller, "_mark_trial_to_checkpoint", None)
+                if mark is not None:
+                    mark(t)
         for t in ranked[:keep]:
             if t is not current and (t.status == Trial.PAUSED or t.is_saving):
                 self._resume.add(t)

@@ -69,3 +69,22 @@ def test_the_worst_half_stops_at_each_rung_whatever_ran_first(tmp_path):
     # one CPU: 0.2 decides rung 2 and runs on to rung 4, where it waits; 0.1 resumes from its rung-2 checkpoint
     assert resumed == {0.4: 0, 0.1: 2, 0.3: 0, 0.2: 0}
     assert sorted((rung, round(score, 3)) for _, rung, score in scheduler.stopped) == [(2, 0.8), (2, 0.9), (4, 0.45)]
+
+
+def test_a_sweep_of_real_trials_halves_in_lock_step(tiny_corpus, tmp_path):
+    """`sourcetrace sweep` with TUNE scheduler 'halving': real trainers paused on their checkpoints and resumed."""
+    import pandas as pd
+    from test_sweep_e2e import GRID, run_sweep, sweep_cmd
+
+    (tmp_path / "grid.py").write_text(GRID.replace("SCHED", "halving"))  # 4 trials, 4 epochs: rungs at 1 and 2
+    proc, _ = run_sweep(sweep_cmd(tmp_path / "grid.py", tiny_corpus, tmp_path), tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "ray" / "grid" / "report" / "trials.parquet").drop_duplicates("trial_id")
+    assert sorted(trials["epoch_reached"]) == [1, 1, 2, 4]
+    assert sorted(trials["status"]) == ["early_stopped"] * 3 + ["finished"]
+    for _, t in trials.iterrows():  # a resumed trial logs each epoch once: the pause lost and repeated nothing
+        epochs = [
+            json.loads(line)["epoch"]
+            for line in (tmp_path / "ray" / "grid" / t["trial_name"] / "result.json").read_text().splitlines()
+        ]
+        assert epochs == [float(e) for e in range(1, t["epoch_reached"] + 1)], t["trial_name"]
