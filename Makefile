@@ -28,9 +28,10 @@ demo: setup
 	$(PY) -m sourcetrace.cli sweep sweeps/demo.py --root $(DEMO) --no-analyze
 
 # Jupyter (the `notebook` extra, installed on first use) on 127.0.0.1, opening the Table-1 notebook; it finds
-# ray_results/demo/report by itself, SOURCETRACE_REPORT=DIR picks another report.
+# ray_results/demo/report by itself, SOURCETRACE_REPORT=DIR picks another report. Jupyter refuses root
+# unless told: this target runs where `make demo` ran, root included.
 notebook: $(VENV)/.notebook
-	$(VENV)/bin/jupyter notebook --ip=127.0.0.1 --no-browser analysis/table1.ipynb
+	$(VENV)/bin/jupyter notebook --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) analysis/table1.ipynb
 $(VENV)/.notebook: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[notebook]'
 	touch $@

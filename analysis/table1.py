@@ -47,7 +47,7 @@ from IPython.display import display
 import sourcetrace
 from sourcetrace.evaluation.baseline import NAME as BASELINE
 from sourcetrace.evaluation.comparison import baseline_cells
-from sourcetrace.report import table1_cells
+from sourcetrace.report import RECORD, table1_cells
 
 
 def repository_root() -> Path | None:
@@ -177,13 +177,36 @@ for ax, split in zip(axes, ("dev", "test")):
         if f"{split}_eer" not in g or g[f"{split}_eer"].isna().all():
             continue
         first = g.iloc[0]
-        ax.plot(g["epoch"], g[f"{split}_eer"], color=colour[first["loss"]], alpha=0.8, lw=1)
+        ax.plot(g["epoch"], g[f"{split}_eer"], ".-", color=colour[first["loss"]], alpha=0.8, lw=1)
         ax.plot(g.loc[g["best"], "epoch"], g.loc[g["best"], f"{split}_eer"], "o", color=colour[first["loss"]])
     ax.set(xlabel="epoch", title=f"{split} EER %")
 axes[0].set_ylabel("EER %")
 axes[1].legend([plt.Line2D([], [], color=colour[x]) for x in losses], losses, fontsize=8)
 fig.tight_layout()
 save(fig, "learning_curves.png")
+
+# %% [markdown]
+# Training loss at every epoch, from the trials' own results: Tune's `ExperimentAnalysis` reads the sweep
+# folder that holds this report (no Ray is started). A report written elsewhere (`--out`) has no such folder.
+
+# %%
+experiment = report.parent
+if (experiment / RECORD).is_file():
+    from ray.tune import ExperimentAnalysis
+
+    epochs = ExperimentAnalysis(str(experiment)).trial_dataframes  # trial id -> one row per reported epoch
+    fig, axes = plt.subplots(1, len(losses), figsize=(5 * len(losses), 3.5), squeeze=False)
+    for ax, loss in zip(axes[0], losses):
+        for trial in per_trial[per_trial["loss"] == loss].itertuples():
+            frame = epochs.get(trial.trial_id)
+            if frame is not None and "train_loss" in frame:
+                ax.plot(frame["epoch"], frame["train_loss"], ".-", lw=1, label=f"d{trial.dim} s{trial.seed}")
+        ax.set(xlabel="epoch", ylabel="training loss", title=loss)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save(fig, "training_loss.png")
+else:
+    print(f"{experiment} is not the sweep's folder (no {RECORD}): no training-loss curves")
 
 # %% [markdown]
 # ## EER vs embedding size, per loss and sampler (error bars: 95 % CI over seeds)

@@ -75,6 +75,7 @@ def test_notebook_runs_from_its_folder_on_a_report(report, tmp_path, monkeypatch
     assert "18.50" in table1 and "font-style: italic;" in table1  # the baseline's row
     assert f"{C}: EER %" in text and "17.00" in text  # per-condition table with the baseline's cell
     assert "paper_eer" in text
+    assert "no training-loss curves" in text  # the report was written apart from its experiment (--out)
     for name in ("learning_curves.png", "eer_vs_dim.png", "dev_vs_test.png"):
         assert (figures / name).stat().st_size > 1000
     assert not (report / "figures").exists()  # nothing written into the report

@@ -277,7 +277,7 @@ def test_analysis_notebook_runs_headless_on_the_report(grid, monkeypatch):
     nbclient.NotebookClient(  # run from the notebook's folder, as Jupyter opens it
         nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(REPO / "analysis")}}
     ).execute()
-    for name in ("learning_curves.png", "eer_vs_dim.png", "dev_vs_test.png"):
+    for name in ("learning_curves.png", "training_loss.png", "eer_vs_dim.png", "dev_vs_test.png"):
         assert (tmp / "figures" / name).stat().st_size > 1000
     assert not (report / "figures").exists()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
