@@ -1,12 +1,14 @@
 """The command line as a user meets it: --version, every command's description, example and defaults, the
 model given as --model everywhere, and the exit codes (0, 1, 2, 130) the main help documents."""
 
+import re
 import shlex
 import signal
 import subprocess
 import sys
 import time
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +94,19 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err and "Traceback" not in err
+
+
+def test_every_command_line_of_the_readme_parses():
+    """Code-block lines ``sourcetrace COMMAND ...`` without placeholders ([optional], ...), continuations joined."""
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    lines = "\n".join(re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)).replace("\\\n", " ").splitlines()
+    parsed = 0
+    for line in lines:
+        m = re.search(r"(?:^|\s)(?:\S*/)?sourcetrace\s+(\S.*)$", line.split(" #", 1)[0])
+        if not m or "[" in m.group(1) or "..." in m.group(1):
+            continue
+        argv = shlex.split(re.split(r"\s\d?>|[|&;]", m.group(1))[0])
+        args = build_parser().parse_args(argv)  # SystemExit (a failure) on a wrong flag or a missing argument
+        assert args.command, line
+        parsed += 1
+    assert parsed >= 15
