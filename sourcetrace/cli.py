@@ -111,8 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    corpus = sub.add_parser(
-        "corpus", help="build or check a source-tracing corpus", description="Build or check a corpus."
+    corpus = _command(
+        sub,
+        "corpus",
+        "Build or check a source-tracing corpus.",
+        "sourcetrace corpus build --out data/tiny --preset tiny",
+        "sourcetrace corpus check --root data/tiny",
     )
     csub = corpus.add_subparsers(dest="corpus_command", required=True, metavar="COMMAND")
     b = _command(

@@ -37,7 +37,7 @@ def test_main_help_documents_every_exit_code(capsys):
     assert all(command.split()[0] in text for command in HANDLERS)
 
 
-@pytest.mark.parametrize("command", sorted(HANDLERS))
+@pytest.mark.parametrize("command", sorted(HANDLERS) + ["corpus"])
 def test_every_command_has_a_description_an_example_that_parses_and_its_defaults(command, capsys):
     text = help_of(command, capsys)
     description = text.split("\n\n")[1]
