@@ -1,5 +1,7 @@
 """The command line as a user meets it: --version, every command's description, example and defaults, the
-model given as --model everywhere, and the exit codes (0, 1, 2, 130) the main help documents."""
+model given as --model everywhere, and the exit codes the main help documents. Exit 1 (a run that failed,
+or partly) is checked where real runs fail: test_divergence (training diverged), test_check (unusable
+clips), test_bundle (clips that cannot be traced); 143 in test_sweep_faults."""
 
 import re
 import shlex
