@@ -207,7 +207,7 @@ def _plain(x: Any) -> Any:
 
 
 def cli_analyze(args) -> int:
-    """``sourcetrace analyze --model MODEL [--root DIR] [--protocol P] [--split dev|eval] [--out DIR]``."""
+    """``sourcetrace analyze MODEL [--root DIR] [--protocol P] [--split dev|eval] [--out DIR]``."""
     res = analyze(args.model, args.root, args.protocol, args.split, args.out)
     m = res["metrics"]
     print(f"{args.split}: all-pairs EER {m['eer']:.2f}%  minDCF {m['min_dcf']:.3f}", end="")
