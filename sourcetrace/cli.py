@@ -33,7 +33,7 @@ MODEL_HELP = "a bundle, or a run, checkpoint or sweep folder (exported to a bund
 EXIT_CODES = """exit codes:
   0    done
   1    partial or runtime failure (some trials or clips failed, training diverged, a TTS engine failed)
-  2    usage, configuration or input error (one line naming the culprit; nothing computed)
+  2    usage, configuration or input error (one line naming the culprit)
   130  interrupted by Ctrl-C (SIGINT); 143: stopped by SIGTERM (a sweep: --resume continues it)"""
 
 
