@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 DEMO   := data/demo
 
-.PHONY: setup venv engines demo test test-slow lint clean
+.PHONY: setup venv engines demo notebook test test-slow lint clean
 
 setup: venv engines
 
@@ -26,6 +26,15 @@ engines:
 demo: setup
 	$(PY) -m sourcetrace.cli corpus build --out $(DEMO) --preset demo
 	$(PY) -m sourcetrace.cli sweep sweeps/demo.py --root $(DEMO) --no-analyze
+
+# Jupyter (the `notebook` extra, installed on first use) on 127.0.0.1, opening the Table-1 notebook; it finds
+# ray_results/demo/report by itself, SOURCETRACE_REPORT=DIR picks another report. Jupyter refuses root
+# unless told: this target runs where `make demo` ran, root included.
+notebook: $(VENV)/.notebook
+	$(VENV)/bin/jupyter notebook --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) analysis/table1.ipynb
+$(VENV)/.notebook: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[notebook]'
+	touch $@
 
 # The default test run: everything but the end-to-end tests marked slow (a few minutes on 2 cores).
 test: setup

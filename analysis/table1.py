@@ -16,15 +16,21 @@
 # %% [markdown]
 # # Table 1: source-tracing EER by backbone, loss, sampler and embedding size
 #
-# Reads the parquet reports of a sweep (`sourcetrace report RUN` or the end of `sourcetrace sweep`):
-# `trials.parquet` (trial x evaluation), `table1_cells.parquet` (mean and 95 % CI per cell) and
-# `table1.parquet` (the paper's layout). Set the report folder with the `SOURCETRACE_REPORT`
-# environment variable or the papermill parameter below.
+# Reads the parquet reports of a sweep (written at the end of `sourcetrace sweep` into
+# `STORAGE/NAME/report/`, or by `sourcetrace report RUN --out DIR`): `trials.parquet` (one row per trial
+# and evaluation), `table1_cells.parquet` (mean and 95 % CI over seeds per cell, the featureless
+# baseline's row included) and `comparison.parquet` (the best trial beside the baseline).
+#
+# It opens from any working directory. `REPORT_DIR` (environment variable `SOURCETRACE_REPORT`) names
+# the report folder; a relative path that does not exist from the working directory is taken from the
+# repository root, found by walking up from the working directory (or from the installed package).
+# Figures are shown here and written only to `FIGURES_DIR` (`SOURCETRACE_FIGURES`; empty: not written).
 
 # %% tags=["parameters"]
 import os
 
 REPORT_DIR = os.environ.get("SOURCETRACE_REPORT", "ray_results/demo/report")
+FIGURES_DIR = os.environ.get("SOURCETRACE_FIGURES", "analysis/figures")
 
 # %%
 from pathlib import Path
@@ -36,16 +42,90 @@ if not os.environ.get("MPLBACKEND") and "ipykernel" not in matplotlib.get_backen
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from IPython.display import display
 
-report = Path(REPORT_DIR)
+import sourcetrace
+from sourcetrace.evaluation.baseline import NAME as BASELINE
+from sourcetrace.evaluation.comparison import baseline_cells
+from sourcetrace.report import RECORD, table1_cells
+
+
+def repository_root() -> Path | None:
+    """The sourcetrace checkout above the working directory, else the one the package was imported from."""
+    for start in (Path.cwd().resolve(), Path(sourcetrace.__file__).resolve().parent):
+        for folder in (start, *start.parents):
+            if (folder / "pyproject.toml").is_file() and (folder / "sourcetrace" / "__init__.py").is_file():
+                return folder
+    return None
+
+
+ROOT = repository_root()
+
+
+def resolve(path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() or p.exists() or ROOT is None else ROOT / p
+
+
+report = resolve(REPORT_DIR)
+if not (report / "trials.parquet").is_file():
+    raise FileNotFoundError(
+        f"no sweep report in {report} (no trials.parquet): run `make demo`, or set SOURCETRACE_REPORT "
+        "(or REPORT_DIR above) to a report folder, STORAGE/NAME/report"
+    )
+figures = resolve(FIGURES_DIR) if FIGURES_DIR else None
+
+
+def save(fig, name: str) -> None:
+    """Write a figure only when FIGURES_DIR is set (never into the report folder unless asked to)."""
+    if figures is not None:
+        figures.mkdir(parents=True, exist_ok=True)
+        fig.savefig(figures / name, dpi=120)
+
+
 trials = pd.read_parquet(report / "trials.parquet")
 cells = pd.read_parquet(report / "table1_cells.parquet")
-table1 = pd.read_parquet(report / "table1.parquet")
-figures = report / "figures"
-figures.mkdir(exist_ok=True)
+comparison = pd.read_parquet(report / "comparison.parquet") if (report / "comparison.parquet").is_file() else None
 per_trial = trials.drop_duplicates("trial_id")
-print(f"{per_trial['trial_id'].nunique()} trials:", per_trial["status"].value_counts().to_dict())
-table1
+print(f"report: {report}")
+print(f"{len(per_trial)} trials:", per_trial["status"].value_counts().to_dict())
+
+# %% [markdown]
+# ## Table 1 (EER %, dev and test)
+# Each trial contributes its best evaluation (lowest dev EER); a cell is the mean over seeds, ± the 95 %
+# confidence interval when it has two or more. The best of each column is in **bold**; the featureless
+# baseline (per clip MFCC statistics, no training) is the last row, in italics.
+
+# %%
+ROWS = ["backbone", "loss", "sampler", "variant"]
+
+
+def cell_text(c: pd.Series) -> str:
+    if c["n"] == 0:
+        return "failed" if c["n_failed"] else "—"
+    return f"{c['eer_mean']:.2f}" + (f" ± {c['eer_ci95']:.2f}" if c["n"] > 1 and np.isfinite(c["eer_ci95"]) else "")
+
+
+def styled_table(cells: pd.DataFrame, caption: str):
+    """Rows backbone/loss/sampler(/variant), columns split x embedding size; best per column bold."""
+    cells = cells.assign(text=cells.apply(cell_text, axis=1))
+    wide = cells.pivot(index=ROWS, columns=["split", "dim"], values=["eer_mean", "text"])
+    order = sorted(wide.index, key=lambda key: (key[0] == BASELINE, key))
+    means, texts = wide["eer_mean"].loc[order].astype(float), wide["text"].loc[order].fillna("")
+    columns = [(s, d) for s in ("dev", "test") for d in sorted(cells["dim"].unique()) if (s, d) in texts.columns]
+    means, texts = means[columns], texts[columns]
+    best = (means.eq(means.min(axis=0)) & means.notna()).to_numpy()
+    baseline = np.array([key[0] == BASELINE for key in order])[:, None]
+    texts.columns = pd.MultiIndex.from_tuples(columns, names=["split", "embedding size"])
+    css = pd.DataFrame(
+        np.char.add(np.where(best, "font-weight: bold;", ""), np.where(baseline, "font-style: italic;", "")),
+        index=texts.index,
+        columns=texts.columns,
+    )
+    return texts.style.apply(lambda _: css, axis=None).set_caption(caption)
+
+
+styled_table(cells, "Table 1: EER % at each trial's best dev evaluation (mean ± 95 % CI over seeds)")
 
 # %% [markdown]
 # Trials that did not run their full budget (stopped by ASHA, failed, interrupted) are listed here,
@@ -55,49 +135,100 @@ table1
 per_trial.loc[per_trial["status"] != "finished", ["trial_name", "loss", "sampler", "dim", "status", "stop_reason"]]
 
 # %% [markdown]
-# ## Heat map (mean EER %, best dev evaluation of each trial)
+# ## Per condition
+# The same table for each seen/unseen language x system condition (MLAAD's `fine/` protocol), at the
+# same best evaluation of each trial; the baseline's row comes from `comparison.parquet`.
 
 # %%
-cells["row"] = (
-    cells["backbone"]
-    + " | "
-    + cells["loss"]
-    + " | "
-    + cells["sampler"]
-    + np.where(cells["variant"] != "", " | " + cells["variant"].str.slice(0, 30), "")
-)
-fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 * cells["row"].nunique() + 2), squeeze=False)
-for ax, split in zip(axes[0], ("dev", "test")):
-    grid = cells[cells["split"] == split].pivot(index="row", columns="dim", values="eer_mean")
-    im = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis_r", aspect="auto")
-    ax.set_xticks(range(grid.shape[1]), [str(d) for d in grid.columns])
-    ax.set_yticks(range(grid.shape[0]), grid.index if split == "dev" else [""] * grid.shape[0])
-    ax.set_xlabel("embedding size")
-    ax.set_title(f"{split} EER %")
-    for (i, j), v in np.ndenumerate(grid.to_numpy(dtype=float)):
-        if np.isfinite(v):
-            ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=8, bbox={"fc": "w", "alpha": 0.6, "lw": 0})
-    fig.colorbar(im, ax=ax, shrink=0.8)
+conditions = sorted({c.partition(".")[2] for c in trials.columns if c.startswith(("dev_eer.", "test_eer."))})
+dims = sorted(cells.loc[cells["backbone"] != BASELINE, "dim"].unique())
+per_condition = {}
+for condition in conditions:
+    t = trials.copy()
+    for split in ("dev", "test"):
+        t[f"{split}_eer"] = trials.get(f"{split}_eer.{condition}", np.nan)
+    part = table1_cells(t)
+    if comparison is not None:
+        base = comparison[comparison["condition"] == condition]
+        metrics = {f"{r.split}_eer": r.baseline_eer for r in base.itertuples()}
+        part = pd.concat([part, baseline_cells({"metrics": metrics}, dims)], ignore_index=True)
+    per_condition[condition] = part
+    display(styled_table(part, f"{condition}: EER % (mean ± 95 % CI over seeds)"))
+
+# %% [markdown]
+# ## The best trial beside the featureless baseline
+# The checkpoint the sweep hands over (lowest dev EER) against the baseline, per split and condition.
+
+# %%
+comparison.drop(columns=["checkpoint"]).round(2) if comparison is not None else "no baseline in this report"
+
+# %% [markdown]
+# ## Learning curves
+# Dev and test EER at every evaluation of every trial (the per-epoch metrics the trials reported to Tune);
+# the circle is the evaluation the trial contributes to Table 1.
+
+# %%
+evals = trials.dropna(subset=["epoch"]).sort_values(["trial_id", "epoch"])
+fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+losses = sorted(evals["loss"].unique())
+colour = {loss: f"C{i}" for i, loss in enumerate(losses)}
+for ax, split in zip(axes, ("dev", "test")):
+    for _, g in evals.groupby("trial_id"):
+        if f"{split}_eer" not in g or g[f"{split}_eer"].isna().all():
+            continue
+        first = g.iloc[0]
+        ax.plot(g["epoch"], g[f"{split}_eer"], ".-", color=colour[first["loss"]], alpha=0.8, lw=1)
+        ax.plot(g.loc[g["best"], "epoch"], g.loc[g["best"], f"{split}_eer"], "o", color=colour[first["loss"]])
+    ax.set(xlabel="epoch", title=f"{split} EER %")
+axes[0].set_ylabel("EER %")
+axes[1].legend([plt.Line2D([], [], color=colour[x]) for x in losses], losses, fontsize=8)
 fig.tight_layout()
-fig.savefig(figures / "table1_heatmap.png", dpi=120)
+save(fig, "learning_curves.png")
+
+# %% [markdown]
+# Training loss at every epoch, from the trials' own results: Tune's `ExperimentAnalysis` reads the sweep
+# folder that holds this report (no Ray is started). A report written elsewhere (`--out`) has no such folder.
+
+# %%
+experiment = report.parent
+if (experiment / RECORD).is_file():
+    from ray.tune import ExperimentAnalysis
+
+    epochs = ExperimentAnalysis(str(experiment)).trial_dataframes  # trial id -> one row per reported epoch
+    fig, axes = plt.subplots(1, len(losses), figsize=(5 * len(losses), 3.5), squeeze=False)
+    for ax, loss in zip(axes[0], losses):
+        for trial in per_trial[per_trial["loss"] == loss].itertuples():
+            frame = epochs.get(trial.trial_id)
+            if frame is not None and "train_loss" in frame:
+                ax.plot(frame["epoch"], frame["train_loss"], ".-", lw=1, label=f"d{trial.dim} s{trial.seed}")
+        ax.set(xlabel="epoch", ylabel="training loss", title=loss)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save(fig, "training_loss.png")
+else:
+    print(f"{experiment} is not the sweep's folder (no {RECORD}): no training-loss curves")
 
 # %% [markdown]
 # ## EER vs embedding size, per loss and sampler (error bars: 95 % CI over seeds)
 
 # %%
+models = cells[cells["backbone"] != BASELINE].copy()
+models["row"] = models["backbone"] + " | " + models["loss"] + " | " + models["sampler"]
+models["row"] += np.where(models["variant"] != "", " | " + models["variant"].str.slice(0, 30), "")
 fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
 for ax, split in zip(axes, ("dev", "test")):
-    part = cells[cells["split"] == split]
-    for label, g in part.groupby("row"):
+    for label, g in models[models["split"] == split].groupby("row"):
         g = g.sort_values("dim")
         ax.errorbar(g["dim"], g["eer_mean"], yerr=g["eer_ci95"].fillna(0), marker="o", capsize=3, label=label)
+    base = cells[(cells["backbone"] == BASELINE) & (cells["split"] == split)]
+    if len(base):
+        ax.axhline(base["eer_mean"].iloc[0], color="k", ls="--", lw=1, label="featureless baseline")
     ax.set_xscale("log")
-    ax.set_xlabel("embedding size")
-    ax.set_title(f"{split} EER %")
+    ax.set(xlabel="embedding size", title=f"{split} EER %")
 axes[0].set_ylabel("EER %")
 axes[1].legend(fontsize=7, loc="best")
 fig.tight_layout()
-fig.savefig(figures / "eer_vs_dim.png", dpi=120)
+save(fig, "eer_vs_dim.png")
 
 # %% [markdown]
 # ## Generalisation: dev vs test EER of each trial's best evaluation
@@ -107,15 +238,13 @@ fig.savefig(figures / "eer_vs_dim.png", dpi=120)
 best = trials[trials["best"]].dropna(subset=["dev_eer", "test_eer"])
 fig, ax = plt.subplots(figsize=(5, 5))
 for loss, g in best.groupby("loss"):
-    ax.scatter(g["dev_eer"], g["test_eer"], label=loss)
+    ax.scatter(g["dev_eer"], g["test_eer"], label=loss, color=colour.get(loss))
 lim = [0, max(1.0, float(np.nanmax(best[["dev_eer", "test_eer"]].to_numpy())) * 1.1)] if len(best) else [0, 1]
 ax.plot(lim, lim, "k--", lw=1)
 ax.set(xlim=lim, ylim=lim, xlabel="dev EER %", ylabel="test EER %")
 ax.legend()
 fig.tight_layout()
-fig.savefig(figures / "dev_vs_test.png", dpi=120)
-conditions = [c for c in best.columns if c.startswith("test_eer.")]
-best.groupby("loss")[conditions].mean().round(2) if conditions else None
+save(fig, "dev_vs_test.png")
 
 # %% [markdown]
 # ## Against the paper's Table 1 (Koutsianos et al., Interspeech 2025)
@@ -134,8 +263,8 @@ PAPER = pd.DataFrame(
 )
 PAPER_AASIST_AAM_RANDOM_BEST_DEV = 4.49  # best dev EER over the embedding sizes
 ours = cells[cells["variant"] == ""][["backbone", "loss", "sampler", "split", "dim", "eer_mean", "eer_ci95", "n"]]
-comparison = PAPER.merge(ours, on=["backbone", "loss", "sampler", "split", "dim"], how="left")
-comparison["difference"] = comparison["eer_mean"] - comparison["paper_eer"]
+paper = PAPER.merge(ours, on=["backbone", "loss", "sampler", "split", "dim"], how="left")
+paper["difference"] = paper["eer_mean"] - paper["paper_eer"]
 aasist = cells[
     (cells["backbone"] == "w2v2_aasist")
     & (cells["loss"] == "aamsoftmax")
@@ -146,4 +275,4 @@ print(
     f"AASIST AAM-Softmax random, best dev EER: paper {PAPER_AASIST_AAM_RANDOM_BEST_DEV}, "
     f"ours {aasist['eer_mean'].min() if len(aasist) else 'not in this sweep'}"
 )
-comparison
+paper.round(2)

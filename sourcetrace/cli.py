@@ -1,7 +1,8 @@
 """``sourcetrace`` command line: one sub-command per job, each handled by a function in its module.
 
 Handlers are imported only when their command runs, so ``sourcetrace --help`` stays instant and a
-corpus build never imports Ray. A ``SourcetraceError`` is printed as one line (exit 2), not a traceback.
+corpus build never imports Ray. A ``SourcetraceError`` is printed as one line, not a traceback, and
+exits with its ``exit_code`` (2: the command or its input is wrong; 1: the run failed); see ``EXIT_CODES``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+import sourcetrace
 from sourcetrace import interrupt
 from sourcetrace.errors import SourcetraceError
 
@@ -28,6 +30,60 @@ HANDLERS = {
     "export": "sourcetrace.bundle.export:cli_export",
 }
 MODEL_HELP = "a bundle, or a run, checkpoint or sweep folder (exported to a bundle on first use)"
+EXIT_CODES = """exit codes:
+  0    done
+  1    partial or runtime failure (some trials or clips failed, training diverged, a TTS engine failed)
+  2    usage, configuration or input error (one line naming the culprit)
+  130  interrupted by Ctrl-C (SIGINT); 143: stopped by SIGTERM (a sweep: --resume continues it)"""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Examples kept as written; an option's default shown where it has one that says something."""
+
+    def _get_help_string(self, action):
+        default = action.default
+        if default is None or default is False or default == [] or "default" in (action.help or ""):
+            return action.help  # nothing to show, or the help says it in words
+        return super()._get_help_string(action)
+
+
+def version() -> str:
+    """The installed package's version (the source tree's when it runs uninstalled)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("sourcetrace")
+    except PackageNotFoundError:
+        from sourcetrace import __version__
+
+        return __version__
+
+
+def _command(sub, name: str, summary: str, *examples: str) -> argparse.ArgumentParser:
+    """A sub-command with its one-line description and examples, showing the defaults of its options."""
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
+    return sub.add_parser(name, help=summary, description=summary, epilog=epilog, formatter_class=HelpFormatter)
+
+
+def _add_model_arg(p: argparse.ArgumentParser, help: str, positional: bool = False) -> None:
+    """``--model``; ``positional``: also the older positional form, still accepted with a note."""
+    p.add_argument("--model", required=not positional, help=help)
+    if positional:
+        p.add_argument("model_positional", nargs="?", metavar="MODEL", help="deprecated: use --model")
+
+
+def _model_from_positional(parser: argparse.ArgumentParser, args: argparse.Namespace, key: str) -> None:
+    positional = vars(args).pop("model_positional", None)
+    if positional is not None:
+        if args.model is not None:
+            parser.error(f"{key}: give the model once, as --model")
+        print(
+            f"note: 'sourcetrace {key} MODEL' is deprecated; write 'sourcetrace {key} --model MODEL'", file=sys.stderr
+        )
+        args.model = positional
+    if args.model is None:
+        parser.error(f"{key}: the following arguments are required: --model")
 
 
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -46,29 +102,63 @@ def _add_trace_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sourcetrace", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="sourcetrace",
+        description=sourcetrace.__doc__.splitlines()[0],
+        epilog="'sourcetrace COMMAND --help' describes a command, with an example.\n\n" + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    corpus = sub.add_parser("corpus", help="build or check a source-tracing corpus")
-    csub = corpus.add_subparsers(dest="corpus_command", required=True)
-    b = csub.add_parser("build", help="synthesise the TTS corpus in MLAAD's layout")
+    corpus = _command(
+        sub,
+        "corpus",
+        "Build or check a source-tracing corpus.",
+        "sourcetrace corpus build --out data/tiny --preset tiny",
+        "sourcetrace corpus check --root data/tiny",
+    )
+    csub = corpus.add_subparsers(dest="corpus_command", required=True, metavar="COMMAND")
+    b = _command(
+        csub,
+        "build",
+        "Synthesise a TTS corpus in MLAAD's layout (resumable: a second run adds only missing clips).",
+        "sourcetrace corpus build --out data/tiny --preset tiny",
+    )
     b.add_argument("--out", required=True, help="output data root")
-    b.add_argument("--preset", choices=("tiny", "demo", "full"), default="demo")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--workers", type=int, default=0, help="parallel workers (default: all cores)")
+    b.add_argument("--preset", choices=("tiny", "demo", "full"), default="demo", help="corpus size")
+    b.add_argument("--seed", type=int, default=0, help="seed of texts, voices and splits")
+    b.add_argument("--workers", type=int, default=0, help="parallel workers (0: all cores)")
     b.add_argument("--format", choices=("flac", "wav"), default="flac", help="canonical audio format")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
-    c = csub.add_parser("check", help="count clips per split/condition and validate every file")
+    c = _command(
+        csub,
+        "check",
+        "Count clips per split and condition and validate every audio file (exit 1 when some are unusable).",
+        "sourcetrace corpus check --root data/demo",
+    )
     _add_data_args(c)
     c.add_argument("--min-seconds", type=float, default=2.0, help="flag clips shorter than this (the crop)")
 
-    t = sub.add_parser("train", help="train and evaluate one model (no Ray)")
+    t = _command(
+        sub,
+        "train",
+        "Train and evaluate one model, without Ray.",
+        "sourcetrace train --root data/tiny --out runs/ge2e --set loss.name=ge2e --set sampler.name=balanced "
+        "--set train.batch_size=24 --set train.epochs=2",
+    )
     _add_data_args(t)
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last if it exists")
 
-    s = sub.add_parser("sweep", help="run a sweep file with Ray Tune, every trial an MLflow run")
+    s = _command(
+        sub,
+        "sweep",
+        "Run a sweep file with Ray Tune, every trial an MLflow run; print Table 1 and export the best model.",
+        "sourcetrace sweep sweeps/demo.py --root data/demo",
+        "sourcetrace sweep sweeps/table1_resnet.py --root data/mlaad --address HEAD:6379 --storage /shared/ray_results",
+    )
     s.add_argument("sweep_file", help="path to a sweeps/*.py file")
     _add_data_args(s)
     s.add_argument("--smoke", action="store_true", help="run the sweep's smoke-sized variant")
@@ -80,48 +170,79 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every trial")
     s.add_argument("--no-analyze", action="store_true", help="skip the analyses of the best trial")
 
-    r = sub.add_parser("report", help="Table-1 parquet reports of a finished sweep")
+    r = _command(
+        sub,
+        "report",
+        "Write and print the Table-1 parquet reports of a sweep (finished or not).",
+        "sourcetrace report ray_results/demo",
+    )
     r.add_argument("sweep_run", help="the sweep's Tune experiment folder (STORAGE/NAME)")
     r.add_argument("--out", default=None, help="report folder (default: SWEEP_RUN/report)")
-    r.add_argument("--tracking-uri", default=None)
+    r.add_argument("--tracking-uri", default=None, help="MLflow store to take run ids from (default: none)")
 
-    u = sub.add_parser("ui", help="MLflow UI on the sweep store, bound to 127.0.0.1")
+    u = _command(sub, "ui", "Serve the MLflow UI on the sweeps' tracking store, bound to 127.0.0.1.", "sourcetrace ui")
     u.add_argument("--tracking-uri", default=None, help="backend store (default: the embedded sqlite store)")
-    u.add_argument("--host", default="127.0.0.1")
-    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--host", default="127.0.0.1", help="address to bind")
+    u.add_argument("--port", type=int, default=5000, help="port to serve on")
 
-    a = sub.add_parser("analyze", help="linear probe, confusion matrix, UMAP, DET of a trained model")
-    a.add_argument("model", help=MODEL_HELP.split(" (")[0])
+    a = _command(
+        sub,
+        "analyze",
+        "Linear probe, confusion matrix, UMAP, DET and open-set metrics of a trained model.",
+        "sourcetrace analyze --model runs/ge2e --split dev",
+    )
+    _add_model_arg(a, MODEL_HELP.split(" (")[0], positional=True)
     _add_data_args(a, required=False)  # default: the data the model was trained on (its config.json)
-    a.add_argument("--split", choices=("dev", "eval"), default="dev")
+    a.add_argument("--split", choices=("dev", "eval"), default="dev", help="split to analyse")
     a.add_argument("--out", default=None, help="output folder (default: MODEL/analysis_<split>)")
 
-    e = sub.add_parser("enroll", help="add, extend, list or remove enrolled systems of a bundle")
-    e.add_argument("--model", required=True, help=MODEL_HELP)
+    e = _command(
+        sub,
+        "enroll",
+        "Add, extend, list or remove enrolled systems of a bundle.",
+        "sourcetrace enroll --model models/ge2e --system my_tts clip1.wav clip2.wav clip3.wav",
+        "sourcetrace enroll --model models/ge2e --list",
+    )
+    _add_model_arg(e, MODEL_HELP)
     e.add_argument("--system", default=None, help="system name to enrol (a value, never a path: '/' is fine)")
     e.add_argument("--list", action="store_true", help="list the training and enrolled systems")
     e.add_argument("--remove", default=None, metavar="NAME", help="forget an enrolled system")
     _add_trace_args(e)
     e.add_argument("clips", nargs="*", help="audio files, folders, globs or @list.txt")
 
-    ev = sub.add_parser("evaluate", help="score a model on any MLAAD-layout corpus, beside the featureless baseline")
-    ev.add_argument("--model", required=True, help=MODEL_HELP)
+    ev = _command(
+        sub,
+        "evaluate",
+        "Score a model on any MLAAD-layout corpus, beside the featureless baseline.",
+        "sourcetrace evaluate --model runs/ge2e --root data/outside --split eval",
+    )
+    _add_model_arg(ev, MODEL_HELP)
     _add_data_args(ev)  # the corpus to score: its own train split defines known systems and conditions
-    ev.add_argument("--split", default="eval", help="split to score (default: eval)")
+    ev.add_argument("--split", default="eval", help="split to score")
     ev.add_argument("--out", default=None, help="output folder (default: MODEL/evaluate_<corpus>_<split>)")
 
-    tr = sub.add_parser("trace", help="name the system behind each clip, or 'unknown'")
-    tr.add_argument("--model", required=True, help=MODEL_HELP)
-    tr.add_argument("--top-k", type=int, default=3)
-    tr.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    tr = _command(
+        sub,
+        "trace",
+        "Name the system behind each clip, or 'unknown' (exit 1 when some clips failed).",
+        "sourcetrace trace --model ray_results/demo/best_model evidence/ --format json",
+    )
+    _add_model_arg(tr, MODEL_HELP)
+    tr.add_argument("--top-k", type=int, default=3, help="systems listed per clip")
+    tr.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _add_trace_args(tr)
     tr.add_argument("clips", nargs="+", help="audio files, folders (recursive), globs or @list.txt")
 
-    x = sub.add_parser("export", help="write a portable bundle of a checkpoint, run or sweep")
-    x.add_argument("model", help="checkpoint, run or sweep folder")
+    x = _command(
+        sub,
+        "export",
+        "Write a portable bundle of a checkpoint, run or sweep.",
+        "sourcetrace export --model runs/ge2e --out models/ge2e --onnx",
+    )
+    _add_model_arg(x, "checkpoint, run or sweep folder", positional=True)
     x.add_argument("--out", required=True, help="bundle folder to create")
-    x.add_argument("--device", default="auto")
+    x.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     x.add_argument("--onnx", action="store_true", help="also write OUT/embedding.onnx (parity-checked)")
     x.add_argument("--scorer", default=None, help="open-set scorer (default: the package's DEFAULT_SCORER)")
     _add_data_args(x, required=False)  # default: the data the model was trained on (its config.json)
@@ -129,8 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     key = args.command if args.command != "corpus" else f"corpus {args.corpus_command}"
+    if key in ("analyze", "export"):
+        _model_from_positional(parser, args, key)
     module, func = HANDLERS[key].split(":")
     interrupt.term_as_interrupt()  # SIGTERM (Slurm, Kubernetes, timeout) ends a command as Ctrl-C does
     try:
@@ -138,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(handler(args) or 0)
     except SourcetraceError as err:
         print(f"sourcetrace {key}: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
     except KeyboardInterrupt:
         print(f"sourcetrace {key}: interrupted", file=sys.stderr)
         return interrupt.exit_code()

@@ -1,8 +1,14 @@
-"""Errors a user can act on. The CLI prints them as one clear line instead of a traceback."""
+"""Errors a user can act on. The CLI prints them as one clear line instead of a traceback.
+
+``exit_code`` is the CLI's exit status for the error: 2 for a problem with the command, its configuration
+or its input (fix the command), 1 for a run that was set up right and failed while running.
+"""
 
 
 class SourcetraceError(Exception):
     """Base class: a problem with the user's input, named precisely."""
+
+    exit_code = 2
 
 
 class ConfigError(SourcetraceError, ValueError):
@@ -19,6 +25,8 @@ class AudioError(SourcetraceError, ValueError):
 
 class TrainingError(SourcetraceError, RuntimeError):
     """Training stopped for a reason the user must see (e.g. a non-finite loss)."""
+
+    exit_code = 1
 
 
 class CheckpointError(SourcetraceError):

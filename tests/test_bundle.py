@@ -56,7 +56,7 @@ def run(tiny_corpus, tmp_path_factory):
 @pytest.fixture(scope="module")
 def exported(run, tmp_path_factory):
     out = tmp_path_factory.mktemp("exported") / "bundle"
-    assert main(["export", str(run), "--out", str(out)]) == 0
+    assert main(["export", "--model", str(run), "--out", str(out)]) == 0
     return out
 
 

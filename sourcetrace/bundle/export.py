@@ -219,7 +219,7 @@ def export_best(exp_dir: Path, trials, store=None) -> Path | None:
 
 
 def cli_export(args) -> int:
-    """``sourcetrace export CHECKPOINT|RUN|SWEEP --out DIR``."""
+    """``sourcetrace export --model CHECKPOINT|RUN|SWEEP --out DIR``."""
     out = export(args.model, args.out, root=args.root, protocol=args.protocol, device=args.device, scorer=args.scorer)
     with open(out / files.THRESHOLD) as f:
         import json

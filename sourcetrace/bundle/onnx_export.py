@@ -74,7 +74,7 @@ def parity(model, onnx_path: str | os.PathLike, waves: list[np.ndarray]) -> floa
 
 
 def cli_onnx(args) -> int:
-    """``sourcetrace export MODEL --out DIR --onnx``: also write ``DIR/embedding.onnx``."""
+    """``sourcetrace export --model MODEL --out DIR --onnx``: also write ``DIR/embedding.onnx``."""
     path, diff = export_onnx(args.out, Path(args.out) / "embedding.onnx")
     print(f"onnx: {path} (max |embedding difference| vs PyTorch {diff:.1e}, tolerance {TOLERANCE:g})")
     return 0

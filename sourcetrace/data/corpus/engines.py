@@ -24,6 +24,8 @@ from sourcetrace.errors import SourcetraceError
 class EngineError(SourcetraceError, RuntimeError):
     """A TTS engine is missing or failed to make a clip."""
 
+    exit_code = 1
+
 
 _ESPEAK_LANG = {"en": "en-us", "de": "de", "fr": "fr-fr", "es": "es", "it": "it", "nl": "nl", "pt": "pt", "pl": "pl"}
 _PICO_LANG = {"en": "en-US", "de": "de-DE", "fr": "fr-FR", "es": "es-ES", "it": "it-IT"}

@@ -1,0 +1,92 @@
+"""The analysis notebook executes headless, from its own folder as Jupyter opens it, on a report the report
+module writes from a synthetic Tune experiment folder; without a report it says which folder it looked in."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from test_report import AAM, GE2E, C, make_experiment
+
+from sourcetrace.evaluation.baseline import BASELINE_FILE
+from sourcetrace.report import write_reports
+
+nbclient = pytest.importorskip("nbclient", reason="nbclient is not installed (pip install -e '.[dev]')")
+nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed (pip install -e '.[dev]')")
+
+ANALYSIS = Path(__file__).parent.parent / "analysis"
+
+
+def execute(monkeypatch, **environ):
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    nb = nbformat.read(ANALYSIS / "table1.ipynb", as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": ANALYSIS}})
+    client.execute()
+    return nb
+
+
+def outputs(nb) -> str:
+    return "\n".join(
+        str(o.get("data", {}).get("text/html") or o.get("data", {}).get("text/plain") or o.get("text", ""))
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
+
+
+def html(nb) -> list[str]:
+    return [o["data"]["text/html"] for c in nb.cells for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
+
+
+def bold_cells(styled_html: str) -> set[str]:
+    """The ``rowI_colJ`` cells a pandas Styler's CSS makes bold."""
+    rules = re.findall(r"([^{}]+)\{([^}]*)\}", styled_html.split("</style>")[0])
+    return {cell for sel, body in rules if "font-weight: bold" in body for cell in re.findall(r"row\d+_col\d+", sel)}
+
+
+@pytest.fixture
+def report(tmp_path):
+    exp = make_experiment(
+        tmp_path,
+        [
+            ("a0", AAM | {"train.seed": 0}, "TERMINATED", [(1, None), (2, 12.0), (3, None), (4, 10.0)], None),
+            ("a1", AAM | {"train.seed": 1}, "TERMINATED", [(1, None), (2, 11.0), (3, None), (4, 14.0)], None),
+            ("g0", GE2E, "TERMINATED", [(1, None), (2, 9.0), (3, None), (4, 8.0)], None),
+            ("g1", GE2E | {"model.embedding_dim": 50}, "ERROR", [(1, None)], "TrainingError: non-finite loss"),
+        ],
+    )
+    metrics = {"dev_eer": 18.5, "test_eer": 4.25, f"dev_eer.{C}": 17.0, f"test_eer.{C}": 3.5}
+    (exp / BASELINE_FILE).write_text(json.dumps({"name": "mfcc_stats", "metrics": metrics}))
+    write_reports(exp, tmp_path / "report")
+    return tmp_path / "report"
+
+
+def test_notebook_runs_from_its_folder_on_a_report(report, tmp_path, monkeypatch):
+    figures = tmp_path / "figures"
+    nb = execute(monkeypatch, SOURCETRACE_REPORT=str(report), SOURCETRACE_FIGURES=str(figures))
+    text = outputs(nb)
+    # Table 1: mean ± CI over the two AAM seeds (best dev evaluations 10 and 11), best of each column bold.
+    assert "10.50 ± 6.35" in text and "8.00" in text and "failed" in text
+    # Rows: aamsoftmax, ge2e, baseline (last); columns dev@10, dev@50, test@10, test@50. The best of each
+    # column: ge2e's dev@10, and the baseline elsewhere (test 4.25 beats both; nothing else has a dim-50 cell).
+    table1 = next(h for h in html(nb) if "Table 1: EER %" in h)
+    assert bold_cells(table1) == {"row1_col0", "row2_col1", "row2_col2", "row2_col3"}
+    assert "18.50" in table1 and "font-style: italic;" in table1  # the baseline's row
+    assert f"{C}: EER %" in text and "17.00" in text  # per-condition table with the baseline's cell
+    assert "paper_eer" in text
+    assert "no training-loss curves" in text  # the report was written apart from its experiment (--out)
+    for name in ("learning_curves.png", "eer_vs_dim.png", "dev_vs_test.png"):
+        assert (figures / name).stat().st_size > 1000
+    assert not (report / "figures").exists()  # nothing written into the report
+
+
+def test_notebook_finds_the_repository_and_names_the_report_it_lacks(monkeypatch):
+    demo = ANALYSIS.parent / "ray_results" / "demo" / "report"
+    if (demo / "trials.parquet").is_file():
+        pytest.skip(f"{demo} exists here (make demo ran): the notebook would read it")
+    monkeypatch.delenv("SOURCETRACE_REPORT", raising=False)
+    with pytest.raises(nbclient.exceptions.CellExecutionError) as err:
+        execute(monkeypatch, SOURCETRACE_FIGURES="")
+    assert f"no sweep report in {demo} " in str(err.value)  # the repository's demo report, found from analysis/
+    assert "SOURCETRACE_REPORT" in str(err.value)
