@@ -1,13 +1,15 @@
 """The demo sweep (`make demo`): a short search whose winner trains long enough to beat the baseline.
 
-Four trials of the narrow Thin-ResNet-34 (model.channels=8: ~80 clips/s on one idle core) with the two
+Four trials of the narrow Thin-ResNet-34 (model.channels=8: ~75 clips/s on one idle core) with the two
 metric-learning losses (GE2E, Angular Prototypical; balanced 12 classes x 2 clips, lr 2e-3, 2 warm-up
-epochs) at two embedding sizes. Two trials run at once, one core each. ASHA (grace 4 epochs, factor 2,
-max_t 20) stops a trial at epochs 4, 8 or 16 when it is in the worse half of those already there, so
-losers stop after a minute while the best trains all 20 epochs (720 steps, cosine schedule).
-Why this budget: 6-epoch trials never learn to beat the featureless baseline on unseen systems, while
-one GE2E run of this model reaches it in ~20 epochs (benchmarks/README.md). dev/test EER at every 4th
-epoch with 3 s crops; the final table sets the best trial beside the baseline, per condition.
+epochs) at two embedding sizes, two at a time (one core each). Synchronous successive halving
+(sourcetrace/halving.py; rungs at epochs 4, 8 and 16, factor 2): every trial reaches a rung, paused
+there on its checkpoint, before the worse half stops, so the sweep makes the same choices however
+the two cores interleave its trials; two trials stop at epoch 4, one at 8, and the winner trains all
+24 epochs (864 steps, cosine schedule). Why this budget: 6-epoch trials never learn to beat the
+featureless baseline on unseen systems, while one GE2E run of this model reaches it in ~20 epochs
+(benchmarks/README.md). dev/test EER at every 4th epoch with 3 s crops; the final table sets the
+best trial beside the baseline, per condition.
 """
 
 from ray import tune
@@ -18,7 +20,7 @@ BASE = {
     "sampler.name": "balanced",
     "sampler.per_class": 2,
     "train.batch_size": 24,
-    "train.epochs": 20,
+    "train.epochs": 24,
     "train.epoch_steps": "sampler",  # one pass of the balanced sampler (36 steps on the demo corpus)
     "train.eval_every": 4,
     "train.warmup_epochs": 2,
@@ -42,7 +44,7 @@ SPACE = {
 
 TUNE = {
     "search": "grid",
-    "scheduler": "asha",
+    "scheduler": "halving",
     "grace_period": 4,
     "reduction_factor": 2,
     "max_failures": 1,
