@@ -30,6 +30,7 @@ from sourcetrace.errors import ConfigError, SourcetraceError
 from sourcetrace.interrupt import EXIT_CODES, sigterm_stops_tune
 from sourcetrace.storage import report_with_or_without_mlflow, storage_error, writable_folder
 from sourcetrace.training.trainable import TrialSpec
+from sourcetrace.validation import validate as validate_config
 
 TUNE_DEFAULTS: dict[str, Any] = {
     "search": "grid",  # grid (Tune's variant generator: grid_search and random draws) | optuna
@@ -153,7 +154,7 @@ def validate(sweep: SweepFile, n_classes: int | None = None) -> list[tuple[dict[
     out = []
     for i, trial_config in enumerate(combos, 1):
         try:
-            cfg = sweep.spec.config(trial_config).validate(n_classes)
+            cfg = validate_config(sweep.spec.config(trial_config), n_classes)
         except ConfigError as err:
             raise ConfigError(
                 f"{sweep.path.name}: trial config {i} of {len(combos)} {describe(trial_config)}: {err}"

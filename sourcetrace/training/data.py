@@ -20,6 +20,7 @@ from sourcetrace.config import Config
 from sourcetrace.data.bank import WaveBank
 from sourcetrace.data.protocol import Protocol, check_files, read_protocol
 from sourcetrace.errors import AudioError, ProtocolError
+from sourcetrace.validation import validate
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def read_tables(cfg: Config) -> tuple[Protocol, dict[str, pd.DataFrame]]:
         raise ProtocolError("data.root is not set: pass --root DIR (the folder holding fake/ and protocol/)")
     splits = [d.train_split, d.dev_split] + ([d.test_split] if cfg.train.eval_test else [])
     protocol = read_protocol(d.root, d.protocol or None, splits=tuple(dict.fromkeys(splits)))
-    cfg.validate(n_classes=len(protocol.known_systems))
+    validate(cfg, n_classes=len(protocol.known_systems))
     tables = {}
     for split in splits:
         table = protocol.tables[split]

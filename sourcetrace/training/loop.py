@@ -31,6 +31,7 @@ from sourcetrace.registry import lookup
 from sourcetrace.training.checkpoint import load_state, save_checkpoint
 from sourcetrace.training.data import TrialData, prepare_data
 from sourcetrace.training.faults import check_step, check_weights, diverged
+from sourcetrace.validation import validate
 
 
 @dataclass
@@ -139,14 +140,14 @@ def train(
     resume_from: str | Path | None = None,
 ) -> TrainResult:
     """Train and evaluate one configuration; resumable from a ``last/`` checkpoint."""
-    cfg.validate()  # names and pairings first: nothing is read or written for a bad config
+    validate(cfg)  # names and pairings first: nothing is read or written for a bad config
     out_dir = Path(out_dir)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     device = resolve_device(cfg.train.device)
     data = prepare_data(cfg)  # validates cfg before anything is decoded (memoised per process)
     out_dir.mkdir(parents=True, exist_ok=True)  # after the data checks: a bad input leaves no empty run folder
-    cfg.validate(n_classes=len(data.known_systems))  # also on a memo hit
+    validate(cfg, n_classes=len(data.known_systems))  # also on a memo hit
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg).to(device)
     n_classes = len(data.known_systems)
