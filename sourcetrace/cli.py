@@ -18,7 +18,7 @@ HANDLERS = {
     "corpus build": "sourcetrace.data.corpus:cli_build",
     "corpus check": "sourcetrace.data.check:cli_check",
     "train": "sourcetrace.training.loop:cli_train",
-    "sweep": "sourcetrace.sweep:cli_sweep",
+    "sweep": "sourcetrace.sweep.run:cli_sweep",
     "report": "sourcetrace.report:cli_report",
     "ui": "sourcetrace.ui:cli_ui",
     "analyze": "sourcetrace.evaluation.analyze:cli_analyze",

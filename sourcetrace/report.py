@@ -20,13 +20,13 @@ import pandas as pd
 from sourcetrace.errors import SourcetraceError
 from sourcetrace.evaluation.baseline import NAME as BASELINE
 from sourcetrace.evaluation.comparison import baseline_cells, compare_best, format_comparison, read_baseline
-from sourcetrace.training.trainable import TrialSpec
+from sourcetrace.sweep.spec import TrialSpec
+from sourcetrace.sweep.status import UNFINISHED, error_reason, trial_status
 
 RECORD = "sourcetrace_sweep.json"
 KEYS = ["backbone", "loss", "sampler", "dim"]
 # Keys that are cell coordinates or replicate seeds: trials differing only in these share a Table-1 cell.
 _NOT_VARIANT = {"model.name", "loss.name", "sampler.name", "model.embedding_dim", "train.seed", "train.num_threads"}
-UNFINISHED = ("interrupted", "pending")
 
 
 @dataclass
@@ -72,18 +72,6 @@ def _trial_states(exp: Path) -> list[dict]:
     return out
 
 
-def _status(tune_status: str, reached: int, epochs: int, has_results: bool, error: str | None) -> tuple[str, str]:
-    if tune_status == "TERMINATED":
-        if reached >= epochs:
-            return "finished", f"all {epochs} epochs"
-        return "early_stopped", f"stopped by the scheduler at epoch {reached} of {epochs}"
-    if tune_status == "ERROR":
-        return "failed", error or "failed"
-    if has_results:
-        return "interrupted", f"sweep stopped at epoch {reached} of {epochs}; --resume continues it"
-    return "pending", "never started; --resume runs it"
-
-
 def trials_frame(exp: str | Path) -> pd.DataFrame:
     """The long table: one row per trial x evaluation of a Tune experiment folder."""
     exp = Path(exp)
@@ -95,11 +83,8 @@ def trials_frame(exp: str | Path) -> pd.DataFrame:
         cfg = spec.config(params)
         results = _read_results(t["dir"] / "result.json")
         reached = int(results[-1]["epoch"]) if results else 0
-        error = None
-        if t["error_file"] and (t["dir"] / t["error_file"]).is_file():
-            lines = [ln for ln in (t["dir"] / t["error_file"]).read_text(errors="replace").splitlines() if ln.strip()]
-            error = lines[-1].strip()[:500] if lines else None
-        status, reason = _status(t["tune_status"], reached, cfg.train.epochs, bool(results), error)
+        error = error_reason(t["dir"] / t["error_file"]) if t["error_file"] else None
+        status, reason = trial_status(t["tune_status"], reached, cfg.train.epochs, error)
         base = {
             "sweep": record.get("name", exp.name),
             "trial_id": t["trial_id"],
@@ -205,7 +190,7 @@ def write_reports(exp: str | Path, out: str | Path | None = None, tracking_uri: 
     exp = Path(exp)
     trials = trials_frame(exp)
     if tracking_uri:
-        from sourcetrace.tracking import runs_frame
+        from sourcetrace.tracking.store import runs_frame
 
         record = json.loads((exp / RECORD).read_text()) if (exp / RECORD).is_file() else {}
         runs = runs_frame(tracking_uri, record.get("experiment", exp.name)).drop_duplicates("trial_id")

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from sourcetrace.errors import SourcetraceError
-from sourcetrace.tracking import Store, resolve_store
+from sourcetrace.tracking.store import Store, resolve_store
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 

@@ -6,7 +6,7 @@ import pytest
 
 from sourcetrace.cli import main
 from sourcetrace.errors import ConfigError, SourcetraceError
-from sourcetrace.sweep import load_sweep, pin_overrides, validate
+from sourcetrace.sweep.spec import load_sweep, pin_overrides, validate
 
 SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.py"))
 MLAAD_TRAIN_CLASSES = 24

@@ -8,8 +8,9 @@ import pytest
 from mlflow import MlflowClient
 from ray import tune
 
-from sourcetrace.tracking import MlflowTrialCallback, resolve_store
-from sourcetrace.training.trainable import TrialSpec
+from sourcetrace.sweep.spec import TrialSpec
+from sourcetrace.tracking.callback import MlflowTrialCallback
+from sourcetrace.tracking.store import resolve_store
 from sourcetrace.ui import server_command
 
 SPEC = TrialSpec(

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sourcetrace.tracking import ensure_experiment, resolve_store
+from sourcetrace.tracking.store import ensure_experiment, resolve_store
 
 REPO = Path(__file__).parent.parent
 
@@ -56,3 +56,10 @@ def test_sigkilled_ui_takes_its_server_along(tmp_path):
                 p.kill()
         if ui.poll() is None:
             ui.kill()
+
+
+def test_ui_imports_no_ray():
+    """``sourcetrace ui`` needs the MLflow store only: its module imports no Ray (a fresh interpreter)."""
+    code = "import sys, sourcetrace.ui; print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -8,6 +8,7 @@ the open-set scorer and threshold, the sourcetrace version, the git commit and t
 
 from __future__ import annotations
 
+import json
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,8 +36,6 @@ def git_commit() -> str | None:
 def sweep_baseline(checkpoint: Path) -> dict[str, float]:
     """The featureless baseline's metrics of the sweep a checkpoint belongs to (``SWEEP/baseline.json``,
     written by the sweep beside its record), as ``baseline_<metric>`` keys; empty when there is none."""
-    import json
-
     for folder in list(Path(checkpoint).resolve().parents)[:4]:
         path = folder / "baseline.json"
         if (folder / "sourcetrace_sweep.json").is_file() and path.is_file():

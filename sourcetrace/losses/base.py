@@ -164,7 +164,7 @@ def scatter_class_logits(scores: Tensor, classes: Tensor, n_classes: int) -> Ten
 class MarginSoftmax(Loss):
     """Cosine-head classification loss with a margin on the target logit (AM / AAM share all but the margin).
 
-    Subclasses set ``name`` and ``margin`` (a function ``(cos, labels, m) -> cos with margin``).
+    Subclasses set ``name`` and ``margin_fn`` (a function ``(cos, labels, m) -> cos with margin``).
     ``LossOutput.logits`` are s·cos θ without the margin (the scores used at inference / for accuracy);
     ``margin_logits`` gives the training logits the cross-entropy sees.
     """

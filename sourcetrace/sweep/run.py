@@ -1,194 +1,18 @@
-"""Sweep files -> ``tune.Tuner``: every trial config validated before Ray starts; local or cluster Ray.
-
-A sweep file (``sweeps/*.py``) is a small Python module with these attributes (only SPACE is required):
-
-* ``BASE``      flat config keys applied to every trial (``{"train.epochs": 300}``)
-* ``BUNDLES``   ``{bundle: {label: {flat keys}}}``: a SPACE key without a dot draws a *label*, which sets
-                several keys together (``recipe="ge2e/balanced"`` -> loss, sampler, batch size)
-* ``SPACE``     ``{flat key or bundle: constant | tune.grid_search | tune.choice | tune.loguniform ...}``
-* ``TUNE``      Tune settings, keys of ``TUNE_DEFAULTS`` (search grid|optuna, ASHA, failures ...)
-* ``RESOURCES`` per trial: ``{"cpu": 2, "gpu": 0.25, "accelerator_type:A100": 0.001}``
-* ``SMOKE``     ``{"BASE"|"BUNDLES"|"SPACE"|"TUNE"|"RESOURCES": {...}}`` merged over the above by ``--smoke``
-
-Importing a sweep file must stay cheap: it may import ``ray.tune`` for the distributions, nothing else.
-"""
+"""Run a validated sweep with Ray Tune (local embedded Ray or a cluster), then report and analyse it."""
 
 from __future__ import annotations
 
-import importlib.util
-import itertools
 import json
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sourcetrace.config import Config
 from sourcetrace.data.check import preflight
-from sourcetrace.errors import ConfigError, SourcetraceError
+from sourcetrace.errors import SourcetraceError
 from sourcetrace.interrupt import EXIT_CODES, sigterm_stops_tune
 from sourcetrace.storage import report_with_or_without_mlflow, storage_error, writable_folder
-from sourcetrace.training.trainable import TrialSpec
-from sourcetrace.validation import validate as validate_config
-
-TUNE_DEFAULTS: dict[str, Any] = {
-    "search": "grid",  # grid (Tune's variant generator: grid_search and random draws) | optuna
-    "num_samples": 1,  # grid: repeats of the whole grid; optuna: number of trials
-    "max_concurrent": 0,  # 0 = as many as the resources allow
-    "metric": "dev_eer",
-    "mode": "min",
-    "scheduler": "asha",  # asha | fifo
-    "time_attr": "epoch",  # epoch | training_iteration (one report per epoch: the same count)
-    "grace_period": 0,  # ASHA's first rung; 0 = the trials' train.eval_every
-    "reduction_factor": 3,
-    "max_failures": 2,  # a crashed trial restarts from its last checkpoint this many times
-    "keep_checkpoints": 3,  # per trial, best by dev EER (the latest is always kept too)
-    "snapshot_period_s": 2,  # experiment snapshot period: what a killed driver can lose at most
-    "seed": 0,  # Optuna sampler seed
-    "log_checkpoint": True,  # upload each trial's best checkpoint to MLflow
-}
-_SECTIONS = ("BASE", "BUNDLES", "SPACE", "TUNE", "RESOURCES")
-MAX_VALIDATED = 20000
-
-
-@dataclass
-class SweepFile:
-    """A loaded sweep file (smoke variant merged in when asked)."""
-
-    name: str
-    path: Path
-    base: dict[str, Any] = field(default_factory=dict)
-    bundles: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    space: dict[str, Any] = field(default_factory=dict)
-    tune: dict[str, Any] = field(default_factory=dict)
-    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1})
-    smoke: bool = False
-
-    @property
-    def spec(self) -> TrialSpec:
-        return TrialSpec(dict(self.base), self.bundles)
-
-
-def load_sweep(path: str | Path, smoke: bool = False) -> SweepFile:
-    """Import a sweep file and check its shape (not yet its trial configs: see ``validate``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SourcetraceError(f"sweep file {path} does not exist")
-    mod_spec = importlib.util.spec_from_file_location(f"sourcetrace_sweep_{path.stem}", path)
-    module = importlib.util.module_from_spec(mod_spec)
-    try:
-        mod_spec.loader.exec_module(module)
-    except Exception as err:
-        raise SourcetraceError(f"sweep file {path} failed to import: {type(err).__name__}: {err}") from err
-    parts = {s: dict(getattr(module, s, {}) or {}) for s in _SECTIONS}
-    if not parts["SPACE"]:
-        raise SourcetraceError(f"sweep file {path} defines no SPACE (a dict of search keys)")
-    if smoke:
-        extra = getattr(module, "SMOKE", None)
-        if not isinstance(extra, dict):
-            raise SourcetraceError(f"sweep file {path} has no SMOKE dict, so --smoke cannot run it")
-        for section, values in extra.items():
-            if section not in _SECTIONS:
-                raise SourcetraceError(f"{path}: SMOKE[{section!r}] is not one of {', '.join(_SECTIONS)}")
-            parts[section].update(values)
-    unknown = sorted(set(parts["TUNE"]) - set(TUNE_DEFAULTS))
-    if unknown:
-        raise SourcetraceError(
-            f"{path}: unknown TUNE setting(s) {', '.join(unknown)}; known: {', '.join(TUNE_DEFAULTS)}"
-        )
-    settings = TUNE_DEFAULTS | parts["TUNE"]
-    if settings["search"] not in ("grid", "optuna") or settings["scheduler"] not in ("asha", "fifo"):
-        raise SourcetraceError(f"{path}: TUNE search must be grid|optuna and scheduler asha|fifo")
-    if settings["time_attr"] not in ("epoch", "training_iteration"):
-        raise SourcetraceError(f"{path}: TUNE time_attr must be epoch or training_iteration")
-    resources = {"cpu": 1} | parts["RESOURCES"]
-    name = path.stem + ("_smoke" if smoke else "")
-    return SweepFile(name, path, parts["BASE"], parts["BUNDLES"], parts["SPACE"], settings, resources, smoke)
-
-
-def _axis(key: str, value: Any) -> list[Any]:
-    """Values of one SPACE entry to validate: a grid's values, a choice's categories, a range's bounds."""
-    from ray.tune.search.sample import Categorical, Domain, Float, Integer, Quantized
-
-    if isinstance(value, dict) and set(value) == {"grid_search"}:
-        return list(value["grid_search"])
-    if isinstance(value, Categorical):
-        return list(value.categories)
-    if isinstance(value, Integer):
-        top = value.upper if isinstance(value.sampler, Quantized) else value.upper - 1
-        return [value.lower, top]
-    if isinstance(value, Float):
-        return [value.lower, value.upper]
-    if isinstance(value, Domain):
-        raise ConfigError(f"SPACE[{key!r}] is a {type(value).__name__}, which cannot be validated before launch")
-    return [value]
-
-
-def expand(space: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every combination of the SPACE's grid values, categories and range bounds."""
-    keys = list(space)
-    axes = [_axis(k, space[k]) for k in keys]
-    total = 1
-    for axis in axes:
-        total *= len(axis)
-    if total > MAX_VALIDATED:
-        raise ConfigError(f"the SPACE has {total} combinations to validate (> {MAX_VALIDATED}); split the sweep")
-    return [dict(zip(keys, combo)) for combo in itertools.product(*axes)]
-
-
-def describe(trial_config: dict[str, Any]) -> str:
-    return "{" + ", ".join(f"{k}={v!r}" for k, v in trial_config.items()) + "}"
-
-
-def validate(sweep: SweepFile, n_classes: int | None = None) -> list[tuple[dict[str, Any], Config]]:
-    """Build and validate the Config of every trial config; the first bad one is a ConfigError naming it."""
-    if sweep.tune["search"] == "optuna":
-        grids = [k for k, v in sweep.space.items() if isinstance(v, dict) and "grid_search" in v]
-        if grids:
-            raise ConfigError(
-                f"{sweep.path}: Optuna cannot search tune.grid_search keys ({', '.join(grids)}); "
-                "use tune.choice or search='grid'"
-            )
-    combos = expand(sweep.space)
-    out = []
-    for i, trial_config in enumerate(combos, 1):
-        try:
-            cfg = validate_config(sweep.spec.config(trial_config), n_classes)
-        except ConfigError as err:
-            raise ConfigError(
-                f"{sweep.path.name}: trial config {i} of {len(combos)} {describe(trial_config)}: {err}"
-            ) from None
-        out.append((trial_config, cfg))
-    return out
-
-
-def pin_overrides(sweep: SweepFile, assignments: list[str]) -> None:
-    """Apply ``--set key=value`` to every trial: into BASE, and out of SPACE/BUNDLES where searched."""
-    values = {}
-    for item in assignments:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r} is not of the form key=value")
-        key, value = (s.strip() for s in item.split("=", 1))
-        Config.from_dict({key: value})  # unknown key / bad type: a clear error now
-        values[key] = value
-    for key, value in values.items():
-        if key in sweep.space:
-            print(f"note: --set {key}={value} pins a key the sweep searches", file=sys.stderr)
-            del sweep.space[key]
-        for labels in sweep.bundles.values():
-            for keys in labels.values():
-                keys.pop(key, None)
-        sweep.base[key] = value
-
-
-def n_train_classes(root: str, protocol: str | None) -> int:
-    from sourcetrace.data.protocol import read_protocol
-
-    return len(read_protocol(root, protocol or None, splits=("train",)).known_systems)
-
-
-# -- running ----------------------------------------------------------------------------------------
+from sourcetrace.sweep.spec import SweepFile, load_sweep, n_train_classes, pin_overrides, validate
 
 
 def _runtime_env_vars() -> dict[str, str]:
@@ -255,7 +79,7 @@ def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: b
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from sourcetrace.tracking import MlflowTrialCallback
+    from sourcetrace.tracking.callback import MlflowTrialCallback
     from sourcetrace.training.retry import NoRetryCallback
     from sourcetrace.training.trainable import run_trial
 
@@ -294,7 +118,7 @@ def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: b
 
 def cli_sweep(args) -> int:
     """``sourcetrace sweep FILE --root DIR``: validate every trial, run Tune (one MLflow run each), print Table 1."""
-    from sourcetrace.tracking import ensure_experiment, resolve_store
+    from sourcetrace.tracking.store import ensure_experiment, resolve_store
 
     storage = Path(args.storage or "ray_results").resolve()
     sweep = load_sweep(args.sweep_file, smoke=args.smoke)
@@ -384,33 +208,21 @@ def _finish(args, exp_dir: Path, store, sweep: SweepFile) -> int:
 
     export_best(exp_dir, reports.trials, store)  # the portable bundle of the best trial, logged to its run
     if not args.no_analyze:
-        _analyze_best(args, reports, sweep)
+        _analyze_best(reports, sweep)
     if status.isin(["running", "pending", "interrupted"]).any():
         print("sweep interrupted: continue it with --resume (same --name/--storage)", file=sys.stderr)
         return 130
     return 1 if (status == "failed").any() else 0
 
 
-def _analyze_best(args, reports, sweep: SweepFile) -> None:
-    """Linear probe / confusion / UMAP of the best trial's best checkpoint (``sourcetrace analyze``)."""
-    import argparse
+def _analyze_best(reports, sweep: SweepFile) -> None:
+    """Linear probe / confusion / UMAP of the best trial's best checkpoint (as ``sourcetrace analyze``)."""
+    from sourcetrace.evaluation.analyze import analyze, summary
 
     rows = reports.trials.dropna(subset=["dev_eer", "checkpoint"])
     if rows.empty:
         return
     best = rows.loc[rows["dev_eer"].idxmin()]
-    try:
-        from sourcetrace.evaluation.analyze import cli_analyze
-    except ModuleNotFoundError as err:
-        if err.name != "sourcetrace.evaluation.analyze":
-            raise
-        print(f"note: analyses of the best trial skipped ({err})", file=sys.stderr)
-        return
-    ns = argparse.Namespace(
-        model=best["checkpoint"],
-        root=sweep.base["data.root"],
-        protocol=sweep.base.get("data.protocol"),
-        split="dev",
-        out=str(reports.out_dir / "best_analysis"),
-    )
-    cli_analyze(ns)
+    root, protocol = sweep.base["data.root"], sweep.base.get("data.protocol")
+    res = analyze(best["checkpoint"], root, protocol, "dev", reports.out_dir / "best_analysis")
+    print(summary(res, "dev"))
