@@ -20,10 +20,10 @@ import pandas as pd
 from sourcetrace.errors import SourcetraceError
 from sourcetrace.evaluation.baseline import NAME as BASELINE
 from sourcetrace.evaluation.comparison import baseline_cells, compare_best, format_comparison, read_baseline
+from sourcetrace.sweep import RECORD
 from sourcetrace.sweep.spec import TrialSpec
 from sourcetrace.sweep.status import UNFINISHED, error_reason, trial_status
 
-RECORD = "sourcetrace_sweep.json"
 KEYS = ["backbone", "loss", "sampler", "dim"]
 # Keys that are cell coordinates or replicate seeds: trials differing only in these share a Table-1 cell.
 _NOT_VARIANT = {"model.name", "loss.name", "sampler.name", "model.embedding_dim", "train.seed", "train.num_threads"}

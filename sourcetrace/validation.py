@@ -11,11 +11,13 @@ sourcetrace.errors.ConfigError: loss.name='ge2e' is a metric loss that needs >= 
 
 from __future__ import annotations
 
+from typing import Any
+
 from sourcetrace.config import Config
 from sourcetrace.data.samplers import SAMPLERS
 from sourcetrace.errors import ConfigError
 from sourcetrace.losses import LOSSES
-from sourcetrace.models import MODELS
+from sourcetrace.models import MODEL_PARAMS, MODELS
 from sourcetrace.registry import lookup
 
 
@@ -56,3 +58,24 @@ def _check_balanced_batch(cfg: Config, n_classes: int | None) -> None:
             f"a balanced batch of train.batch_size={batch} / sampler.per_class={k} = "
             f"{batch // k} classes cannot be filled from the {n_classes} training classes"
         )
+
+
+# Parts every trial uses whatever its model, loss and sampler.
+_ALWAYS = ("data.", "train.", "model.name", "model.embedding_dim", "loss.name", "sampler.name")
+
+
+def used_params(cfg: Config) -> dict[str, Any]:
+    """The flat settings the trial's parts read: an AAM ResNet run has no ``ssl.*`` or ``loss.init_w``.
+
+    >>> sorted(k for k in used_params(Config()) if k.startswith(("loss.", "ssl.", "sampler.")))
+    ['loss.margin', 'loss.name', 'loss.scale', 'sampler.name']
+    """
+    used = (
+        *_ALWAYS,
+        *MODEL_PARAMS.get(cfg.model.name, ()),
+        *(f"loss.{k}" for k in lookup(LOSSES, cfg.loss.name, "loss").params),
+        *(f"sampler.{k}" for k in lookup(SAMPLERS, cfg.sampler.name, "sampler").params),
+    )
+    return {
+        k: v for k, v in cfg.to_flat().items() if k in used or k.startswith(tuple(u for u in used if u.endswith(".")))
+    }

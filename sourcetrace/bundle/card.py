@@ -13,6 +13,8 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sourcetrace.sweep import RECORD
+
 
 def git_commit() -> str | None:
     """The commit of the sourcetrace source tree, when it is a git checkout."""
@@ -38,7 +40,7 @@ def sweep_baseline(checkpoint: Path) -> dict[str, float]:
     written by the sweep beside its record), as ``baseline_<metric>`` keys; empty when there is none."""
     for folder in list(Path(checkpoint).resolve().parents)[:4]:
         path = folder / "baseline.json"
-        if (folder / "sourcetrace_sweep.json").is_file() and path.is_file():
+        if (folder / RECORD).is_file() and path.is_file():
             try:
                 metrics = json.loads(path.read_text()).get("metrics", {})
             except (json.JSONDecodeError, AttributeError, OSError):

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from sourcetrace.bundle import files
 from sourcetrace.errors import SourcetraceError
+from sourcetrace.sweep import RECORD
 
-SWEEP_RECORD = "sourcetrace_sweep.json"
 SWEEP_BUNDLE = "best_model"  # STORAGE/NAME/best_model: the sweep's best trial, exported
 CHECKPOINT_BUNDLE = "bundle"  # CHECKPOINT/bundle: a checkpoint's bundle, exported at first trace
 OPERATING_POINT, TARGET = "fur", 0.05
@@ -43,7 +43,7 @@ def resolve_model(path: str | os.PathLike) -> Resolved:
         return Resolved("bundle", path, None, path)
     if not path.exists():
         raise SourcetraceError(f"model {path}: does not exist")
-    if (path / SWEEP_RECORD).is_file():
+    if (path / RECORD).is_file():
         return Resolved("sweep", path, best_checkpoint(path), path / SWEEP_BUNDLE)
     from sourcetrace.training.checkpoint import resolve_checkpoint
 
@@ -52,7 +52,7 @@ def resolve_model(path: str | os.PathLike) -> Resolved:
     except SourcetraceError:
         raise SourcetraceError(
             f"model {path}: not a bundle (no {files.MANIFEST}), a checkpoint folder, a run folder with best/ "
-            f"or last/, nor a sweep folder (no {SWEEP_RECORD})"
+            f"or last/, nor a sweep folder (no {RECORD})"
         ) from None
     return Resolved("checkpoint" if ckpt == path else "run", path, ckpt, ckpt / CHECKPOINT_BUNDLE)
 

@@ -9,6 +9,7 @@ cross-checks ``fine/``; ``read_split_file`` reads one CSV alone (no training spl
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -196,6 +197,15 @@ def _finish(raw: pd.DataFrame, known: tuple[str, ...], seen_langs: tuple[str, ..
         },
         columns=list(COLUMNS),
     )
+
+
+def protocol_checksum(root: str | os.PathLike, protocol: str | os.PathLike | None = None) -> str:
+    """SHA-256 over the protocol folder's CSV files (names and bytes, ``fine/`` included): which data a run saw."""
+    folder = protocol_folder(root, protocol)
+    digest = hashlib.sha256()
+    for csv in sorted(folder.rglob("*.csv")):
+        digest.update(csv.relative_to(folder).as_posix().encode() + b"\0" + csv.read_bytes())
+    return digest.hexdigest()
 
 
 def check_files(protocol: Protocol) -> list[str]:

@@ -19,6 +19,7 @@ class AngleProto(Loss):
     """Angular prototypical loss. ``LossOutput.logits`` is None: only N of the B clips are queries."""
 
     min_per_class = 2
+    params = ("init_w", "init_b")
 
     def __init__(self, embedding_dim: int, n_classes: int, cfg: LossConfig):
         super().__init__(embedding_dim, n_classes, cfg)

@@ -32,10 +32,11 @@ class Loss(nn.Module):
     """The loss contract: built as ``cls(embedding_dim, n_classes, cfg)``; ``forward(emb, labels) -> LossOutput``.
 
     ``min_per_class``: the clips of one class every batch must hold (2 for metric losses, which need a
-    balanced sampler).
+    balanced sampler). ``params``: the ``LossConfig`` fields it reads.
     """
 
     min_per_class: ClassVar[int] = 1
+    params: ClassVar[tuple[str, ...]] = ()  # the ``loss.*`` keys it reads (MLflow logs only these)
 
     def __init__(self, embedding_dim: int, n_classes: int, cfg: LossConfig):
         super().__init__()
@@ -169,6 +170,7 @@ class MarginSoftmax(Loss):
     ``margin_logits`` gives the training logits the cross-entropy sees.
     """
 
+    params = ("margin", "scale")
     name: str
     margin_fn: Callable[[Tensor, Tensor, float], Tensor]
 

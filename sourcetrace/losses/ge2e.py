@@ -24,6 +24,7 @@ class GE2E(Loss):
     """
 
     min_per_class = 2
+    params = ("init_w", "init_b")
 
     def __init__(self, embedding_dim: int, n_classes: int, cfg: LossConfig):
         super().__init__(embedding_dim, n_classes, cfg)

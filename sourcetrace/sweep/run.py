@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -12,7 +12,10 @@ from sourcetrace.data.check import preflight
 from sourcetrace.errors import SourcetraceError
 from sourcetrace.interrupt import EXIT_CODES, sigterm_stops_tune
 from sourcetrace.storage import report_with_or_without_mlflow, storage_error, writable_folder
-from sourcetrace.sweep.spec import SweepFile, load_sweep, n_train_classes, pin_overrides, validate
+from sourcetrace.sweep.record import prepare, write_record
+from sourcetrace.sweep.spec import SweepFile, load_sweep, n_train_classes, validate
+
+TABLE_COLUMNS = {"epoch": "epoch", "dev_eer": "dev EER %"}  # Tune's status table, beside its own columns
 
 
 def _runtime_env_vars() -> dict[str, str]:
@@ -22,9 +25,26 @@ def _runtime_env_vars() -> dict[str, str]:
     return env | {"RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0")}
 
 
-def start_ray(address: str | None) -> bool:
-    """Local embedded Ray bound to 127.0.0.1 with Ray's token auth, or a cluster; True if this call started it."""
+def quiet_ray(verbose: bool) -> None:
+    """Unless ``verbose``: Tune's classic status table (with dev EER) instead of its result dumps."""
+    if not verbose:
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def start_ray(address: str | None, verbose: bool = False, dashboard: bool = False) -> bool:
+    """Local embedded Ray bound to 127.0.0.1 with Ray's token auth, or a cluster; True if this call started it.
+
+    Quiet unless ``verbose``: the trials' own logs stay in their folders. ``dashboard``: Ray's dashboard on
+    127.0.0.1 (local Ray), its URL printed.
+    """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if dashboard:
+        missing = [m for m in ("aiohttp_cors", "opencensus", "prometheus_client") if not importlib.util.find_spec(m)]
+        if missing:
+            raise SourcetraceError(
+                f"--dashboard needs Ray's dashboard packages ({', '.join(missing)} missing): "
+                "pip install 'sourcetrace[dashboard]'"
+            )
     if address is None:
         from sourcetrace.localray import loopback_only
 
@@ -33,10 +53,16 @@ def start_ray(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
+    level = "WARNING" if verbose else "ERROR"
     if address is None:
-        ray.init(include_dashboard=False, logging_level="WARNING")
+        ctx = ray.init(
+            include_dashboard=dashboard, dashboard_host="127.0.0.1", logging_level=level, log_to_driver=verbose
+        )
+        if dashboard:
+            print(f"Ray dashboard: http://{ctx.dashboard_url}", flush=True)
     else:
-        ray.init(address=address, runtime_env={"env_vars": _runtime_env_vars()}, logging_level="WARNING")
+        env = {"env_vars": _runtime_env_vars()}
+        ray.init(address=address, runtime_env=env, logging_level=level, log_to_driver=verbose)
     return True
 
 
@@ -74,11 +100,13 @@ def _searcher(settings: dict[str, Any]):
     return EvalOnlyOptunaSearch(sampler=optuna.samplers.TPESampler(seed=settings["seed"]))
 
 
-def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: bool):
-    """The ``tune.Tuner`` of a validated sweep (or its restore from ``exp_dir``)."""
+def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: bool, tags: dict, verbose: bool):
+    """The ``tune.Tuner`` of a validated sweep (or its restore from ``exp_dir``); ``tags`` go on every run."""
     from ray import tune
+    from ray.tune import CLIReporter
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    from sourcetrace.sweep.progress import ProgressLines
     from sourcetrace.tracking.callback import MlflowTrialCallback
     from sourcetrace.training.retry import NoRetryCallback
     from sourcetrace.training.trainable import run_trial
@@ -106,8 +134,13 @@ def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: b
     run_config = tune.RunConfig(
         name=exp_dir.name,
         storage_path=str(exp_dir.parent),
-        verbose=1,
-        callbacks=[MlflowTrialCallback(store, sweep.name, sweep.spec, s["log_checkpoint"]), NoRetryCallback()],
+        verbose=2 if verbose else 1,
+        progress_reporter=None if verbose else CLIReporter(metric_columns=TABLE_COLUMNS, max_report_frequency=60),
+        callbacks=[
+            MlflowTrialCallback(store, sweep.name, sweep.spec, s["log_checkpoint"], tags),
+            NoRetryCallback(),
+            *([] if verbose else [ProgressLines(sweep.spec)]),
+        ],
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=s["keep_checkpoints"], checkpoint_score_attribute=s["metric"], checkpoint_score_order=s["mode"]
         ),
@@ -117,66 +150,48 @@ def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: b
 
 
 def cli_sweep(args) -> int:
-    """``sourcetrace sweep FILE --root DIR``: validate every trial, run Tune (one MLflow run each), print Table 1."""
-    from sourcetrace.tracking.store import ensure_experiment, resolve_store
+    """``sourcetrace sweep FILE --root DIR``: validate every trial, run Tune (one MLflow run each), print Table 1.
+
+    Run again with the same file, name and storage, it resumes the sweep's unfinished trials, or only
+    reports a sweep that has ended; a changed sweep file or other settings are refused.
+    """
+    from sourcetrace.bundle.card import git_commit
+    from sourcetrace.data.protocol import protocol_checksum
+    from sourcetrace.tracking.store import ensure_experiment
 
     storage = Path(args.storage or "ray_results").resolve()
     sweep = load_sweep(args.sweep_file, smoke=args.smoke)
     name = sweep.name = args.name or sweep.name  # Tune experiment folder and MLflow experiment alike
     exp_dir = storage / name
-    record_file = exp_dir / "sourcetrace_sweep.json"
-    if args.resume:
-        if not record_file.is_file():
-            raise SourcetraceError(f"nothing to resume at {exp_dir} (no {record_file.name}); run without --resume")
-        if args.set:
-            raise SourcetraceError("--set cannot change a sweep being resumed: its trials keep their settings")
-        record = json.loads(record_file.read_text())
-        sweep.base, sweep.bundles = record["base"], record["bundles"]  # resumed trials keep their settings
-        sweep.tune, sweep.resources = record["tune"], record["resources"]
-        store = resolve_store(record["tracking_uri"])
-        if args.tracking_uri and resolve_store(args.tracking_uri).uri != store.uri:
-            raise SourcetraceError(f"{name} logs to {store.uri}; --resume cannot move it to {args.tracking_uri}")
-    else:
-        if exp_dir.exists() and any(exp_dir.glob("experiment_state-*.json")):
-            raise SourcetraceError(
-                f"a sweep named {name!r} exists at {exp_dir}: pass --resume, or --name for a new one"
-            )
-        sweep.base.update({"data.root": str(Path(args.root).resolve())})
-        if args.protocol:
-            sweep.base["data.protocol"] = str(Path(args.protocol).resolve())
-        pin_overrides(sweep, args.set)
-        store = resolve_store(args.tracking_uri)
+    resume, store = prepare(args, sweep, exp_dir)
+    if resume == "report":
+        print(f"sweep {name} at {exp_dir} has ended: reporting it (nothing to train)", flush=True)
+        return _finish(args, exp_dir, store, sweep)
     configs = validate(sweep, n_train_classes(sweep.base["data.root"], sweep.base.get("data.protocol")))
     writable_folder(exp_dir)
     ensure_experiment(store, sweep.name, str(exp_dir))
     seconds = preflight([cfg for _, cfg in configs])  # every file once, all problems at once, before Ray
     print(
         f"sweep {name}: {len(configs)} trial configs validated, audio checked in {seconds:.1f} s; "
-        f"MLflow store {store.uri}",
+        f"MLflow store {store.uri}" + ("; resuming its unfinished trials" if resume else ""),
         flush=True,
     )
+    root, protocol = sweep.base["data.root"], sweep.base.get("data.protocol")
+    tags = {"dataset.root": root, "dataset.protocol_sha256": protocol_checksum(root, protocol)}
+    tags |= {"mlflow.source.git.commit": commit} if (commit := git_commit()) else {}
 
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # dev EER exists at evaluation epochs only
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(sweep.tune["snapshot_period_s"])
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # frequent on purpose
-    started = start_ray(args.address)
+    quiet_ray(args.verbose)
+    started = start_ray(args.address, args.verbose, args.dashboard)
     try:
         check_resources(sweep.resources, local=args.address is None)
-        if not args.resume:
-            record = {
-                "sweep_file": str(sweep.path.resolve()),
-                "name": name,
-                "smoke": sweep.smoke,
-                "tune": sweep.tune,
-                "resources": sweep.resources,
-                "tracking_uri": store.uri,
-                "experiment": sweep.name,
-                "space_keys": list(sweep.space),
-            } | sweep.spec.to_dict()
-            record_file.write_text(json.dumps(record, indent=2, default=str))
+        if not resume:
+            write_record(exp_dir, sweep, store, args)
         with sigterm_stops_tune() as stop:  # after ray.init: Ray's own SIGTERM handler aborts
             try:
-                build_tuner(sweep, configs, exp_dir, store, args.resume).fit()
+                build_tuner(sweep, configs, exp_dir, store, bool(resume), tags, args.verbose).fit()
             except OSError as err:
                 raise storage_error(err, exp_dir) from err
     finally:
@@ -208,16 +223,18 @@ def _finish(args, exp_dir: Path, store, sweep: SweepFile) -> int:
 
     export_best(exp_dir, reports.trials, store)  # the portable bundle of the best trial, logged to its run
     if not args.no_analyze:
-        _analyze_best(reports, sweep)
+        _analyze_best(reports, sweep, store)
     if status.isin(["running", "pending", "interrupted"]).any():
         print("sweep interrupted: continue it with --resume (same --name/--storage)", file=sys.stderr)
         return 130
     return 1 if (status == "failed").any() else 0
 
 
-def _analyze_best(reports, sweep: SweepFile) -> None:
-    """Linear probe / confusion / UMAP of the best trial's best checkpoint (as ``sourcetrace analyze``)."""
+def _analyze_best(reports, sweep: SweepFile, store) -> None:
+    """Linear probe / confusion / UMAP of the best trial's best checkpoint (as ``sourcetrace analyze``),
+    logged to its MLflow run."""
     from sourcetrace.evaluation.analyze import analyze, summary
+    from sourcetrace.tracking.store import log_artifact_dir
 
     rows = reports.trials.dropna(subset=["dev_eer", "checkpoint"])
     if rows.empty:
@@ -226,3 +243,5 @@ def _analyze_best(reports, sweep: SweepFile) -> None:
     root, protocol = sweep.base["data.root"], sweep.base.get("data.protocol")
     res = analyze(best["checkpoint"], root, protocol, "dev", reports.out_dir / "best_analysis")
     print(summary(res, "dev"))
+    if isinstance(best.get("run_id"), str):  # the plots and tables beside the best trial's run in MLflow
+        log_artifact_dir(store, best["run_id"], res["out"], "best_analysis")

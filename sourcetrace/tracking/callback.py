@@ -30,6 +30,9 @@ from sourcetrace.tracking.store import (
     store_errors,
 )
 from sourcetrace.training.faults import NO_RETRY
+from sourcetrace.validation import used_params
+
+_EVALUATED = ("dev_", "test_")  # metric prefixes of an evaluation: logged again as best_* at the best one
 
 # Keys of a Tune result that are bookkeeping, not metrics of the trial.
 _NOT_METRICS = {
@@ -80,22 +83,24 @@ def _guarded(hook):
 class MlflowTrialCallback(Callback):
     """One MLflow run per Tune trial: flat params, per-epoch metrics (step = epoch), status tags, artefacts."""
 
-    def __init__(self, store: Store, experiment: str, spec, log_checkpoint: bool = True):
+    def __init__(self, store: Store, experiment: str, spec, log_checkpoint: bool = True, tags: dict | None = None):
         self.store, self.experiment, self.spec, self.log_checkpoint = store, experiment, spec, log_checkpoint
+        self.tags = dict(tags or {})  # of every run: git commit, dataset root and protocol checksum
         self._runs: dict[str, str] = {}  # trial id -> run id (this process)
         self._logged: dict[str, float] = {}  # trial id -> last epoch logged
+        self._best: dict[str, float] = {}  # trial id -> lowest dev EER logged as best_dev_eer
         self._done: set[str] = set()
         self._mlflow = None
         self._exp_id: str | None = None
         self._broken: str | None = None  # why the store failed, once it has
 
     def __getstate__(self):  # Tune pickles the callback into the experiment; clients do not travel
-        skip = ("_mlflow", "_exp_id", "_runs", "_logged", "_broken")
+        skip = ("_mlflow", "_exp_id", "_runs", "_logged", "_best", "_broken")
         return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._mlflow, self._exp_id, self._runs, self._logged, self._broken = None, None, {}, {}, None
+        self._mlflow, self._exp_id, self._runs, self._logged, self._best, self._broken = None, None, {}, {}, {}, None
 
     def get_state(self) -> dict:
         return {"done": sorted(self._done)}
@@ -120,19 +125,25 @@ class MlflowTrialCallback(Callback):
         run = find_run(client, self._exp_id, tid)
         if run is not None:
             self._logged[tid] = run.data.metrics.get("epoch", 0.0)
+            self._best[tid] = run.data.metrics.get("best_dev_eer", math.inf)
             if run.info.status != "RUNNING" and tid not in self._done:
                 client.update_run(run.info.run_id, status="RUNNING")
             self._runs[tid] = run.info.run_id
             return run.info.run_id
         from mlflow.entities import Param
 
+        cfg = self.spec.config(trial.config)
         tags = {TAG_SWEEP: self.experiment, TAG_TRIAL: tid, TAG_TRIAL_NAME: str(trial), TAG_STATUS: "running"}
-        run = client.create_run(self._exp_id, run_name=str(trial), tags=tags)
-        params = {k: v for k, v in self.spec.config(trial.config).to_flat().items()}
-        params.update({k: v for k, v in trial.config.items() if "." not in k})  # bundle labels
+        run = client.create_run(self._exp_id, run_name=self._unique_name(run_name(cfg), tid), tags=self.tags | tags)
+        params = used_params(cfg) | {k: v for k, v in trial.config.items() if "." not in k}  # + bundle labels
         client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
-        self._runs[tid], self._logged[tid] = run.info.run_id, 0.0
+        self._runs[tid], self._logged[tid], self._best[tid] = run.info.run_id, 0.0, math.inf
         return run.info.run_id
+
+    def _unique_name(self, name: str, trial_id: str) -> str:
+        """``name``, or ``name/<trial id>`` when another run of the sweep has it (same cell and seed)."""
+        taken = self.client.search_runs([self._exp_id], filter_string=f"attributes.run_name = '{name}'", max_results=1)
+        return f"{name}/{trial_id}" if taken else name
 
     @_guarded
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -157,6 +168,11 @@ class MlflowTrialCallback(Callback):
             for k, v in sorted(result.items())
             if k not in _NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         ]
+        dev = result.get("dev_eer")
+        if isinstance(dev, (int, float)) and math.isfinite(dev) and dev < self._best.get(trial.trial_id, math.inf):
+            self._best[trial.trial_id] = dev  # the evaluation the report and Table 1 take: the lowest dev EER
+            best = [Metric(f"best_{m.key}", m.value, now, m.step) for m in metrics if m.key.startswith(_EVALUATED)]
+            metrics += best + [Metric("best_epoch", epoch, now, int(epoch))]
         for i in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
         self._logged[trial.trial_id] = epoch
@@ -215,6 +231,17 @@ class MlflowTrialCallback(Callback):
         client.set_tag(run_id, TAG_REASON, reason)
         client.set_terminated(run_id, status=mlflow_status)
         self._done.add(trial.trial_id)
+
+
+def run_name(cfg) -> str:
+    """``<backbone>/<loss>/<sampler>/d<dim>/s<seed>``: what a trial is, readable in the MLflow run table.
+
+    >>> from sourcetrace.config import Config
+    >>> run_name(Config())
+    'thin_resnet34/aamsoftmax/random/d50/s0'
+    """
+    m, t = cfg.model, cfg.train
+    return f"{m.name}/{cfg.loss.name}/{cfg.sampler.name}/d{m.embedding_dim}/s{t.seed}"
 
 
 def _error(trial) -> str:

@@ -71,6 +71,7 @@ def experiment_id(client, store: Store, name: str) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
+TAG_KIND, KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
 TAG_STORAGE = "sourcetrace.sweep_folder"  # experiment tag: the Tune folder whose trials the experiment holds
 
 
@@ -84,9 +85,12 @@ def ensure_experiment(store: Store, name: str, sweep_folder: str | None = None) 
         with quiet_db():
             client = client_for(store)
             exp_id = experiment_id(client, store, name)
-            owner = client.get_experiment(exp_id).tags.get(TAG_STORAGE)
+            tags = client.get_experiment(exp_id).tags
+            owner = tags.get(TAG_STORAGE)
             if sweep_folder and owner is None:
                 client.set_experiment_tag(exp_id, TAG_STORAGE, sweep_folder)
+            if tags.get(TAG_KIND) != KIND_TRAINING:  # the UI's run table and charts, not its GenAI traces view
+                client.set_experiment_tag(exp_id, TAG_KIND, KIND_TRAINING)
     except Exception as err:  # mlflow raises many types for an unreachable or broken store
         first = (str(err).strip().splitlines() or [""])[0][:300]
         raise SourcetraceError(f"MLflow store {store.uri} cannot be used: {type(err).__name__}: {first}") from err
@@ -163,3 +167,9 @@ def log_reference_run(tracking_uri: str, experiment: str, name: str, params: dic
     )
     client.set_terminated(run.info.run_id, status="FINISHED")
     return run.info.run_id
+
+
+def experiment_urls(store: Store, base_url: str) -> dict[str, str]:
+    """``{experiment name: URL of its run table}`` under an MLflow UI at ``base_url`` (Default left out)."""
+    experiments = client_for(store).search_experiments()
+    return {e.name: f"{base_url}/#/experiments/{e.experiment_id}/runs" for e in experiments if e.name != "Default"}
