@@ -1,7 +1,9 @@
 """A sweep's Tune experiment folder -> Table-1 parquet reports (no Ray started, MLflow optional).
 
 ``trials.parquet``: one row per trial x evaluation (a trial with no evaluation keeps one row of NaNs),
-with its recipe, status (finished | early_stopped | failed | interrupted | pending) and why.
+with its recipe, settings (``cfg:<key>`` columns), status (finished | early_stopped | failed |
+interrupted | pending) and why, every dev/test metric of the evaluation, ``best``/``best_epoch`` and,
+from the sweep's MLflow store, the trial's ``run_id``.
 ``table1_cells.parquet``: per backbone/loss/sampler/dim and split, the mean and 95 % CI over seeds of
 each trial's best evaluation (chosen by dev EER). ``table1.parquet``: those cells pivoted like the
 paper (rows backbone/loss/sampler, columns dev/test x dim). Unfinished and failed trials stay visible.
@@ -23,6 +25,7 @@ from sourcetrace.evaluation.comparison import baseline_cells, compare_best, form
 from sourcetrace.sweep import RECORD
 from sourcetrace.sweep.spec import TrialSpec
 from sourcetrace.sweep.status import UNFINISHED, error_reason, trial_status
+from sourcetrace.validation import used_params
 
 KEYS = ["backbone", "loss", "sampler", "dim"]
 # Keys that are cell coordinates or replicate seeds: trials differing only in these share a Table-1 cell.
@@ -103,16 +106,14 @@ def trials_frame(exp: str | Path) -> pd.DataFrame:
             "wall_s": float(results[-1]["time_total_s"]) if results else np.nan,
         }
         base |= {f"param:{k}": v for k, v in params.items()}
+        base |= {f"cfg:{k}": v for k, v in used_params(cfg).items()}  # the settings, one column each
         flat = {k: v for k, v in cfg.to_flat().items() if k not in _NOT_VARIANT}
         base["config"] = json.dumps(flat, sort_keys=True)
         evals = [r for r in results if "dev_eer" in r]
         for r in evals or [{}]:
             row = dict(base, epoch=int(r["epoch"]) if r else np.nan)
-            row |= {
-                k: float(v)
-                for k, v in r.items()
-                if k.split(".")[0] in ("dev_eer", "test_eer", "dev_min_dcf", "test_min_dcf")
-            }
+            # every evaluation metric: EER and minDCF overall and per condition, open set, probe
+            row |= {k: float(v) for k, v in r.items() if k.startswith(("dev_", "test_")) and _is_number(v)}
             ckpt = t["dir"] / r["checkpoint_dir_name"] if r.get("checkpoint_dir_name") else None
             row["checkpoint"] = str(ckpt) if ckpt is not None and ckpt.is_dir() else None
             rows.append(row)
@@ -123,7 +124,12 @@ def trials_frame(exp: str | Path) -> pd.DataFrame:
         frame["dev_eer"] = np.nan
     best = frame.dropna(subset=["dev_eer"]).groupby("trial_id")["dev_eer"].idxmin()
     frame["best"] = frame.index.isin(best.values) | frame["dev_eer"].isna()
+    frame["best_epoch"] = frame["trial_id"].map(frame.loc[best.values].set_index("trial_id")["epoch"])
     return frame
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _ci95(values: np.ndarray) -> float:
@@ -185,14 +191,18 @@ def table1_wide(cells: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def write_reports(exp: str | Path, out: str | Path | None = None, tracking_uri: str | None = None) -> Reports:
-    """Build the three tables (with MLflow run ids when ``tracking_uri`` is given) and write them as parquet."""
+def write_reports(
+    exp: str | Path, out: str | Path | None = None, tracking_uri: str | None = None, mlflow: bool = True
+) -> Reports:
+    """Build the three tables and write them as parquet, with MLflow run ids (from ``tracking_uri``, else the
+    store the sweep recorded) unless ``mlflow`` is False."""
     exp = Path(exp)
     trials = trials_frame(exp)
-    if tracking_uri:
+    record = json.loads((exp / RECORD).read_text()) if (exp / RECORD).is_file() else {}
+    tracking_uri = tracking_uri or record.get("tracking_uri")  # the store the sweep logged to
+    if mlflow and tracking_uri:
         from sourcetrace.tracking.store import runs_frame
 
-        record = json.loads((exp / RECORD).read_text()) if (exp / RECORD).is_file() else {}
         runs = runs_frame(tracking_uri, record.get("experiment", exp.name)).drop_duplicates("trial_id")
         trials = trials.merge(runs, on="trial_id", how="left")
     cells = table1_cells(trials)

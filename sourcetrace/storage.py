@@ -53,4 +53,4 @@ def report_with_or_without_mlflow(exp_dir: Path, store):
             "report written without run ids",
             file=sys.stderr,
         )
-        return write_reports(exp_dir)
+        return write_reports(exp_dir, mlflow=False)

@@ -94,6 +94,24 @@ def test_long_table_has_every_trial_and_evaluation_with_its_status(exp):
     assert a0[f"dev_eer.{C}"].tolist() == [11.0, 9.0] and a0["checkpoint"].notna().all()
     assert (t[t["trial_id"] == "g0"]["dev_eer"].isna()).all()  # failed before its first evaluation: still a row
     assert set(t["loss"]) == {"aamsoftmax", "ge2e"} and set(t["dim"]) == {10, 50}
+    assert list(a0["best_epoch"]) == [4, 4] and t[t["trial_id"] == "a1"]["best_epoch"].iloc[0] == 2
+    assert [c for c in t.columns if "status" in c] == ["status"]  # one status column
+    assert (a0["cfg:loss.margin"] == 0.3).all() and (a0["cfg:train.epochs"] == 4).all()
+    assert t.loc[t["loss"] == "ge2e", "cfg:loss.margin"].isna().all()  # a GE2E trial has no margin
+
+
+def test_report_finds_the_run_ids_in_the_store_the_sweep_recorded(exp, tmp_path):
+    from mlflow import MlflowClient
+
+    from sourcetrace.tracking.store import ensure_experiment, resolve_store
+
+    store = resolve_store(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    record = json.loads((exp / "sourcetrace_sweep.json").read_text()) | {"tracking_uri": store.uri}
+    (exp / "sourcetrace_sweep.json").write_text(json.dumps(record))
+    run = MlflowClient(store.uri).create_run(ensure_experiment(store, "sw"), tags={"trial_id": "a0"})
+    trials = write_reports(exp, tmp_path / "out").trials.drop_duplicates("trial_id").set_index("trial_id")
+    assert trials.loc["a0", "run_id"] == run.info.run_id and trials["run_id"].drop("a0").isna().all()
+    assert "run_id" not in write_reports(exp, tmp_path / "out2", mlflow=False).trials
 
 
 def test_table1_mean_and_ci_over_seeds_and_flags(exp, tmp_path):

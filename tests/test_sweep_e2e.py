@@ -164,8 +164,10 @@ def test_grid_sweep_logs_one_run_per_trial_and_writes_reports(grid):
 
 def test_the_sweep_runs_quietly_with_one_line_per_evaluation(grid):
     _, proc = grid
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("trial run_trial_") and "dev EER" in ln]
-    assert lines and all(" epoch " in ln and "/4  dev EER " in ln for ln in lines)
+    out = proc.stdout.splitlines()
+    evaluations = [ln for ln in out if ln.startswith("trial run_trial_") and " epoch " in ln]
+    assert evaluations and all("/4  dev EER " in ln and "(best " in ln for ln in evaluations)
+    assert len([ln for ln in out if ln.startswith("trial run_trial_") and " ended" in ln]) == 4
     assert "Checkpoint successfully created" not in proc.stdout + proc.stderr
     assert "dev EER %" in proc.stdout  # Tune's status table carries the dev EER column
 

@@ -137,18 +137,16 @@ def log_artifact_dir(store: Store, run_id: str, folder: str | Path, artifact_pat
 
 
 def runs_frame(tracking_uri: str | None, experiment: str):
-    """One row per MLflow run of a sweep: trial_id, run_id, mlflow_status, status tag (for the report)."""
-    import pandas as pd
+    """One row per MLflow run of a sweep's trials: trial_id, run_id (the report's link to MLflow)."""
+    import pandas as pd  # only the report needs it; ``sourcetrace ui`` imports this module too
 
-    store = resolve_store(tracking_uri)
-    client = client_for(store)
+    client = client_for(resolve_store(tracking_uri))
     found = client.get_experiment_by_name(experiment)
-    cols = ["trial_id", "run_id", "mlflow_status", "mlflow_status_tag"]
     if found is None:
-        return pd.DataFrame(columns=cols)
+        return pd.DataFrame(columns=["trial_id", "run_id"])
     runs = client.search_runs([found.experiment_id], max_results=50000)
-    rows = [[r.data.tags.get(TAG_TRIAL), r.info.run_id, r.info.status, r.data.tags.get(TAG_STATUS)] for r in runs]
-    return pd.DataFrame(rows, columns=cols)
+    rows = [[r.data.tags[TAG_TRIAL], r.info.run_id] for r in runs if TAG_TRIAL in r.data.tags]
+    return pd.DataFrame(rows, columns=["trial_id", "run_id"])
 
 
 def log_reference_run(tracking_uri: str, experiment: str, name: str, params: dict, metrics: dict) -> str:
