@@ -54,25 +54,14 @@ def _read_results(path: Path) -> list[dict]:
     return [rows[k] for k in sorted(rows, key=float)]
 
 
-def _trial_states(exp: Path) -> list[dict]:
-    """Trials of the newest experiment snapshot: id, folder, config, Tune status, failures."""
-    # The newest session by name: a resumed sweep re-syncs every snapshot file, so mtimes tie.
-    snaps = sorted(exp.glob("experiment_state-*.json"), key=lambda p: p.name)
-    if not snaps:
-        raise SourcetraceError(f"{exp} holds no Tune experiment (no experiment_state-*.json)")
-    out = []
-    for state_json, meta_json in json.loads(snaps[-1].read_text())["trial_data"]:
-        state, meta = json.loads(state_json), json.loads(meta_json)
-        out.append(
-            {
-                "trial_id": state["trial_id"],
-                "dir": exp / state["relative_logdir"],
-                "tune_status": state["status"],
-                "num_failures": meta.get("num_failures", 0),
-                "error_file": meta.get("error_filename"),
-            }
-        )
-    return out
+def _trials(exp: Path) -> list:
+    """Tune's trials of the experiment folder, read with its public ``ExperimentAnalysis`` (no Ray started)."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        return ExperimentAnalysis(str(exp)).trials
+    except ValueError:  # no experiment snapshot in the folder
+        raise SourcetraceError(f"{exp} holds no Tune experiment (no experiment_state-*.json)") from None
 
 
 def trials_frame(exp: str | Path) -> pd.DataFrame:
@@ -81,17 +70,18 @@ def trials_frame(exp: str | Path) -> pd.DataFrame:
     record = json.loads((exp / RECORD).read_text()) if (exp / RECORD).is_file() else {}
     spec = TrialSpec(record.get("base", {}), record.get("bundles", {}))
     rows = []
-    for t in _trial_states(exp):
-        params = json.loads((t["dir"] / "params.json").read_text()) if (t["dir"] / "params.json").is_file() else {}
-        cfg = spec.config(params)
-        results = _read_results(t["dir"] / "result.json")
+    for t in _trials(exp):
+        folder = Path(t.path)
+        cfg = spec.config(t.config)
+        results = _read_results(folder / "result.json")
         reached = int(results[-1]["epoch"]) if results else 0
-        error = error_reason(t["dir"] / t["error_file"]) if t["error_file"] else None
-        status, reason = trial_status(t["tune_status"], reached, cfg.train.epochs, error)
+        error_file = t.run_metadata.error_filename  # (``Trial.error_file`` needs a running Ray)
+        error = error_reason(folder / error_file) if t.status == "ERROR" and error_file else None
+        status, reason = trial_status(t.status, reached, cfg.train.epochs, error)
         base = {
             "sweep": record.get("name", exp.name),
-            "trial_id": t["trial_id"],
-            "trial_name": t["dir"].name,
+            "trial_id": t.trial_id,
+            "trial_name": folder.name,
             "backbone": cfg.model.name,
             "loss": cfg.loss.name,
             "sampler": cfg.sampler.name,
@@ -102,10 +92,10 @@ def trials_frame(exp: str | Path) -> pd.DataFrame:
             "status": status,
             "stop_reason": reason,
             "epoch_reached": reached,
-            "num_failures": t["num_failures"],
+            "num_failures": t.num_failures,
             "wall_s": float(results[-1]["time_total_s"]) if results else np.nan,
         }
-        base |= {f"param:{k}": v for k, v in params.items()}
+        base |= {f"param:{k}": v for k, v in t.config.items()}
         base |= {f"cfg:{k}": v for k, v in used_params(cfg).items()}  # the settings, one column each
         flat = {k: v for k, v in cfg.to_flat().items() if k not in _NOT_VARIANT}
         base["config"] = json.dumps(flat, sort_keys=True)
@@ -114,7 +104,7 @@ def trials_frame(exp: str | Path) -> pd.DataFrame:
             row = dict(base, epoch=int(r["epoch"]) if r else np.nan)
             # every evaluation metric: EER and minDCF overall and per condition, open set, probe
             row |= {k: float(v) for k, v in r.items() if k.startswith(("dev_", "test_")) and _is_number(v)}
-            ckpt = t["dir"] / r["checkpoint_dir_name"] if r.get("checkpoint_dir_name") else None
+            ckpt = folder / r["checkpoint_dir_name"] if r.get("checkpoint_dir_name") else None
             row["checkpoint"] = str(ckpt) if ckpt is not None and ckpt.is_dir() else None
             rows.append(row)
     frame = pd.DataFrame(rows)

@@ -1,4 +1,5 @@
-"""Table-1 reports from a synthetic Tune experiment folder (the files Tune writes, no Ray started)."""
+"""Table-1 reports from a synthetic Tune experiment folder (the files Tune writes, read with Tune's own
+ExperimentAnalysis; no Ray started)."""
 
 import json
 import math
@@ -17,6 +18,21 @@ BUNDLES = {
     }
 }
 C = "lang_seen___model_seen"
+
+
+def _tune_state(exp, tid, params, status, error):
+    """A trial's entry of Tune's experiment snapshot, as Tune writes it."""
+    from ray.train._internal.storage import StorageContext
+    from ray.tune import PlacementGroupFactory
+    from ray.tune.experiment import Trial
+
+    storage = StorageContext(str(exp.parent), exp.name, trial_dir_name=f"run_trial_{tid}")
+    trial = Trial("run_trial", config=params, trial_id=tid, storage=storage, stub=True)
+    trial.placement_group_factory = PlacementGroupFactory([{"CPU": 1}])
+    trial.status = status
+    trial.run_metadata.num_failures = 1 if error else 0
+    trial.run_metadata.error_filename = "error.txt" if error else None
+    return list(trial.get_json_state())
 
 
 def make_experiment(root, trials):
@@ -46,10 +62,9 @@ def make_experiment(root, trials):
                 (d / r["checkpoint_dir_name"]).mkdir()
             lines.append(json.dumps(r))
         (d / "result.json").write_text("\n".join(lines) + ("\n" if lines else ""))
-        meta = {"num_failures": 1 if error else 0, "error_filename": "error.txt" if error else None}
         if error:
             (d / "error.txt").write_text(f"Traceback (most recent call last):\n  ...\n{error}\n")
-        data.append([json.dumps({"trial_id": tid, "relative_logdir": d.name, "status": status}), json.dumps(meta)])
+        data.append(_tune_state(exp, tid, params, status, error))
     (exp / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": data}))
     return exp
 
