@@ -56,7 +56,7 @@ def _read_results(path: Path) -> list[dict]:
 
 def _trials(exp: Path) -> list:
     """Tune's trials of the experiment folder, read with its public ``ExperimentAnalysis`` (no Ray started)."""
-    from ray.tune import ExperimentAnalysis
+    from ray.tune import ExperimentAnalysis  # seconds to import: only once a report is built
 
     try:
         return ExperimentAnalysis(str(exp)).trials
@@ -125,7 +125,7 @@ def _is_number(v) -> bool:
 def _ci95(values: np.ndarray) -> float:
     if len(values) < 2:
         return np.nan
-    from scipy import stats
+    from scipy import stats  # only for cells with two or more seeds
 
     return float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
 
@@ -191,7 +191,7 @@ def write_reports(
     record = json.loads((exp / RECORD).read_text()) if (exp / RECORD).is_file() else {}
     tracking_uri = tracking_uri or record.get("tracking_uri")  # the store the sweep logged to
     if mlflow and tracking_uri:
-        from sourcetrace.tracking.store import runs_frame
+        from sourcetrace.tracking.store import runs_frame  # MLflow only when a store is read
 
         runs = runs_frame(tracking_uri, record.get("experiment", exp.name)).drop_duplicates("trial_id")
         trials = trials.merge(runs, on="trial_id", how="left")

@@ -149,3 +149,13 @@ def test_mlaad_sweeps_wrap_pad_short_clips_as_voxceleb_trainer(name):
     """A clip shorter than the crop must not stop a long MLAAD sweep at start."""
     sweep = load_sweep(SWEEPS[0].parent / f"{name}.py")
     assert sweep.base["data.short_clips"] == "pad"
+
+
+def test_dashboard_without_its_packages_is_one_clear_error(tmp_path, capsys):
+    import importlib.util
+
+    if all(importlib.util.find_spec(m) for m in ("aiohttp_cors", "opencensus", "prometheus_client")):
+        pytest.skip("Ray's dashboard packages are installed here")
+    argv = ["sweep", str(SWEEPS[0]), "--root", str(tmp_path), "--storage", str(tmp_path / "ray"), "--dashboard"]
+    assert main(argv) == 2
+    assert "pip install 'sourcetrace[dashboard]'" in capsys.readouterr().err and not (tmp_path / "ray").exists()

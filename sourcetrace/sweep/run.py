@@ -38,13 +38,6 @@ def start_ray(address: str | None, verbose: bool = False, dashboard: bool = Fals
     127.0.0.1 (local Ray), its URL printed.
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if dashboard:
-        missing = [m for m in ("aiohttp_cors", "opencensus", "prometheus_client") if not importlib.util.find_spec(m)]
-        if missing:
-            raise SourcetraceError(
-                f"--dashboard needs Ray's dashboard packages ({', '.join(missing)} missing): "
-                "pip install 'sourcetrace[dashboard]'"
-            )
     if address is None:
         from sourcetrace.localray import loopback_only
 
@@ -64,6 +57,16 @@ def start_ray(address: str | None, verbose: bool = False, dashboard: bool = Fals
         env = {"env_vars": _runtime_env_vars()}
         ray.init(address=address, runtime_env=env, logging_level=level, log_to_driver=verbose)
     return True
+
+
+def check_dashboard() -> None:
+    """``--dashboard`` needs Ray's dashboard packages: a clear error before anything is read."""
+    missing = [m for m in ("aiohttp_cors", "opencensus", "prometheus_client") if not importlib.util.find_spec(m)]
+    if missing:
+        raise SourcetraceError(
+            f"--dashboard needs Ray's dashboard packages ({', '.join(missing)} missing): "
+            "pip install 'sourcetrace[dashboard]'"
+        )
 
 
 def placement(resources: dict[str, float]):
@@ -102,6 +105,7 @@ def _searcher(settings: dict[str, Any]):
 
 def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: bool, tags: dict, verbose: bool):
     """The ``tune.Tuner`` of a validated sweep (or its restore from ``exp_dir``); ``tags`` go on every run."""
+    # Ray, MLflow and torch load here, after every trial config and audio file has been checked.
     from ray import tune
     from ray.tune import CLIReporter
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -159,6 +163,8 @@ def cli_sweep(args) -> int:
     from sourcetrace.data.protocol import protocol_checksum
     from sourcetrace.tracking.store import ensure_experiment
 
+    if args.dashboard:
+        check_dashboard()
     storage = Path(args.storage or "ray_results").resolve()
     sweep = load_sweep(args.sweep_file, smoke=args.smoke)
     name = sweep.name = args.name or sweep.name  # Tune experiment folder and MLflow experiment alike
@@ -204,7 +210,9 @@ def cli_sweep(args) -> int:
 
 
 def _finish(args, exp_dir: Path, store, sweep: SweepFile) -> int:
-    """Write and print the reports; non-zero exit when trials failed (1) or did not end (130)."""
+    """Write and print the reports; non-zero exit when trials failed (1) or did not end (130).
+
+    (Its imports load torch, pandas and MLflow: only once the sweep has run.)"""
     from sourcetrace.evaluation.baseline import sweep_baseline
     from sourcetrace.report import format_table1
 

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from mlflow.entities import Metric, Param
 from ray.tune import Callback
 
 from sourcetrace.sweep.status import error_reason, trial_status
@@ -130,8 +131,6 @@ class MlflowTrialCallback(Callback):
                 client.update_run(run.info.run_id, status="RUNNING")
             self._runs[tid] = run.info.run_id
             return run.info.run_id
-        from mlflow.entities import Param
-
         cfg = self.spec.config(trial.config)
         tags = {TAG_SWEEP: self.experiment, TAG_TRIAL: tid, TAG_TRIAL_NAME: str(trial), TAG_STATUS: "running"}
         run = client.create_run(self._exp_id, run_name=self._unique_name(run_name(cfg), tid), tags=self.tags | tags)
@@ -154,8 +153,6 @@ class MlflowTrialCallback(Callback):
 
     @_guarded
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        from mlflow.entities import Metric
-
         if result.get(NO_RETRY):
             return  # the trial's error follows: not an epoch's metrics
         run_id = self.run_id(trial)
