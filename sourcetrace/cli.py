@@ -20,7 +20,7 @@ HANDLERS = {
     "corpus build": "sourcetrace.data.corpus:cli_build",
     "corpus check": "sourcetrace.data.check:cli_check",
     "train": "sourcetrace.training.loop:cli_train",
-    "sweep": "sourcetrace.sweep:cli_sweep",
+    "sweep": "sourcetrace.sweep.run:cli_sweep",
     "report": "sourcetrace.report:cli_report",
     "ui": "sourcetrace.ui:cli_ui",
     "analyze": "sourcetrace.evaluation.analyze:cli_analyze",
@@ -163,12 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(s)
     s.add_argument("--smoke", action="store_true", help="run the sweep's smoke-sized variant")
     s.add_argument("--address", default=None, help="Ray cluster address (default: local embedded Ray)")
-    s.add_argument("--resume", action="store_true", help="restore an interrupted sweep of the same name")
+    s.add_argument(
+        "--resume", action="store_true", help="restore an interrupted sweep of the same name, retrying failed trials"
+    )
     s.add_argument("--name", default=None, help="sweep name (default: the file's stem)")
     s.add_argument("--storage", default=None, help="Tune storage path or URI (default: ./ray_results)")
     s.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite under ./mlruns)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every trial")
     s.add_argument("--no-analyze", action="store_true", help="skip the analyses of the best trial")
+    s.add_argument(
+        "--verbose", action="store_true", help="Ray's and Tune's own output (default: one line per evaluation)"
+    )
+    s.add_argument("--dashboard", action="store_true", help="start Ray's dashboard on 127.0.0.1 and print its URL")
 
     r = _command(
         sub,

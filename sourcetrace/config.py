@@ -2,8 +2,9 @@
 
 Every setting of a trial lives in one ``Config`` of frozen dataclass sections. The same flat keys
 (``loss.margin``) are Tune search keys, CLI ``--set`` overrides and MLflow param names. Unknown keys
-and invalid pairings are ``ConfigError``s that name the key, raised before any data is read. The
-class count is never configured: it comes from the data.
+and out-of-range values are ``ConfigError``s that name the key, raised before any data is read
+(``sourcetrace.validation`` checks the registry names and pairings). The class count is never
+configured: it comes from the data.
 
 >>> cfg = Config.from_dict({"loss.name": "ge2e", "sampler.name": "balanced"})
 >>> cfg.loss.name, cfg.sampler.per_class
@@ -164,13 +165,7 @@ class Config:
 
     def with_overrides(self, assignments: list[str]) -> Config:
         """Apply CLI-style ``key=value`` strings (``--set loss.margin=0.2``)."""
-        values: dict[str, Any] = {}
-        for item in assignments:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} is not of the form key=value")
-            key, value = item.split("=", 1)
-            values[key.strip()] = value.strip()
-        return self.with_values(values)
+        return self.with_values(parse_assignments(assignments))
 
     # -- reading --------------------------------------------------------------------------
     def to_flat(self) -> dict[str, Any]:
@@ -185,50 +180,26 @@ class Config:
         return cls.from_dict(json.loads(text))
 
     # -- checking -------------------------------------------------------------------------
-    def validate(self, n_classes: int | None = None) -> Config:
-        """Check names and pairings; with ``n_classes`` (from the protocol) also batch filling.
-
-        Imports the registries lazily so that reading a config stays cheap.
-        """
-        from sourcetrace.data.samplers import SAMPLERS
-        from sourcetrace.losses import LOSSES
-        from sourcetrace.models import MODELS
-        from sourcetrace.registry import lookup
-
-        lookup(MODELS, self.model.name, "model")
-        loss_cls = lookup(LOSSES, self.loss.name, "loss")
-        lookup(SAMPLERS, self.sampler.name, "sampler")
+    def check_ranges(self) -> Config:
+        """Finite numbers, ranges and choices of this config alone (``sourcetrace.validation`` adds the
+        registry names and the loss/sampler pairing)."""
         _check_ranges(self)
-        need = getattr(loss_cls, "min_per_class", 1)
-        if need > 1:
-            if self.sampler.name != "balanced":
-                raise ConfigError(
-                    f"loss.name={self.loss.name!r} is a metric loss that needs >= {need} clips per class in "
-                    f"every batch; set sampler.name=balanced (got sampler.name={self.sampler.name!r})"
-                )
-            if self.sampler.per_class < need:
-                raise ConfigError(
-                    f"sampler.per_class={self.sampler.per_class} is too small for loss.name={self.loss.name!r}, "
-                    f"which needs >= {need} clips per class"
-                )
-        if self.sampler.name == "balanced":
-            k = self.sampler.per_class
-            if self.train.batch_size % k:
-                raise ConfigError(
-                    f"train.batch_size={self.train.batch_size} is not a multiple of sampler.per_class={k}: "
-                    "a balanced batch is (batch_size / per_class) classes x per_class clips"
-                )
-            if self.train.batch_size // k < 2:
-                raise ConfigError(
-                    f"train.batch_size={self.train.batch_size} with sampler.per_class={k} gives fewer than "
-                    "2 classes per batch"
-                )
-            if n_classes is not None and self.train.batch_size // k > n_classes:
-                raise ConfigError(
-                    f"a balanced batch of train.batch_size={self.train.batch_size} / sampler.per_class={k} = "
-                    f"{self.train.batch_size // k} classes cannot be filled from the {n_classes} training classes"
-                )
         return self
+
+
+def parse_assignments(assignments: list[str], flag: str = "--set") -> dict[str, str]:
+    """``["loss.margin=0.2"]`` -> ``{"loss.margin": "0.2"}``; an item without ``=`` is a ConfigError.
+
+    >>> parse_assignments(["loss.margin = 0.2"])
+    {'loss.margin': '0.2'}
+    """
+    values: dict[str, str] = {}
+    for item in assignments:
+        if "=" not in item:
+            raise ConfigError(f"{flag} {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        values[key.strip()] = value.strip()
+    return values
 
 
 def _check_ranges(cfg: Config) -> None:

@@ -43,3 +43,19 @@ class DataCheckError(SourcetraceError, ValueError):
 
 class DivergenceError(TrainingError):
     """Training diverged (non-finite or exploding loss or embeddings): retrying the same settings cannot help."""
+
+
+SHOWN = 20  # items an error message quotes before "... and N more"
+
+
+def first_lines(items, limit: int = SHOWN) -> str:
+    """At most ``limit`` items, one per indented line, then ``... and N more`` for the rest.
+
+    >>> print(first_lines(["a", "b", "c"], limit=2))
+      a
+      b
+      ... and 1 more
+    """
+    items = [str(i) for i in items]
+    more = [f"... and {len(items) - limit} more"] if len(items) > limit else []
+    return "\n".join(f"  {line}" for line in items[:limit] + more)

@@ -1,7 +1,9 @@
 """A sweep's Tune experiment folder -> Table-1 parquet reports (no Ray started, MLflow optional).
 
 ``trials.parquet``: one row per trial x evaluation (a trial with no evaluation keeps one row of NaNs),
-with its recipe, status (finished | early_stopped | failed | interrupted | pending) and why.
+with its recipe, settings (``cfg:<key>`` columns), status (finished | early_stopped | failed |
+interrupted | pending) and why, every dev/test metric of the evaluation, ``best``/``best_epoch`` and,
+from the sweep's MLflow store, the trial's ``run_id``.
 ``table1_cells.parquet``: per backbone/loss/sampler/dim and split, the mean and 95 % CI over seeds of
 each trial's best evaluation (chosen by dev EER). ``table1.parquet``: those cells pivoted like the
 paper (rows backbone/loss/sampler, columns dev/test x dim). Unfinished and failed trials stay visible.
@@ -20,13 +22,14 @@ import pandas as pd
 from sourcetrace.errors import SourcetraceError
 from sourcetrace.evaluation.baseline import NAME as BASELINE
 from sourcetrace.evaluation.comparison import baseline_cells, compare_best, format_comparison, read_baseline
-from sourcetrace.training.trainable import TrialSpec
+from sourcetrace.sweep import RECORD
+from sourcetrace.sweep.spec import TrialSpec
+from sourcetrace.sweep.status import UNFINISHED, error_reason, trial_status
+from sourcetrace.validation import used_params
 
-RECORD = "sourcetrace_sweep.json"
 KEYS = ["backbone", "loss", "sampler", "dim"]
 # Keys that are cell coordinates or replicate seeds: trials differing only in these share a Table-1 cell.
 _NOT_VARIANT = {"model.name", "loss.name", "sampler.name", "model.embedding_dim", "train.seed", "train.num_threads"}
-UNFINISHED = ("interrupted", "pending")
 
 
 @dataclass
@@ -51,37 +54,14 @@ def _read_results(path: Path) -> list[dict]:
     return [rows[k] for k in sorted(rows, key=float)]
 
 
-def _trial_states(exp: Path) -> list[dict]:
-    """Trials of the newest experiment snapshot: id, folder, config, Tune status, failures."""
-    # The newest session by name: a resumed sweep re-syncs every snapshot file, so mtimes tie.
-    snaps = sorted(exp.glob("experiment_state-*.json"), key=lambda p: p.name)
-    if not snaps:
-        raise SourcetraceError(f"{exp} holds no Tune experiment (no experiment_state-*.json)")
-    out = []
-    for state_json, meta_json in json.loads(snaps[-1].read_text())["trial_data"]:
-        state, meta = json.loads(state_json), json.loads(meta_json)
-        out.append(
-            {
-                "trial_id": state["trial_id"],
-                "dir": exp / state["relative_logdir"],
-                "tune_status": state["status"],
-                "num_failures": meta.get("num_failures", 0),
-                "error_file": meta.get("error_filename"),
-            }
-        )
-    return out
+def _trials(exp: Path) -> list:
+    """Tune's trials of the experiment folder, read with its public ``ExperimentAnalysis`` (no Ray started)."""
+    from ray.tune import ExperimentAnalysis  # seconds to import: only once a report is built
 
-
-def _status(tune_status: str, reached: int, epochs: int, has_results: bool, error: str | None) -> tuple[str, str]:
-    if tune_status == "TERMINATED":
-        if reached >= epochs:
-            return "finished", f"all {epochs} epochs"
-        return "early_stopped", f"stopped by the scheduler at epoch {reached} of {epochs}"
-    if tune_status == "ERROR":
-        return "failed", error or "failed"
-    if has_results:
-        return "interrupted", f"sweep stopped at epoch {reached} of {epochs}; --resume continues it"
-    return "pending", "never started; --resume runs it"
+    try:
+        return ExperimentAnalysis(str(exp)).trials
+    except ValueError:  # no experiment snapshot in the folder
+        raise SourcetraceError(f"{exp} holds no Tune experiment (no experiment_state-*.json)") from None
 
 
 def trials_frame(exp: str | Path) -> pd.DataFrame:
@@ -90,20 +70,18 @@ def trials_frame(exp: str | Path) -> pd.DataFrame:
     record = json.loads((exp / RECORD).read_text()) if (exp / RECORD).is_file() else {}
     spec = TrialSpec(record.get("base", {}), record.get("bundles", {}))
     rows = []
-    for t in _trial_states(exp):
-        params = json.loads((t["dir"] / "params.json").read_text()) if (t["dir"] / "params.json").is_file() else {}
-        cfg = spec.config(params)
-        results = _read_results(t["dir"] / "result.json")
+    for t in _trials(exp):
+        folder = Path(t.path)
+        cfg = spec.config(t.config)
+        results = _read_results(folder / "result.json")
         reached = int(results[-1]["epoch"]) if results else 0
-        error = None
-        if t["error_file"] and (t["dir"] / t["error_file"]).is_file():
-            lines = [ln for ln in (t["dir"] / t["error_file"]).read_text(errors="replace").splitlines() if ln.strip()]
-            error = lines[-1].strip()[:500] if lines else None
-        status, reason = _status(t["tune_status"], reached, cfg.train.epochs, bool(results), error)
+        error_file = t.run_metadata.error_filename  # (``Trial.error_file`` needs a running Ray)
+        error = error_reason(folder / error_file) if t.status == "ERROR" and error_file else None
+        status, reason = trial_status(t.status, reached, cfg.train.epochs, error)
         base = {
             "sweep": record.get("name", exp.name),
-            "trial_id": t["trial_id"],
-            "trial_name": t["dir"].name,
+            "trial_id": t.trial_id,
+            "trial_name": folder.name,
             "backbone": cfg.model.name,
             "loss": cfg.loss.name,
             "sampler": cfg.sampler.name,
@@ -114,21 +92,19 @@ def trials_frame(exp: str | Path) -> pd.DataFrame:
             "status": status,
             "stop_reason": reason,
             "epoch_reached": reached,
-            "num_failures": t["num_failures"],
+            "num_failures": t.num_failures,
             "wall_s": float(results[-1]["time_total_s"]) if results else np.nan,
         }
-        base |= {f"param:{k}": v for k, v in params.items()}
+        base |= {f"param:{k}": v for k, v in t.config.items()}
+        base |= {f"cfg:{k}": v for k, v in used_params(cfg).items()}  # the settings, one column each
         flat = {k: v for k, v in cfg.to_flat().items() if k not in _NOT_VARIANT}
         base["config"] = json.dumps(flat, sort_keys=True)
         evals = [r for r in results if "dev_eer" in r]
         for r in evals or [{}]:
             row = dict(base, epoch=int(r["epoch"]) if r else np.nan)
-            row |= {
-                k: float(v)
-                for k, v in r.items()
-                if k.split(".")[0] in ("dev_eer", "test_eer", "dev_min_dcf", "test_min_dcf")
-            }
-            ckpt = t["dir"] / r["checkpoint_dir_name"] if r.get("checkpoint_dir_name") else None
+            # every evaluation metric: EER and minDCF overall and per condition, open set, probe
+            row |= {k: float(v) for k, v in r.items() if k.startswith(("dev_", "test_")) and _is_number(v)}
+            ckpt = folder / r["checkpoint_dir_name"] if r.get("checkpoint_dir_name") else None
             row["checkpoint"] = str(ckpt) if ckpt is not None and ckpt.is_dir() else None
             rows.append(row)
     frame = pd.DataFrame(rows)
@@ -138,13 +114,18 @@ def trials_frame(exp: str | Path) -> pd.DataFrame:
         frame["dev_eer"] = np.nan
     best = frame.dropna(subset=["dev_eer"]).groupby("trial_id")["dev_eer"].idxmin()
     frame["best"] = frame.index.isin(best.values) | frame["dev_eer"].isna()
+    frame["best_epoch"] = frame["trial_id"].map(frame.loc[best.values].set_index("trial_id")["epoch"])
     return frame
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _ci95(values: np.ndarray) -> float:
     if len(values) < 2:
         return np.nan
-    from scipy import stats
+    from scipy import stats  # only for cells with two or more seeds
 
     return float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
 
@@ -200,14 +181,18 @@ def table1_wide(cells: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def write_reports(exp: str | Path, out: str | Path | None = None, tracking_uri: str | None = None) -> Reports:
-    """Build the three tables (with MLflow run ids when ``tracking_uri`` is given) and write them as parquet."""
+def write_reports(
+    exp: str | Path, out: str | Path | None = None, tracking_uri: str | None = None, mlflow: bool = True
+) -> Reports:
+    """Build the three tables and write them as parquet, with MLflow run ids (from ``tracking_uri``, else the
+    store the sweep recorded) unless ``mlflow`` is False."""
     exp = Path(exp)
     trials = trials_frame(exp)
-    if tracking_uri:
-        from sourcetrace.tracking import runs_frame
+    record = json.loads((exp / RECORD).read_text()) if (exp / RECORD).is_file() else {}
+    tracking_uri = tracking_uri or record.get("tracking_uri")  # the store the sweep logged to
+    if mlflow and tracking_uri:
+        from sourcetrace.tracking.store import runs_frame  # MLflow only when a store is read
 
-        record = json.loads((exp / RECORD).read_text()) if (exp / RECORD).is_file() else {}
         runs = runs_frame(tracking_uri, record.get("experiment", exp.name)).drop_duplicates("trial_id")
         trials = trials.merge(runs, on="trial_id", how="left")
     cells = table1_cells(trials)
@@ -245,7 +230,8 @@ def format_table1(reports: Reports) -> str:
                 text += f"{_cell(c.iloc[0]) if len(c) else '':>13}"
         lines.append(text + (f"  {key[3]}" if key[3] else ""))
     lines.append(
-        "marks: * early-stopped by ASHA  ! failed  ? unfinished (cell mean over the trials that have an evaluation)"
+        "marks: * early-stopped by the scheduler  ! failed  ? unfinished "
+        "(cell mean over the trials that have an evaluation)"
     )
     odd = trials[trials["best"] & (trials["status"] != "finished")].drop_duplicates("trial_id")
     for _, row in odd.iterrows():

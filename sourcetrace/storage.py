@@ -1,6 +1,6 @@
 """Storage faults of a sweep as one clear line naming the path: an unwritable results folder or report.
 
-The MLflow side lives in ``tracking.py`` (a failing store is one line and training goes on); here the
+The MLflow side lives in ``sourcetrace.tracking`` (a failing store is one line and training goes on); here the
 Tune folder is checked before Ray starts, and the report falls back to Tune's files alone when the
 MLflow store cannot be read.
 """
@@ -53,4 +53,4 @@ def report_with_or_without_mlflow(exp_dir: Path, store):
             "report written without run ids",
             file=sys.stderr,
         )
-        return write_reports(exp_dir)
+        return write_reports(exp_dir, mlflow=False)

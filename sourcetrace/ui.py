@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from sourcetrace.errors import SourcetraceError
-from sourcetrace.tracking import Store, resolve_store
+from sourcetrace.tracking.store import Store, experiment_urls, resolve_store
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -49,6 +49,8 @@ def server_command(store: Store, host: str = "127.0.0.1", port: int = 5000) -> l
         str(port),
         "--workers",
         "1",
+        "--uvicorn-opts",
+        "--no-access-log --log-level warning",  # no line per request
     ]
     if store.artifact_location:
         cmd += ["--artifacts-destination", store.artifact_location]
@@ -70,7 +72,10 @@ def cli_ui(args) -> int:
         raise SourcetraceError(f"{args.tracking_uri} is a server already: open it in a browser")
     store = resolve_store(args.tracking_uri)
     proc = start_server(store, args.host, args.port)
-    print(f"MLflow UI on http://{args.host}:{args.port} (store {store.uri}); Ctrl-C stops it", flush=True)
+    base = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI on {base} (store {store.uri}); Ctrl-C stops it", flush=True)
+    for name, url in experiment_urls(store, base).items():
+        print(f"  sweep {name}: {url}", flush=True)
     # SIGTERM (e.g. a killpg of this command's group) must still stop the server's own group below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

@@ -3,7 +3,7 @@
 Four trials of the narrow Thin-ResNet-34 (model.channels=8: ~75 clips/s on one idle core) with the two
 metric-learning losses (GE2E, Angular Prototypical; balanced 12 classes x 2 clips, lr 2e-3, 2 warm-up
 epochs) at two embedding sizes, two at a time (one core each). Synchronous successive halving
-(sourcetrace/halving.py; rungs at epochs 4, 8 and 16, factor 2): every trial reaches a rung, paused
+(sourcetrace/sweep/halving.py; rungs at epochs 4, 8 and 16, factor 2): every trial reaches a rung, paused
 there on its checkpoint, before the worse half stops, so the sweep makes the same choices however
 the two cores interleave its trials; two trials stop at epoch 4, one at 8, and the winner trains all
 24 epochs (864 steps, cosine schedule). Why this budget: 6-epoch trials never learn to beat the

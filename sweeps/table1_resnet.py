@@ -4,7 +4,7 @@ Paper budgets: 300 epochs, dev EER every 25, lr 1e-4 after 10 linear warm-up epo
 batch 128 with the random sampler and 24 = 12 classes x 2 clips with the balanced one. A quarter GPU and
 3 CPUs per trial (32 trials on an 8-GPU node). Every cell trains its full budget (scheduler fifo): with
 ASHA most cells would be reported at an early epoch, which is not the paper's table; the best
-evaluation of each trial (by dev EER) is what the report shows. See sourcetrace/sweep.py for the format.
+evaluation of each trial (by dev EER) is what the report shows. See sourcetrace/sweep/spec.py for the format.
 """
 
 from ray import tune

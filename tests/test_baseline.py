@@ -13,6 +13,7 @@ from sourcetrace.errors import ConfigError
 from sourcetrace.evaluation.baseline import NAME, clip_features, standardise, sweep_baseline
 from sourcetrace.report import format_table1, write_reports
 from sourcetrace.training.loop import steps_per_epoch
+from sourcetrace.validation import validate
 
 UNSEEN = ("lang_seen___model_not_seen", "lang_not_seen___model_not_seen")
 
@@ -115,4 +116,4 @@ def test_voxceleb_epoch_matches_the_issue_figures_on_mlaad_like_counts():
     small = np.repeat(np.arange(4), [40, 6, 6, 6])  # fewer clips than the cap: only drops shorten the epoch
     assert voxceleb_epoch_steps(small, 4, 2) <= 29 // 2
     with pytest.raises(ConfigError, match="train.epoch_steps"):
-        Config.from_dict({"train.epoch_steps": "vt"}).validate()
+        validate(Config.from_dict({"train.epoch_steps": "vt"}))

@@ -171,7 +171,7 @@ def test_model_card_puts_the_sweeps_baseline_beside_the_model_per_condition(tmp_
 def test_devices_other_than_cpu_and_cuda_are_refused_by_name():
     import torch
 
-    from sourcetrace.bundle.embedder import resolve_device
+    from sourcetrace.device import resolve_device
 
     assert resolve_device("cpu").type == "cpu" and resolve_device("auto").type in ("cpu", "cuda")
     for bad in ("tpu:7", "mps", "gpu"):

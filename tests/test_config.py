@@ -1,9 +1,13 @@
 """Config: flat keys, strict unknown-key errors, type coercion, pairing validation before any data."""
 
+import subprocess
+import sys
+
 import pytest
 
 from sourcetrace.config import SECTIONS, Config
 from sourcetrace.errors import ConfigError
+from sourcetrace.validation import validate
 
 
 def test_defaults_are_the_papers():
@@ -61,7 +65,7 @@ def test_class_count_is_not_configurable():
 @pytest.mark.parametrize("loss", ["ge2e", "angleproto"])
 def test_metric_loss_with_random_sampler_is_rejected(loss):
     with pytest.raises(ConfigError, match=f"loss.name='{loss}' is a metric loss .* sampler.name=balanced"):
-        Config.from_dict({"loss.name": loss, "sampler.name": "random"}).validate()
+        validate(Config.from_dict({"loss.name": loss, "sampler.name": "random"}))
 
 
 def test_metric_loss_needs_two_clips_per_class():
@@ -69,17 +73,17 @@ def test_metric_loss_needs_two_clips_per_class():
         {"loss.name": "ge2e", "sampler.name": "balanced", "sampler.per_class": 1, "train.batch_size": 12}
     )
     with pytest.raises(ConfigError, match="sampler.per_class=1 is too small"):
-        cfg.validate()
+        validate(cfg)
 
 
 def test_balanced_batch_shape_is_checked():
     cfg = Config.from_dict({"sampler.name": "balanced", "sampler.per_class": 2, "train.batch_size": 25})
     with pytest.raises(ConfigError, match="not a multiple of sampler.per_class=2"):
-        cfg.validate()
+        validate(cfg)
     cfg = Config.from_dict({"sampler.name": "balanced", "sampler.per_class": 2, "train.batch_size": 60})
-    cfg.validate()  # 30 classes per batch: fine until the class count is known
+    validate(cfg)  # 30 classes per batch: fine until the class count is known
     with pytest.raises(ConfigError, match="30 classes cannot be filled from the 24 training classes"):
-        cfg.validate(n_classes=24)
+        validate(cfg, n_classes=24)
 
 
 @pytest.mark.parametrize(
@@ -88,11 +92,22 @@ def test_balanced_batch_shape_is_checked():
 )
 def test_unknown_registry_names_list_valid_ones(key, value, kind):
     with pytest.raises(ConfigError, match=f"unknown {kind} '{value}'; valid {kind}s: "):
-        Config.from_dict({key: value}).validate()
+        validate(Config.from_dict({key: value}))
 
 
 def test_out_of_range_and_choices():
     with pytest.raises(ConfigError, match="train.lr=0.0 is out of range"):
-        Config.from_dict({"train.lr": 0.0}).validate()
+        validate(Config.from_dict({"train.lr": 0.0}))
     with pytest.raises(ConfigError, match="train.precision='half' is not one of"):
-        Config.from_dict({"train.precision": "half"}).validate()
+        validate(Config.from_dict({"train.precision": "half"}))
+
+
+def test_config_is_a_leaf():
+    """Reading a config imports no registry: no loss, model or sampler module (a fresh interpreter)."""
+    code = (
+        "import sys, sourcetrace.config; "
+        "print(sorted(m for m in sys.modules if m.startswith(('sourcetrace.losses', 'sourcetrace.models', "
+        "'sourcetrace.data', 'torch'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -9,12 +9,13 @@ from sourcetrace.config import Config
 from sourcetrace.errors import ConfigError, DivergenceError
 from sourcetrace.training.faults import check_step, check_weights
 from sourcetrace.training.loop import train
+from sourcetrace.validation import validate
 
 
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
 def test_non_finite_lr_is_rejected_by_validation(value):
     with pytest.raises(ConfigError, match=rf"train.lr={value.replace('-', '-?')}.* is not a finite number"):
-        Config.from_dict({"train.lr": value}).validate()
+        validate(Config.from_dict({"train.lr": value}))
 
 
 def test_cli_train_with_lr_inf_is_one_line_before_any_data_is_read(tmp_path, capsys):

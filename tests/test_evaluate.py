@@ -109,17 +109,20 @@ def _missing_file(root: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "damage, message",
-    [(_one_system, "1 system(s)"), (_no_eval, "no 'eval' split"), (_missing_file, "missing files")],
+    "damage, message, lines",
+    [(_one_system, "1 system(s)", 1), (_no_eval, "no 'eval' split", 1), (_missing_file, "1 protocol rows point at", 2)],
 )
-def test_bad_corpus_is_one_line_exit_2_nothing_written(model_run, mlaad_corpus, tmp_path, capsys, damage, message):
+def test_bad_corpus_is_one_error_exit_2_nothing_written(
+    model_run, mlaad_corpus, tmp_path, capsys, damage, message, lines
+):
+    """One error (the missing file named on its own line), no traceback, no output folder."""
     root = shutil.copytree(mlaad_corpus, tmp_path / "c")
     damage(root)
     out = tmp_path / "o"
     assert main(["evaluate", "--model", str(model_run), "--root", str(root), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1
-    assert not out.exists()
+    assert err.startswith("sourcetrace evaluate: error: ") and message in err and len(err.splitlines()) == lines
+    assert "Traceback" not in err and not out.exists()
 
 
 def test_model_folder_without_checkpoint_is_one_line_exit_2(mlaad_corpus, tmp_path, capsys):

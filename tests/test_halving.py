@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sourcetrace.halving import SyncHalvingScheduler, rungs
+from sourcetrace.sweep.halving import SyncHalvingScheduler, rungs
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,6 @@ from sourcetrace.evaluation.openset import (
     ScorerError,
     binary_eer,
     calibrate_threshold,
-    class_centroids,
     fit_scorer,
     fpr_at_tpr,
     openset_metrics,
@@ -93,9 +92,9 @@ def test_eer_calibration_balances_both_errors():
 
 
 def test_centroids_are_unit_means():
-    names, c = class_centroids([[1.0, 0.0], [0.0, 1.0], [0.0, 2.0]], ["a", "a", "b"])
-    assert names == ["a", "b"]
-    np.testing.assert_allclose(c, [[2**-0.5, 2**-0.5], [0.0, 1.0]], atol=1e-6)
+    fitted = SCORERS["centroid"].fit([[1.0, 0.0], [0.0, 1.0], [0.0, 2.0]], ["a", "a", "b"])
+    assert fitted.systems == ["a", "b"]
+    np.testing.assert_allclose(fitted.centroids(), [[2**-0.5, 2**-0.5], [0.0, 1.0]], atol=1e-6)
 
 
 # --- open-set scorers: every registered scorer honours the same contract ---

@@ -1,4 +1,5 @@
-"""Table-1 reports from a synthetic Tune experiment folder (the files Tune writes, no Ray started)."""
+"""Table-1 reports from a synthetic Tune experiment folder (the files Tune writes, read with Tune's own
+ExperimentAnalysis; no Ray started)."""
 
 import json
 import math
@@ -17,6 +18,21 @@ BUNDLES = {
     }
 }
 C = "lang_seen___model_seen"
+
+
+def _tune_state(exp, tid, params, status, error):
+    """A trial's entry of Tune's experiment snapshot, as Tune writes it."""
+    from ray.train._internal.storage import StorageContext
+    from ray.tune import PlacementGroupFactory
+    from ray.tune.experiment import Trial
+
+    storage = StorageContext(str(exp.parent), exp.name, trial_dir_name=f"run_trial_{tid}")
+    trial = Trial("run_trial", config=params, trial_id=tid, storage=storage, stub=True)
+    trial.placement_group_factory = PlacementGroupFactory([{"CPU": 1}])
+    trial.status = status
+    trial.run_metadata.num_failures = 1 if error else 0
+    trial.run_metadata.error_filename = "error.txt" if error else None
+    return list(trial.get_json_state())
 
 
 def make_experiment(root, trials):
@@ -46,10 +62,9 @@ def make_experiment(root, trials):
                 (d / r["checkpoint_dir_name"]).mkdir()
             lines.append(json.dumps(r))
         (d / "result.json").write_text("\n".join(lines) + ("\n" if lines else ""))
-        meta = {"num_failures": 1 if error else 0, "error_filename": "error.txt" if error else None}
         if error:
             (d / "error.txt").write_text(f"Traceback (most recent call last):\n  ...\n{error}\n")
-        data.append([json.dumps({"trial_id": tid, "relative_logdir": d.name, "status": status}), json.dumps(meta)])
+        data.append(_tune_state(exp, tid, params, status, error))
     (exp / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": data}))
     return exp
 
@@ -94,6 +109,24 @@ def test_long_table_has_every_trial_and_evaluation_with_its_status(exp):
     assert a0[f"dev_eer.{C}"].tolist() == [11.0, 9.0] and a0["checkpoint"].notna().all()
     assert (t[t["trial_id"] == "g0"]["dev_eer"].isna()).all()  # failed before its first evaluation: still a row
     assert set(t["loss"]) == {"aamsoftmax", "ge2e"} and set(t["dim"]) == {10, 50}
+    assert list(a0["best_epoch"]) == [4, 4] and t[t["trial_id"] == "a1"]["best_epoch"].iloc[0] == 2
+    assert [c for c in t.columns if "status" in c] == ["status"]  # one status column
+    assert (a0["cfg:loss.margin"] == 0.3).all() and (a0["cfg:train.epochs"] == 4).all()
+    assert t.loc[t["loss"] == "ge2e", "cfg:loss.margin"].isna().all()  # a GE2E trial has no margin
+
+
+def test_report_finds_the_run_ids_in_the_store_the_sweep_recorded(exp, tmp_path):
+    from mlflow import MlflowClient
+
+    from sourcetrace.tracking.store import ensure_experiment, resolve_store
+
+    store = resolve_store(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    record = json.loads((exp / "sourcetrace_sweep.json").read_text()) | {"tracking_uri": store.uri}
+    (exp / "sourcetrace_sweep.json").write_text(json.dumps(record))
+    run = MlflowClient(store.uri).create_run(ensure_experiment(store, "sw"), tags={"trial_id": "a0"})
+    trials = write_reports(exp, tmp_path / "out").trials.drop_duplicates("trial_id").set_index("trial_id")
+    assert trials.loc["a0", "run_id"] == run.info.run_id and trials["run_id"].drop("a0").isna().all()
+    assert "run_id" not in write_reports(exp, tmp_path / "out2", mlflow=False).trials
 
 
 def test_table1_mean_and_ci_over_seeds_and_flags(exp, tmp_path):

@@ -92,9 +92,18 @@ def check_runs(tmp, name, exp_dir):
     runs = [r for r in runs if "reference" not in r.data.tags]
     states = trial_states(exp_dir)
     assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(states)
+    assert len({r.info.run_name for r in runs}) == len(runs)  # unique names in the sweep
     for run in runs:
         assert run.info.status == "FINISHED" and run.data.tags["status"] in ("finished", "early_stopped")
         assert run.data.params["model.channels"] == "8" and "train.lr" in run.data.params
+        assert not [k for k in run.data.params if k.startswith("ssl.")]  # a ResNet run: the parts it uses
+        p = run.data.params
+        name = f"thin_resnet34/{p['loss.name']}/{p['sampler.name']}/d{p['model.embedding_dim']}/s{p['train.seed']}"
+        assert run.info.run_name.startswith(name)
+        history = [m.value for m in client.get_metric_history(run.info.run_id, "dev_eer")]
+        assert run.data.metrics["best_dev_eer"] == min(history) and "best_test_eer" in run.data.metrics
+        assert run.data.metrics["best_epoch"] >= 1
+        assert run.data.tags["dataset.protocol_sha256"] and run.data.tags["dataset.root"]
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
         assert steps == list(range(1, len(steps) + 1)) and len(steps) == int(run.data.metrics["epoch"])
     return runs
@@ -142,7 +151,7 @@ def test_grid_sweep_logs_one_run_per_trial_and_writes_reports(grid):
     } <= set(trials.columns)
     assert any(c.startswith("test_eer.lang_") for c in trials.columns)
     per_trial = trials.drop_duplicates("trial_id")
-    assert len(per_trial) == 4 and per_trial["run_id"].notna().all()
+    assert len(per_trial) == 4 and set(per_trial["run_id"]) == {r.info.run_id for r in runs}
     assert (trials.groupby("trial_id")["best"].sum() == 1).all()
     tags = {r.data.tags["trial_id"]: r.data.tags["status"] for r in runs}
     assert per_trial.set_index("trial_id")["status"].to_dict() == tags
@@ -151,6 +160,26 @@ def test_grid_sweep_logs_one_run_per_trial_and_writes_reports(grid):
     assert BASELINE in set(table1["backbone"]) and "verdict:" in proc.stdout
     cells = pd.read_parquet(report / "table1_cells.parquet")
     assert (cells.loc[cells["backbone"] != BASELINE, "n_trials"] == 2).all()  # two seeds per cell
+
+
+def test_the_sweep_runs_quietly_with_one_line_per_evaluation(grid):
+    _, proc = grid
+    out = proc.stdout.splitlines()
+    evaluations = [ln for ln in out if ln.startswith("trial run_trial_") and " epoch " in ln]
+    assert evaluations and all("/4  dev EER " in ln and "(best " in ln for ln in evaluations)
+    assert len([ln for ln in out if ln.startswith("trial run_trial_") and " ended" in ln]) == 4
+    assert "Checkpoint successfully created" not in proc.stdout + proc.stderr
+    assert "dev EER %" in proc.stdout  # Tune's status table carries the dev EER column
+
+
+def test_running_a_finished_sweep_again_reports_it(grid, tiny_corpus):
+    tmp, _ = grid
+    folders = sorted(p.name for p in (tmp / "ray" / "grid").iterdir() if p.name.startswith("run_trial"))
+    proc, _ = run_sweep(sweep_cmd(tmp / "grid.py", tiny_corpus, tmp), tmp)  # the same command
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "has ended: reporting it (nothing to train)" in proc.stdout and "Table 1 of sweep grid" in proc.stdout
+    assert sorted(p.name for p in (tmp / "ray" / "grid").iterdir() if p.name.startswith("run_trial")) == folders
+    assert len(mlflow_runs(tmp, "grid")[1]) == 5  # four trials and the baseline, none added
 
 
 def test_optuna_sweep_with_asha(tiny_corpus, tmp_path, grid):

@@ -1,12 +1,14 @@
 """Every sweep file loads and every trial config validates; bad keys and pairings fail before Ray starts."""
 
+import json
 from pathlib import Path
 
 import pytest
 
 from sourcetrace.cli import main
 from sourcetrace.errors import ConfigError, SourcetraceError
-from sourcetrace.sweep import load_sweep, pin_overrides, validate
+from sourcetrace.sweep import RECORD
+from sourcetrace.sweep.spec import load_sweep, pin_overrides, validate
 
 SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.py"))
 MLAAD_TRAIN_CLASSES = 24
@@ -129,10 +131,17 @@ def test_cli_resume_and_name_clashes_are_clear(tmp_path, capsys):
     argv = ["sweep", demo, "--root", str(tmp_path), "--storage", str(tmp_path / "ray")]
     assert main(argv + ["--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
-    (tmp_path / "ray" / "demo").mkdir(parents=True)
-    (tmp_path / "ray" / "demo" / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
-    assert main(argv) == 2
-    assert "pass --resume, or --name" in capsys.readouterr().err
+    exp = tmp_path / "ray" / "demo"
+    exp.mkdir(parents=True)
+    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    assert main(argv) == 2  # Tune's files without a sourcetrace record: not ours to resume
+    assert "no sourcetrace sweep recorded: pass --name" in capsys.readouterr().err
+    launched = {"sweep_sha256": "0" * 64, "smoke": False, "set": [], "root": str(tmp_path.resolve()), "protocol": None}
+    (exp / RECORD).write_text(json.dumps({"launch": launched}))
+    assert main(argv) == 2  # the same name, another sweep file
+    assert f"a sweep named 'demo' at {exp} was launched with another sweep file: pass --name" in capsys.readouterr().err
+    assert main(argv + ["--set", "train.epochs=2"]) == 2
+    assert "launched with another sweep file, --set: pass --name" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["table1_resnet", "table1_aasist", "search_resnet"])
@@ -140,3 +149,13 @@ def test_mlaad_sweeps_wrap_pad_short_clips_as_voxceleb_trainer(name):
     """A clip shorter than the crop must not stop a long MLAAD sweep at start."""
     sweep = load_sweep(SWEEPS[0].parent / f"{name}.py")
     assert sweep.base["data.short_clips"] == "pad"
+
+
+def test_dashboard_without_its_packages_is_one_clear_error(tmp_path, capsys):
+    import importlib.util
+
+    if all(importlib.util.find_spec(m) for m in ("aiohttp_cors", "opencensus", "prometheus_client")):
+        pytest.skip("Ray's dashboard packages are installed here")
+    argv = ["sweep", str(SWEEPS[0]), "--root", str(tmp_path), "--storage", str(tmp_path / "ray"), "--dashboard"]
+    assert main(argv) == 2
+    assert "pip install 'sourcetrace[dashboard]'" in capsys.readouterr().err and not (tmp_path / "ray").exists()

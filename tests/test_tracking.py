@@ -8,8 +8,9 @@ import pytest
 from mlflow import MlflowClient
 from ray import tune
 
-from sourcetrace.tracking import MlflowTrialCallback, resolve_store
-from sourcetrace.training.trainable import TrialSpec
+from sourcetrace.sweep.spec import TrialSpec
+from sourcetrace.tracking.callback import MlflowTrialCallback
+from sourcetrace.tracking.store import resolve_store
 from sourcetrace.ui import server_command
 
 SPEC = TrialSpec(
@@ -142,3 +143,31 @@ def test_restore_reuses_the_run_and_skips_epochs_already_logged(tmp_path, store)
     assert len(found) == 1 and found[0].info.run_id == run.info.run_id
     assert found[0].info.status == "FINISHED" and found[0].data.tags["status"] == "finished"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2, 3, 4]
+
+
+def test_runs_are_named_by_recipe_and_carry_best_metrics_used_params_and_tags(tmp_path, store):
+    tags = {"mlflow.source.git.commit": "abc123", "dataset.root": "/data/x", "dataset.protocol_sha256": "f00"}
+    cb = MlflowTrialCallback(store, "sw", SPEC, tags=tags)
+    trial, twin = FakeTrial("t5", tmp_path), FakeTrial("t6", tmp_path)  # same cell and seed: names must differ
+    cb.on_trial_start(0, [], trial)
+    for epoch, dev in ((1, None), (2, 12.0), (3, None), (4, 15.0)):  # the best evaluation is not the last
+        r = result(epoch) | ({"dev_eer": dev, f"dev_eer.{COND}": dev - 2, "test_eer": dev + 1} if dev else {})
+        cb.on_trial_result(0, [], trial, r)
+    feed(cb, twin, [1, 2])
+    client, found = runs(store)
+    by_trial = {r.data.tags["trial_id"]: r for r in found}
+    run = by_trial["t5"]
+    assert run.info.run_name == "thin_resnet34/ge2e/balanced/d16/s0"
+    assert by_trial["t6"].info.run_name == "thin_resnet34/ge2e/balanced/d16/s0/t6"
+    m = run.data.metrics
+    assert (m["best_dev_eer"], m["best_test_eer"], m["best_epoch"], m[f"best_dev_eer.{COND}"]) == (
+        12.0,
+        13.0,
+        2.0,
+        10.0,
+    )
+    assert m["dev_eer"] == 15.0  # the latest evaluation stays under its own name
+    params = run.data.params
+    assert {"loss.init_w", "sampler.per_class", "features.n_mels", "model.channels"} <= set(params)
+    assert not [k for k in params if k.startswith("ssl.") or k in ("loss.margin", "loss.scale")]
+    assert {k: run.data.tags[k] for k in tags} == tags

@@ -8,7 +8,9 @@ import pytest
 from test_tracking import SPEC, FakeTrial, feed, result, runs
 
 from sourcetrace.errors import SourcetraceError
-from sourcetrace.tracking import MlflowTrialCallback, ensure_experiment, error_reason, resolve_store
+from sourcetrace.sweep.status import error_reason
+from sourcetrace.tracking.callback import MlflowTrialCallback
+from sourcetrace.tracking.store import ensure_experiment, resolve_store
 
 pytestmark = pytest.mark.skipif(subprocess.run(["which", "chattr"]).returncode != 0, reason="needs chattr")
 
@@ -79,6 +81,5 @@ def test_error_reason_keeps_a_multi_line_sourcetrace_error_whole(tmp_path):
         "Failure # 1 (occurred at 2026-11-28)\nray::ImplicitFunc.train() (pid=1)\n  File x.py, line 3\n"
         "sourcetrace.errors.DataCheckError: 2 problem(s) in the data\n  a.wav: silent\n  b.wav: corrupt\n"
     )
-    trial = FakeTrial("t2", tmp_path, error_file=str(error_file))
-    reason = error_reason(trial)
+    reason = error_reason(error_file)
     assert reason.startswith("sourcetrace.errors.DataCheckError: 2 problem(s)") and reason.endswith("b.wav: corrupt")

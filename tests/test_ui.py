@@ -10,8 +10,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from mlflow import MlflowClient
 
-from sourcetrace.tracking import ensure_experiment, resolve_store
+from sourcetrace.tracking.store import KIND_TRAINING, TAG_KIND, ensure_experiment, experiment_urls, resolve_store
 
 REPO = Path(__file__).parent.parent
 
@@ -33,7 +34,8 @@ def test_sigkilled_ui_takes_its_server_along(tmp_path):
     port = _free_port()
     cmd = [sys.executable, "-m", "sourcetrace.cli", "ui", "--tracking-uri", store.uri, "--port", str(port)]
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    ui = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(tmp_path / "ui.log", "w")
+    ui = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = []
     try:
         deadline = time.time() + 120
@@ -43,6 +45,8 @@ def test_sigkilled_ui_takes_its_server_along(tmp_path):
         found = _listeners(port)
         assert found, "the MLflow server never listened"
         assert {c.laddr.ip for c in found} <= {"127.0.0.1"}
+        printed = (tmp_path / "ui.log").read_text()
+        assert f"sweep sw: http://127.0.0.1:{port}/#/experiments/" in printed and "/runs" in printed
         server = [psutil.Process(c.pid) for c in found if c.pid] + psutil.Process(ui.pid).children(recursive=True)
         assert server, "no server process found"
         os.kill(ui.pid, signal.SIGKILL)
@@ -56,3 +60,20 @@ def test_sigkilled_ui_takes_its_server_along(tmp_path):
                 p.kill()
         if ui.poll() is None:
             ui.kill()
+        log.close()
+
+
+def test_ui_imports_no_ray():
+    """``sourcetrace ui`` needs the MLflow store only: its module imports no Ray (a fresh interpreter)."""
+    code = "import sys, sourcetrace.ui; print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_sweep_experiments_open_in_the_training_view(tmp_path):
+    store = resolve_store(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    exp_id = ensure_experiment(store, "sw", str(tmp_path / "ray" / "sw"))
+    assert MlflowClient(store.uri).get_experiment(exp_id).tags[TAG_KIND] == KIND_TRAINING
+    assert experiment_urls(store, "http://127.0.0.1:5000") == {
+        "sw": f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs"
+    }

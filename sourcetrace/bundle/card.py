@@ -8,9 +8,12 @@ the open-set scorer and threshold, the sourcetrace version, the git commit and t
 
 from __future__ import annotations
 
+import json
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+
+from sourcetrace.sweep import RECORD
 
 
 def git_commit() -> str | None:
@@ -35,11 +38,9 @@ def git_commit() -> str | None:
 def sweep_baseline(checkpoint: Path) -> dict[str, float]:
     """The featureless baseline's metrics of the sweep a checkpoint belongs to (``SWEEP/baseline.json``,
     written by the sweep beside its record), as ``baseline_<metric>`` keys; empty when there is none."""
-    import json
-
     for folder in list(Path(checkpoint).resolve().parents)[:4]:
         path = folder / "baseline.json"
-        if (folder / "sourcetrace_sweep.json").is_file() and path.is_file():
+        if (folder / RECORD).is_file() and path.is_file():
             try:
                 metrics = json.loads(path.read_text()).get("metrics", {})
             except (json.JSONDecodeError, AttributeError, OSError):

@@ -9,6 +9,7 @@ renamed into place, so a failed export never leaves half a bundle.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -18,8 +19,8 @@ from pathlib import Path
 
 from sourcetrace.bundle import files
 from sourcetrace.errors import SourcetraceError
+from sourcetrace.sweep import RECORD
 
-SWEEP_RECORD = "sourcetrace_sweep.json"
 SWEEP_BUNDLE = "best_model"  # STORAGE/NAME/best_model: the sweep's best trial, exported
 CHECKPOINT_BUNDLE = "bundle"  # CHECKPOINT/bundle: a checkpoint's bundle, exported at first trace
 OPERATING_POINT, TARGET = "fur", 0.05
@@ -42,7 +43,7 @@ def resolve_model(path: str | os.PathLike) -> Resolved:
         return Resolved("bundle", path, None, path)
     if not path.exists():
         raise SourcetraceError(f"model {path}: does not exist")
-    if (path / SWEEP_RECORD).is_file():
+    if (path / RECORD).is_file():
         return Resolved("sweep", path, best_checkpoint(path), path / SWEEP_BUNDLE)
     from sourcetrace.training.checkpoint import resolve_checkpoint
 
@@ -51,7 +52,7 @@ def resolve_model(path: str | os.PathLike) -> Resolved:
     except SourcetraceError:
         raise SourcetraceError(
             f"model {path}: not a bundle (no {files.MANIFEST}), a checkpoint folder, a run folder with best/ "
-            f"or last/, nor a sweep folder (no {SWEEP_RECORD})"
+            f"or last/, nor a sweep folder (no {RECORD})"
         ) from None
     return Resolved("checkpoint" if ckpt == path else "run", path, ckpt, ckpt / CHECKPOINT_BUNDLE)
 
@@ -107,14 +108,16 @@ def export(
     checkpoint stays one error line).
     """
     from sourcetrace.bundle.card import model_card
-    from sourcetrace.bundle.embedder import network_extras, resolve_device
-    from sourcetrace.evaluation.analyze import data_location, embed_table, read_split_tables
+    from sourcetrace.bundle.embedder import network_extras
+    from sourcetrace.data.protocol import read_checked
+    from sourcetrace.device import resolve_device
+    from sourcetrace.evaluation.embed import embed_table
     from sourcetrace.evaluation.openset import (
         DEFAULT_SCORER,
         SCORERS,
         calibrate_threshold,
         fit_scorer,
-        reference_rows,
+        reference_table,
     )
     from sourcetrace.models import build_model
     from sourcetrace.training.checkpoint import LoadedModel, load_state
@@ -137,11 +140,9 @@ def export(
     model.to(dev).eval()
     known = [files.check_name(s, "training system name", strict=False) for s in meta["known_systems"]]
     loaded = LoadedModel(model, cfg, tuple(known), res.checkpoint, meta)
-    root, protocol = data_location(loaded, root, protocol)
-    proto = read_split_tables(root, protocol, (cfg.data.train_split, cfg.data.dev_split))
-    train = proto.tables[cfg.data.train_split]
-    train = train[train["system"].isin(known)]
-    train = train.iloc[reference_rows(train)]  # the references analyze and training metrics use too
+    root, protocol = loaded.data_location(root, protocol)
+    proto = read_checked(root, protocol, (cfg.data.train_split, cfg.data.dev_split))
+    train = reference_table(proto.tables[cfg.data.train_split], known)  # as analyze and training metrics
     fitted = fit_scorer(name, embed_table(loaded, train, dev, batch_size), train["system"].to_numpy(dtype=str))
     dev_table = proto.tables[cfg.data.dev_split]
     knownness, _ = fitted.score(embed_table(loaded, dev_table, dev, batch_size))
@@ -212,7 +213,7 @@ def export_best(exp_dir: Path, trials, store=None) -> Path | None:
     print(f"best model bundle: {out}  (trial {best['trial_name']}, dev EER {best['dev_eer']:.2f}%)", flush=True)
     run_id = best.get("run_id")
     if store is not None and isinstance(run_id, str) and run_id:
-        from sourcetrace.tracking import log_artifact_dir
+        from sourcetrace.tracking.store import log_artifact_dir
 
         log_artifact_dir(store, run_id, out, "bundle")
     return out
@@ -222,8 +223,6 @@ def cli_export(args) -> int:
     """``sourcetrace export --model CHECKPOINT|RUN|SWEEP --out DIR``."""
     out = export(args.model, args.out, root=args.root, protocol=args.protocol, device=args.device, scorer=args.scorer)
     with open(out / files.THRESHOLD) as f:
-        import json
-
         thr = json.load(f)
     print(f"bundle: {out}")
     print(f"operating point: {thr['description']}")

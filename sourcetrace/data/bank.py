@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
-from sourcetrace.data.audio import check_header, decode, probe_audio, resampled_length, to_int16
+from sourcetrace.data.audio import AudioInfo, check_header, decode, probe_audio, resampled_length, to_int16
 from sourcetrace.errors import AudioError
 
 _CACHE_VERSION = 1
@@ -65,6 +65,11 @@ def _capture(fn):
     return run
 
 
+def probe_headers(files: Sequence[str | os.PathLike], workers: int = 0) -> list[tuple[AudioInfo | None, str | None]]:
+    """Each file's header as ``(AudioInfo, None)``, or ``(None, problem)``, read in a thread pool."""
+    return thread_map(_capture(probe_audio), [os.fspath(f) for f in files], workers, False, "probe")
+
+
 def bank_key(files: Sequence[str], sample_rate: int) -> str:
     """Hash of (files, sizes, mtimes, rate): a cache entry is reused only for unchanged files."""
     h = hashlib.sha1(f"v{_CACHE_VERSION}:{sample_rate}:{len(files)}".encode())
@@ -101,8 +106,12 @@ class WaveBank:
         workers: int = 0,
         cache_dir: str | os.PathLike | None = None,
         progress: bool = False,
+        headers: Sequence[tuple[AudioInfo | None, str | None]] | None = None,
     ) -> WaveBank:
-        """Decode ``files`` (or map a cached copy); one ``AudioError`` lists every bad file."""
+        """Decode ``files`` (or map a cached copy); one ``AudioError`` lists every bad file.
+
+        ``headers``: the files' ``probe_headers``, when the caller has read them already.
+        """
         files = [os.fspath(f) for f in files]
         key = bank_key(files, sample_rate) if cache_dir and all(os.path.isfile(f) for f in files) else None
         base = Path(cache_dir) / f"wavebank-{key}" if key else None
@@ -110,7 +119,9 @@ class WaveBank:
             return cls._from_cache(base, sample_rate)
         errors: dict[int, str] = {}  # file index -> problem, reported in file order
         lengths = np.zeros(len(files), dtype=np.int64)
-        for i, (info, err) in enumerate(thread_map(_capture(probe_audio), files, workers, False, "probe")):
+        if headers is None or len(headers) != len(files):
+            headers = probe_headers(files, workers)
+        for i, (info, err) in enumerate(headers):
             try:
                 if err:
                     raise AudioError(err)

@@ -3,19 +3,22 @@
 MLAAD's own CSVs (extra columns such as ``language``, ``duration``, ``transcript``; duplicated rows in
 ``eval.csv``) and the project's TTS corpus read into identical tables. Known systems and seen languages
 are those of ``train.csv``; language is the second path component (``./fake/<lang>/<system>/<file>``).
-Reading touches only the CSVs: ``check_files`` stats the audio, ``check_fine`` cross-checks ``fine/``.
+Reading touches only the CSVs: ``check_files`` / ``require_files`` stat the audio, ``check_fine``
+cross-checks ``fine/``; ``read_split_file`` reads one CSV alone (no training split to derive conditions).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 
-from sourcetrace.errors import ProtocolError
+from sourcetrace.errors import SHOWN, ProtocolError, first_lines
 
 SPLITS = ("train", "dev", "eval")
 CONDITIONS = (
@@ -26,7 +29,6 @@ CONDITIONS = (
 )
 REQUIRED = ("path", "model_name")
 COLUMNS = ("path", "file", "system", "language", "system_seen", "language_seen", "condition", "label")
-_SHOW = 10  # offending rows quoted in an error before "... and N more"
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,10 +121,9 @@ def _sniff_sep(csv: Path) -> str:
 
 
 def _rows(csv: Path, rows, what: str) -> str:
-    """``file: <what> in N rows: row i (line l): ...`` quoting at most _SHOW of them."""
+    """``file: <what> in N rows: row i (line l): ...`` quoting the first of them."""
     rows = list(rows)
-    shown = "\n  ".join(rows[:_SHOW]) + (f"\n  ... and {len(rows) - _SHOW} more" if len(rows) > _SHOW else "")
-    return f"{csv}: {what} in {len(rows)} row(s):\n  {shown}"
+    return f"{csv}: {what} in {len(rows)} row(s):\n{first_lines(rows)}"
 
 
 def _read_split(csv: Path, abs_root: str) -> tuple[pd.DataFrame, int]:
@@ -198,14 +199,48 @@ def _finish(raw: pd.DataFrame, known: tuple[str, ...], seen_langs: tuple[str, ..
     )
 
 
+def protocol_checksum(root: str | os.PathLike, protocol: str | os.PathLike | None = None) -> str:
+    """SHA-256 over the protocol folder's CSV files (names and bytes, ``fine/`` included): which data a run saw."""
+    folder = protocol_folder(root, protocol)
+    digest = hashlib.sha256()
+    for csv in sorted(folder.rglob("*.csv")):
+        digest.update(csv.relative_to(folder).as_posix().encode() + b"\0" + csv.read_bytes())
+    return digest.hexdigest()
+
+
 def check_files(protocol: Protocol) -> list[str]:
-    """One ``'<split>: <path> -> <file>: missing'`` line per protocol row whose audio file does not exist."""
-    problems = []
-    for split, table in protocol.tables.items():
-        for path, file in zip(table["path"], table["file"]):
-            if not os.path.isfile(file):
-                problems.append(f"{split}: {path} -> {file}: file does not exist")
-    return problems
+    """One ``'<split>: <path> -> <file>: file does not exist'`` line per protocol row without its audio file."""
+    return _missing_files(protocol.tables)
+
+
+def require_files(tables: Mapping[str, pd.DataFrame]) -> None:
+    """A ProtocolError quoting the first rows of ``tables`` whose audio file does not exist, if any."""
+    missing = _missing_files(tables)
+    if missing:
+        raise ProtocolError(f"{len(missing)} protocol rows point at missing files:\n{first_lines(missing)}")
+
+
+def _missing_files(tables: Mapping[str, pd.DataFrame]) -> list[str]:
+    return [
+        f"{split}: {path} -> {file}: file does not exist"
+        for split, table in tables.items()
+        for path, file in zip(table["path"], table["file"])
+        if not os.path.isfile(file)
+    ]
+
+
+def read_checked(root: str | Path, protocol: str | Path | None, splits: tuple[str, ...]) -> Protocol:
+    """``read_protocol`` of ``splits`` (repeats dropped) with every audio file checked to exist."""
+    proto = read_protocol(root, protocol, splits=tuple(dict.fromkeys(splits)))
+    require_files(proto.tables)
+    return proto
+
+
+def read_split_file(csv: Path, root: str | Path) -> pd.DataFrame:
+    """One protocol CSV read alone, paths resolved against ``root``: no training split, so no system is
+    known, every language unseen and no label set (``label`` -1)."""
+    raw, _ = _read_split(Path(csv), os.path.abspath(root))
+    return _finish(raw, (), ())
 
 
 def fine_files(protocol: Protocol) -> dict[tuple[str, str], Path]:
@@ -234,11 +269,11 @@ def check_fine(protocol: Protocol) -> list[str]:
         theirs = set(listed["file"])
         derived = dict(zip(table["file"], table["condition"]))
         shown = dict(zip(listed["file"], listed["path"])) | dict(zip(table["file"], table["path"]))
-        for f in sorted(theirs - ours)[:_SHOW]:
+        for f in sorted(theirs - ours)[:SHOWN]:
             where = f"has condition {derived[f]}" if f in derived else f"is not in {split}.csv"
             problems.append(f"fine/{csv.name}: lists {shown[f]} which {where}")
-        if len(theirs - ours) > _SHOW:
-            more = len(theirs - ours) - _SHOW
+        if len(theirs - ours) > SHOWN:
+            more = len(theirs - ours) - SHOWN
             problems.append(f"fine/{csv.name}: ... and {more} more listed clips of another condition")
         if ours - theirs:
             example = shown[sorted(ours - theirs)[0]]

@@ -39,6 +39,8 @@ class RandomSampler:
     is accepted for a uniform signature and ignored.
     """
 
+    params: tuple[str, ...] = ()  # the ``sampler.*`` keys it reads besides the name
+
     def __init__(self, labels: np.ndarray, batch_size: int, per_class: int = 1, seed: int = 0):
         self.labels = _check_labels(labels)
         if batch_size < 1:
@@ -81,6 +83,8 @@ class BalancedSampler:
     gives their share of all yielded indices. Within a batch, clips are laid out class by class:
     ``batch.reshape(m, per_class)`` has one class per row. Batch order is shuffled.
     """
+
+    params = ("per_class",)
 
     def __init__(self, labels: np.ndarray, batch_size: int, per_class: int = 2, seed: int = 0):
         self.labels = _check_labels(labels)

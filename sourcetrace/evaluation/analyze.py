@@ -16,49 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from sourcetrace.errors import ProtocolError, SourcetraceError
-
-
-def embed_table(loaded, table: pd.DataFrame, device, batch_size: int = 64) -> np.ndarray:
-    """Embeddings [n, D] of a protocol table's clips: decoded once, one centred crop each."""
-    from sourcetrace.data.bank import WaveBank
-    from sourcetrace.evaluation.embed import embed_waves
-    from sourcetrace.training.loop import autocast_dtype
-
-    cfg = loaded.config
-    bank = WaveBank.load(
-        list(table["file"]), sample_rate=cfg.data.sample_rate, cache_dir=os.environ.get("SOURCETRACE_CACHE") or None
-    )
-    return embed_waves(
-        loaded.model, bank, cfg.data.eval_seconds, batch_size, device, cfg.data.sample_rate, autocast_dtype(cfg, device)
-    )
-
-
-def data_location(loaded, root: str | os.PathLike | None, protocol: str | os.PathLike | None) -> tuple[str, str | None]:
-    """(root, protocol) as given, else from the model's config; a clear error when neither says."""
-    source = "--root" if root else f"data.root of {loaded.path / 'config.json'}"
-    root = str(root) if root else loaded.config.data.root
-    if not root:
-        raise SourcetraceError(
-            f"the model at {loaded.path} does not record its data root (config data.root is empty); pass --root DIR"
-        )
-    if not Path(root).is_dir():
-        raise ProtocolError(f"data root {root!r} (from {source}) is not a folder")
-    return root, (str(protocol) if protocol else loaded.config.data.protocol or None)
-
-
-def read_split_tables(root: str, protocol: str | None, splits: tuple[str, ...]):
-    """Protocol and tables of ``splits``, with every audio file checked to exist."""
-    from sourcetrace.data.protocol import check_files, read_protocol
-
-    proto = read_protocol(root, protocol, splits=tuple(dict.fromkeys(splits)))
-    missing = check_files(proto)
-    if missing:
-        shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
-        raise ProtocolError(f"{len(missing)} protocol rows point at missing files:\n  {shown}")
-    return proto
+from sourcetrace.bundle.export import load_any
+from sourcetrace.data.protocol import read_checked
+from sourcetrace.device import resolve_device
+from sourcetrace.evaluation.baseline import table_baseline
+from sourcetrace.evaluation.eer import all_pairs_metrics, det_points
+from sourcetrace.evaluation.embed import embed_table
+from sourcetrace.evaluation.openset import (
+    DEFAULT_SCORER,
+    SCORERS,
+    calibrate_threshold,
+    openset_metrics,
+    reference_table,
+)
+from sourcetrace.evaluation.plots import plot_confusion, plot_det, plot_umap, umap_coordinates
+from sourcetrace.evaluation.probe import confusion_long, linear_probe
+from sourcetrace.registry import lookup
 
 
 def analyze(
@@ -77,27 +51,14 @@ def analyze(
     scorer: str | None = None,
 ) -> dict[str, Any]:
     """Run every analysis; returns ``{"out", "artifacts": [Path], "metrics": {name: float}, "notes"}``."""
-    from sourcetrace.bundle.export import load_any  # a bundle, run, checkpoint or sweep folder
-    from sourcetrace.evaluation.eer import all_pairs_metrics, det_points
-    from sourcetrace.evaluation.openset import (
-        DEFAULT_SCORER,
-        SCORERS,
-        calibrate_threshold,
-        openset_metrics,
-        reference_rows,
-    )
-    from sourcetrace.evaluation.plots import plot_confusion, plot_det, plot_umap, umap_coordinates
-    from sourcetrace.evaluation.probe import confusion_long, linear_probe
-    from sourcetrace.registry import lookup
-    from sourcetrace.training.loop import resolve_device
 
     scorer = scorer or DEFAULT_SCORER
     lookup(SCORERS, scorer, "open-set scorer")  # a bad name fails before anything is embedded
     dev = resolve_device(device)
     loaded = load_any(model_path, dev)
-    root, protocol = data_location(loaded, root, protocol)
+    root, protocol = loaded.data_location(root, protocol)
     train_split = loaded.config.data.train_split
-    proto = read_split_tables(root, protocol, (train_split, split))
+    proto = read_checked(root, protocol, (train_split, split))
     out = Path(out) if out else Path(model_path) / f"analysis_{split}"
     out.mkdir(parents=True, exist_ok=True)
     notes = []
@@ -109,8 +70,7 @@ def analyze(
         )
     table = proto.tables[split]
     emb = embed_table(loaded, table, dev, batch_size)
-    ref_table = proto.tables[train_split]
-    ref_table = ref_table.iloc[reference_rows(ref_table)]  # the same references as training's metrics
+    ref_table = reference_table(proto.tables[train_split], known)  # the references training's metrics use
     ref = embed_table(loaded, ref_table, dev, batch_size)
     systems = table["system"].to_numpy(dtype=str)
     seen = np.isin(systems, known)
@@ -152,7 +112,7 @@ def analyze(
     if split == cal_split and osr.n_known:
         thr = calibrate_threshold(osr.scores, seen, operating_point, target, split=split, scorer=scorer)
     elif split != cal_split:  # the threshold is chosen on dev and applied here: honest error rates
-        cal = read_split_tables(root, protocol, (train_split, cal_split)).tables[cal_split]
+        cal = read_checked(root, protocol, (train_split, cal_split)).tables[cal_split]
         cal_osr = openset_metrics(
             ref,
             ref_table["system"].to_numpy(dtype=str),
@@ -170,8 +130,6 @@ def analyze(
             metrics["openset_false_unknown_rate"] = float((osr.scores[seen] < thr.value).mean())
         if (~seen).any():
             metrics["openset_false_known_rate"] = float((osr.scores[~seen] >= thr.value).mean())
-    from sourcetrace.evaluation.baseline import table_baseline  # the featureless reference column
-
     cfg = loaded.config
     metrics.update(table_baseline("baseline", table, ref_table, known, cfg.data.eval_seconds, cfg.data.sample_rate))
     openset = {k: v for k, v in dataclasses.asdict(osr).items() if k not in ("scores", "predicted")}
@@ -206,39 +164,45 @@ def _plain(x: Any) -> Any:
     return str(x)
 
 
-def cli_analyze(args) -> int:
-    """``sourcetrace analyze MODEL [--root DIR] [--protocol P] [--split dev|eval] [--out DIR]``."""
-    res = analyze(args.model, args.root, args.protocol, args.split, args.out)
-    m = res["metrics"]
-    print(f"{args.split}: all-pairs EER {m['eer']:.2f}%  minDCF {m['min_dcf']:.3f}", end="")
-    print(f"  (baseline (MFCC stats): EER {m['baseline_eer']:.2f}%  minDCF {m['baseline_min_dcf']:.3f})")
-    print(
+def summary(res: dict[str, Any], split: str) -> str:
+    """What ``analyze`` found, as the lines ``sourcetrace analyze`` prints."""
+    m, lines = res["metrics"], []
+    lines.append(
+        f"{split}: all-pairs EER {m['eer']:.2f}%  minDCF {m['min_dcf']:.3f}"
+        f"  (baseline (MFCC stats): EER {m['baseline_eer']:.2f}%  minDCF {m['baseline_min_dcf']:.3f})"
+    )
+    lines.append(
         f"linear probe: accuracy {100 * m['probe_accuracy']:.1f}%  macro-F1 {m['probe_macro_f1']:.3f}  "
         f"({int(m['probe_n_classes'])} systems, at most {int(m['probe_per_class'])} clips each; "
         f"chance {100 * m['probe_chance']:.1f}%)"
     )
     if "openset_auroc" in m:
-        print(
+        lines.append(
             f"unknown-system detection: AUROC {m['openset_auroc']:.3f}  EER {m['openset_eer']:.2f}%  "
-            f"FPR95 {100 * m['openset_fpr95']:.1f}%",
-            end="",
+            f"FPR95 {100 * m['openset_fpr95']:.1f}%"
+            + (f"  (baseline AUROC {m['baseline_openset_auroc']:.3f})" if "baseline_openset_auroc" in m else "")
         )
-        print(f"  (baseline AUROC {m['baseline_openset_auroc']:.3f})" if "baseline_openset_auroc" in m else "")
     if "openset_closed_accuracy" in m:
-        print(
+        lines.append(
             f"best-matching system ({res['scorer']} scorer) on known systems: "
             f"accuracy {100 * m['openset_closed_accuracy']:.1f}%  "
             f"macro-F1 {m['openset_closed_macro_f1']:.3f}"
         )
     if res["threshold"] is not None:
-        print(res["threshold"].describe())
-        if args.split != res["threshold"].split and "openset_false_unknown_rate" in m:
+        lines.append(res["threshold"].describe())
+        if split != res["threshold"].split and "openset_false_unknown_rate" in m:
             fkr = m.get("openset_false_known_rate")
-            print(
-                f"  applied to {args.split}: false-unknown {100 * m['openset_false_unknown_rate']:.1f}%"
+            lines.append(
+                f"  applied to {split}: false-unknown {100 * m['openset_false_unknown_rate']:.1f}%"
                 + (f", false-known {100 * fkr:.1f}%" if fkr is not None else "")
             )
-    for note in res["notes"]:
-        print(f"note: {note}")
-    print(f"wrote {len(res['artifacts'])} files to {res['out']}")
+    lines += [f"note: {note}" for note in res["notes"]]
+    lines.append(f"wrote {len(res['artifacts'])} files to {res['out']}")
+    return "\n".join(lines)
+
+
+def cli_analyze(args) -> int:
+    """``sourcetrace analyze MODEL [--root DIR] [--protocol P] [--split dev|eval] [--out DIR]``."""
+    res = analyze(args.model, args.root, args.protocol, args.split, args.out)
+    print(summary(res, args.split))
     return 0

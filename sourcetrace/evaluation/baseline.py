@@ -17,11 +17,19 @@ A learned extractor is worth using only where it beats this row.
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
 
+from sourcetrace.config import Config
 from sourcetrace.data.bank import WaveBank
+from sourcetrace.data.protocol import read_checked
+from sourcetrace.evaluation.conditions import split_metrics
+from sourcetrace.evaluation.openset import openset_metrics
 
 NAME = "baseline (MFCC stats)"  # the row label in every table
 N_MFCC = 30
@@ -77,8 +85,6 @@ def baseline_metrics(
 ) -> dict[str, float]:
     """The baseline's ``{prefix}_eer``, minDCF and per-condition EERs of one split, plus open-set metrics
     (``{prefix}_openset_*``) against the centroids of ``ref`` (training clips) when given."""
-    from sourcetrace.evaluation.conditions import split_metrics
-    from sourcetrace.evaluation.openset import openset_metrics
 
     raw = clip_features(bank, seconds, sample_rate)
     emb = standardise(raw)
@@ -96,8 +102,6 @@ def table_baseline(
     prefix: str, table: pd.DataFrame, ref_table: pd.DataFrame | None, known_systems, seconds: float, sample_rate: int
 ) -> dict[str, float]:
     """``baseline_metrics`` of protocol tables (decoded here, through the shared bank cache when set)."""
-    import os
-
     cache = os.environ.get("SOURCETRACE_CACHE") or None
 
     def bank(t):
@@ -117,10 +121,9 @@ def corpus_baseline(
 ) -> dict[str, float]:
     """Baseline metrics of a corpus's splits, ``{prefix: split}`` (default dev -> ``dev_*``, eval -> ``test_*``),
     with the open-set references from ``train_split``."""
-    from sourcetrace.evaluation.analyze import read_split_tables
 
     splits = splits or {"dev": "dev", "test": "eval"}
-    proto = read_split_tables(root, protocol, (train_split, *splits.values()))
+    proto = read_checked(root, protocol, (train_split, *splits.values()))
     metrics: dict[str, float] = {}
     for prefix, split in splits.items():
         t = proto.tables[split]
@@ -134,10 +137,6 @@ BASELINE_FILE = "baseline.json"
 def sweep_baseline(exp_dir, base: dict, tracking_uri: str | None = None, experiment: str | None = None) -> dict:
     """The baseline of a sweep's corpus (dev and eval), once: cached in ``exp_dir/baseline.json`` and, with
     ``tracking_uri``, logged as a run of the sweep's MLflow experiment beside the trials."""
-    import json
-    from pathlib import Path
-
-    from sourcetrace.config import Config
 
     path = Path(exp_dir) / BASELINE_FILE
     if path.is_file():
@@ -159,7 +158,7 @@ def sweep_baseline(exp_dir, base: dict, tracking_uri: str | None = None, experim
         "metrics": metrics,
     }
     if tracking_uri and experiment:
-        from sourcetrace.tracking import log_reference_run
+        from sourcetrace.tracking.store import log_reference_run
 
         params = {
             "baseline.features": f"mean+std of {N_MFCC} MFCC + deltas",

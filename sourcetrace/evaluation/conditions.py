@@ -32,13 +32,3 @@ def has_both_pair_kinds(labels: np.ndarray) -> bool:
     """
     _, counts = np.unique(labels, return_counts=True)
     return len(counts) >= 2 and bool((counts >= 2).any())
-
-
-def condition_table(metrics: dict[str, float]) -> pd.DataFrame:
-    """Long table (split, condition, eer) of the per-condition metrics in ``metrics``."""
-    rows = []
-    for key, value in metrics.items():
-        name, _, condition = key.partition(".")
-        if name.endswith("_eer"):
-            rows.append({"split": name[: -len("_eer")], "condition": condition or "all", "eer": value})
-    return pd.DataFrame(rows, columns=["split", "condition", "eer"])

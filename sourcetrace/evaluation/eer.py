@@ -83,12 +83,12 @@ def all_pairs_metrics(
     if pairs.n_pairs <= sort_below:
         u, tgt = pairs.collect(-math.inf, math.inf)
         fpr, fnr, thr = _vertices_sorted(u, tgt, 0, 0, pairs.n_target, pairs.n_nontarget)
-        eer, k = _crossing(fpr, fnr)
+        eer, k = roc_crossing(fpr, fnr)
         dcf = _min_dcf(fpr, fnr, p_target, c_miss, c_fa)
         return PairMetrics(100 * eer, dcf, pairs.cosine(thr[k]), pairs.n_target, pairs.n_nontarget)
     h_tar, h_non = pairs.histograms()
     fpr, fnr = _vertices_hist(h_tar, h_non, pairs.n_target, pairs.n_nontarget)
-    eer, k = _crossing(fpr, fnr)  # vertex k = accept bins >= K - k; the crossing is inside bin K - k
+    eer, k = roc_crossing(fpr, fnr)  # vertex k = accept bins >= K - k; the crossing is inside bin K - k
     dcf = _min_dcf(fpr, fnr, p_target, c_miss, c_fa)
     b = bins - k
     width = min(fpr[k] - fpr[k - 1], fnr[k - 1] - fnr[k])
@@ -101,7 +101,7 @@ def all_pairs_metrics(
             )
         tp0, fp0 = int(h_tar[b + 1 :].sum()), int(h_non[b + 1 :].sum())  # accepted above the bin
         sfpr, sfnr, thr = _vertices_sorted(u, tgt, tp0, fp0, pairs.n_target, pairs.n_nontarget)
-        eer, j = _crossing(sfpr, sfnr)
+        eer, j = roc_crossing(sfpr, sfnr)
         threshold = pairs.cosine(thr[j])
     return PairMetrics(100 * eer, dcf, threshold, pairs.n_target, pairs.n_nontarget)
 
@@ -149,8 +149,12 @@ def _vertices_hist(h_tar: np.ndarray, h_non: np.ndarray, n_tar: int, n_non: int)
     return fpr, fnr
 
 
-def _crossing(fpr: np.ndarray, fnr: np.ndarray) -> tuple[float, int]:
-    """EER on the segment between the last vertex with FPR < FNR and the first with FPR >= FNR."""
+def roc_crossing(fpr: np.ndarray, fnr: np.ndarray) -> tuple[float, int]:
+    """(EER, k): where FPR meets FNR on the segment between vertex k-1 (the last with FPR < FNR) and k.
+
+    >>> roc_crossing(np.array([0.0, 0.5, 1.0]), np.array([1.0, 0.25, 0.0]))
+    (0.4, 1)
+    """
     k = int(np.argmax(fpr >= fnr))
     if k == 0:
         return float(fpr[0]), 0

@@ -8,6 +8,7 @@ evaluation length; 6 s covers most MLAAD clips whole.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from sourcetrace.data.bank import WaveBank
+from sourcetrace.device import autocast_dtype as precision_dtype
 
 
 @torch.no_grad()
@@ -60,3 +62,12 @@ def _batches(bank: WaveBank, rows: np.ndarray, n_samples: int, batch_size: int):
         return
     for start in range(0, len(rows), batch_size):
         yield bank.center_crops(rows[start : start + batch_size], n_samples)
+
+
+def embed_table(loaded, table, device: torch.device, batch_size: int = 64) -> np.ndarray:
+    """Embeddings [n, D] of a protocol table's clips by a ``LoadedModel``: decoded once, one centred crop each."""
+    cfg = loaded.config
+    cache = os.environ.get("SOURCETRACE_CACHE") or None
+    bank = WaveBank.load(list(table["file"]), sample_rate=cfg.data.sample_rate, cache_dir=cache)
+    amp = precision_dtype(cfg.train.precision, device)
+    return embed_waves(loaded.model, bank, cfg.data.eval_seconds, batch_size, device, cfg.data.sample_rate, amp)

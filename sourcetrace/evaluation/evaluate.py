@@ -18,8 +18,15 @@ from typing import Any
 
 import pandas as pd
 
-from sourcetrace.data.protocol import CONDITIONS, _finish, _read_split, protocol_folder, read_protocol
+from sourcetrace.bundle.export import load_any
+from sourcetrace.data.bank import WaveBank
+from sourcetrace.data.protocol import CONDITIONS, protocol_folder, read_protocol, read_split_file, require_files
+from sourcetrace.device import autocast_dtype, resolve_device
 from sourcetrace.errors import ProtocolError, SourcetraceError
+from sourcetrace.evaluation.baseline import clip_features, standardise
+from sourcetrace.evaluation.conditions import split_metrics
+from sourcetrace.evaluation.embed import embed_waves
+from sourcetrace.evaluation.openset import openset_metrics
 
 SCORERS = ("model", "baseline")
 UNSEEN_SYSTEM_CONDITIONS = ("lang_seen___model_not_seen", "lang_not_seen___model_not_seen")
@@ -37,10 +44,9 @@ def read_corpus(root: str, protocol: str | None, split: str) -> tuple[pd.DataFra
         table, train = proto.tables[split], proto.tables["train"]
         source = "derived from train.csv"
     else:
-        raw, _ = _read_split(folder / f"{split}.csv", os.path.abspath(root))
-        table, train, source = _finish(raw, (), ()), None, "none"
+        table, train, source = read_split_file(folder / f"{split}.csv", root), None, "none"
         notes.append("no train split: verification metrics only (no conditions from train, no open set)")
-    fine = _fine_conditions(folder, split, os.path.abspath(root))
+    fine = _fine_conditions(folder, split, root)
     if fine:
         mapped = table["file"].map(fine)
         table = table.assign(condition=mapped.fillna(table["condition"]).astype("str"))
@@ -48,10 +54,7 @@ def read_corpus(root: str, protocol: str | None, split: str) -> tuple[pd.DataFra
         if mapped.isna().any():
             notes.append(f"{int(mapped.isna().sum())} clips are in no fine/ file: condition derived from train.csv")
     tables = {split: table} | ({"train": train} if train is not None else {})
-    missing = [m for name, t in tables.items() for m in _missing(name, t)]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise ProtocolError(f"{len(missing)} protocol rows point at missing files, e.g. {missing[0]}{more}")
+    require_files(tables)
     counts = table["system"].value_counts()
     if len(counts) < 2 or counts.max() < 2:
         raise ProtocolError(
@@ -61,18 +64,13 @@ def read_corpus(root: str, protocol: str | None, split: str) -> tuple[pd.DataFra
     return table, train, source, notes
 
 
-def _missing(split: str, table: pd.DataFrame) -> list[str]:
-    return [f"{split}: {p} -> {f}" for p, f in zip(table["path"], table["file"]) if not os.path.isfile(f)]
-
-
-def _fine_conditions(folder: Path, split: str, abs_root: str) -> dict[str, str]:
+def _fine_conditions(folder: Path, split: str, root: str) -> dict[str, str]:
     """file -> condition from ``fine/<split>___<condition>.csv`` (empty when the corpus has none)."""
     out = {}
     for cond in CONDITIONS:
         csv = folder / "fine" / f"{split}___{cond}.csv"
         if csv.is_file():
-            listed, _ = _read_split(csv, abs_root)
-            out.update(dict.fromkeys(listed["file"], cond))
+            out.update(dict.fromkeys(read_split_file(csv, root)["file"], cond))
     return out
 
 
@@ -87,11 +85,6 @@ def score(
     batch_size: int = 64,
 ) -> dict[str, Any]:
     """Score the model and the baseline on ``split`` of the corpus at ``root``; write metrics.json/.parquet."""
-    from sourcetrace.bundle.export import load_any  # a bundle, run, checkpoint or sweep folder
-    from sourcetrace.data.bank import WaveBank
-    from sourcetrace.evaluation.baseline import clip_features, standardise
-    from sourcetrace.evaluation.embed import embed_waves
-    from sourcetrace.training.loop import autocast_dtype, resolve_device
 
     root = str(root)
     if not Path(root).is_dir():
@@ -103,7 +96,7 @@ def score(
 
     cfg = loaded.config
     sr, seconds, cache = cfg.data.sample_rate, cfg.data.eval_seconds, os.environ.get("SOURCETRACE_CACHE") or None
-    amp = autocast_dtype(cfg, dev)
+    amp = autocast_dtype(cfg.train.precision, dev)
     banks = {"split": WaveBank.load(list(table["file"]), sample_rate=sr, cache_dir=cache)}
     if train is not None:
         banks["train"] = WaveBank.load(list(train["file"]), sample_rate=sr, cache_dir=cache)
@@ -131,8 +124,6 @@ def score(
 
 
 def _metrics(emb: dict, table: pd.DataFrame, train: pd.DataFrame | None, conditions: bool) -> dict[str, float]:
-    from sourcetrace.evaluation.conditions import split_metrics
-    from sourcetrace.evaluation.openset import openset_metrics
 
     m = split_metrics("", emb["split"], table)
     m = {k.lstrip("_"): v for k, v in m.items() if conditions or "." not in k}

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score, roc_curve
 
-from sourcetrace.evaluation.scorer_base import OpenSetScorer, ScorerError, _unit
+from sourcetrace.evaluation.eer import roc_crossing
+from sourcetrace.evaluation.scorer_base import OpenSetScorer, ScorerError
 from sourcetrace.evaluation.scorers import DEFAULT_SCORER, SCORERS, fit_scorer, scorer_from_state
 
 __all__ = [
@@ -37,13 +38,12 @@ __all__ = [
     "Threshold",
     "binary_eer",
     "calibrate_threshold",
-    "class_centroids",
-    "centroid_scores",
     "fit_scorer",
     "fpr_at_tpr",
     "openset_metrics",
     "openset_scores",
     "reference_rows",
+    "reference_table",
     "scorer_from_state",
 ]
 
@@ -68,20 +68,10 @@ def reference_rows(table: pd.DataFrame, per_system: int | None = REFERENCE_CLIPS
     return np.sort(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
 
 
-def class_centroids(embeddings: Any, systems: Sequence[str]) -> tuple[list[str], np.ndarray]:
-    """(sorted system names, unit-length mean of each system's unit embeddings [k, d])."""
-    x = _unit(embeddings)
-    names = np.asarray(systems).astype(str)
-    if len(names) != len(x):
-        raise ValueError(f"{len(x)} embeddings but {len(names)} system names")
-    order = sorted(set(names))
-    means = np.stack([x[names == s].mean(0) for s in order]) if order else np.zeros((0, x.shape[1]), np.float32)
-    return order, _unit(means) if len(order) else means
-
-
-def centroid_scores(embeddings: Any, centroids: Any) -> np.ndarray:
-    """Cosine of every clip to every centroid [n, k]."""
-    return _unit(embeddings) @ _unit(centroids).T
+def reference_table(train: pd.DataFrame, known: Sequence[str]) -> pd.DataFrame:
+    """The reference clips of a model: its ``known`` systems' rows of ``train``, picked by ``reference_rows``."""
+    train = train[train["system"].isin(list(known))]
+    return train.iloc[reference_rows(train)]
 
 
 def binary_eer(scores: Any, positive: Any) -> tuple[float, float]:
@@ -90,13 +80,8 @@ def binary_eer(scores: Any, positive: Any) -> tuple[float, float]:
     if positive.all() or not positive.any():
         raise ValueError("an EER needs both positive (known) and negative (unknown) clips")
     fpr, tpr, thr = roc_curve(positive, scores)
-    fnr = 1.0 - tpr
-    k = int(np.argmax(fpr >= fnr))
-    if k == 0:
-        return 100.0 * float(fpr[0]), float(thr[0])
-    x0, y0, x1, y1 = fpr[k - 1], fnr[k - 1], fpr[k], fnr[k]
-    a = (y0 - x0) / ((y0 - x0) + (x1 - y1))
-    return 100.0 * float(x0 + a * (x1 - x0)), float(thr[k])
+    eer, k = roc_crossing(fpr, 1.0 - tpr)
+    return 100.0 * eer, float(thr[k])
 
 
 def fpr_at_tpr(scores: Any, positive: Any, tpr: float = 0.95) -> float:

@@ -1,8 +1,8 @@
 """Losses: ``LOSSES[name](embedding_dim, n_classes, cfg: LossConfig) -> nn.Module``.
 
-``forward(emb [B, D] float, labels [B] long) -> LossOutput(loss, logits | None)``. The class attribute
-``min_per_class`` (1 for classification, 2 for metric losses) is read by the sampler and
-``Config.validate``. Each loss owns its head parameters, so the optimiser must include them.
+Every one is a ``base.Loss``: ``forward(emb [B, D] float, labels [B] long) -> LossOutput(loss, logits |
+None)``; ``Loss.min_per_class`` (1 for classification, 2 for metric losses) is read by
+``sourcetrace.validation``. Each loss owns its head parameters, so the optimiser must include them.
 
 >>> import torch
 >>> from sourcetrace.config import LossConfig
@@ -14,16 +14,14 @@
 
 from __future__ import annotations
 
-from torch import nn
-
 from sourcetrace.losses.aamsoftmax import AAMSoftmax
 from sourcetrace.losses.amsoftmax import AMSoftmax
 from sourcetrace.losses.angleproto import AngleProto
-from sourcetrace.losses.base import LossOutput
+from sourcetrace.losses.base import Loss, LossOutput
 from sourcetrace.losses.ge2e import GE2E
 from sourcetrace.losses.softmax import Softmax
 
-LOSSES: dict[str, type[nn.Module]] = {
+LOSSES: dict[str, type[Loss]] = {
     "softmax": Softmax,
     "amsoftmax": AMSoftmax,
     "aamsoftmax": AAMSoftmax,
@@ -31,4 +29,4 @@ LOSSES: dict[str, type[nn.Module]] = {
     "angleproto": AngleProto,
 }
 
-__all__ = ["LOSSES", "LossOutput", "AAMSoftmax", "AMSoftmax", "AngleProto", "GE2E", "Softmax"]
+__all__ = ["LOSSES", "Loss", "LossOutput", "AAMSoftmax", "AMSoftmax", "AngleProto", "GE2E", "Softmax"]

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from sourcetrace.config import LossConfig
-from sourcetrace.losses.base import LossOutput, PositiveScale, check_batch, group_by_label
+from sourcetrace.losses.base import Loss, LossOutput, PositiveScale, check_batch, group_by_label
 
 
-class AngleProto(nn.Module):
+class AngleProto(Loss):
     """Angular prototypical loss. ``LossOutput.logits`` is None: only N of the B clips are queries."""
 
     min_per_class = 2
+    params = ("init_w", "init_b")
 
     def __init__(self, embedding_dim: int, n_classes: int, cfg: LossConfig):
-        super().__init__()
-        self.embedding_dim, self.n_classes = embedding_dim, n_classes
+        super().__init__(embedding_dim, n_classes, cfg)
         self.scale = PositiveScale(cfg.init_w, cfg.init_b)
 
     def similarities(self, emb: Tensor, labels: Tensor) -> Tensor:

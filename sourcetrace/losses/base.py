@@ -1,8 +1,8 @@
 """Maths shared by every loss, written once: batch checks, cosine logits, margins, balanced grouping.
 
-Every loss is ``LOSSES[name](embedding_dim, n_classes, cfg) -> nn.Module`` whose
-``forward(emb [B, D], labels [B]) -> LossOutput(loss, logits)``. ``min_per_class`` (a class attribute)
-is what the sampler and ``Config.validate`` read: 1 for classification losses, 2 for metric losses.
+Every loss is a ``Loss``: ``LOSSES[name](embedding_dim, n_classes, cfg)`` whose
+``forward(emb [B, D], labels [B]) -> LossOutput(loss, logits)``. ``Loss.min_per_class`` is what
+``sourcetrace.validation`` reads: 1 for classification losses, 2 for metric losses.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,24 @@ class LossOutput:
 
     loss: Tensor
     logits: Tensor | None
+
+
+class Loss(nn.Module):
+    """The loss contract: built as ``cls(embedding_dim, n_classes, cfg)``; ``forward(emb, labels) -> LossOutput``.
+
+    ``min_per_class``: the clips of one class every batch must hold (2 for metric losses, which need a
+    balanced sampler). ``params``: the ``LossConfig`` fields it reads.
+    """
+
+    min_per_class: ClassVar[int] = 1
+    params: ClassVar[tuple[str, ...]] = ()  # the ``loss.*`` keys it reads (MLflow logs only these)
+
+    def __init__(self, embedding_dim: int, n_classes: int, cfg: LossConfig):
+        super().__init__()
+        self.embedding_dim, self.n_classes = embedding_dim, n_classes
+
+    def forward(self, emb: Tensor, labels: Tensor) -> LossOutput:
+        raise NotImplementedError
 
 
 def check_batch(name: str, emb: Tensor, labels: Tensor, embedding_dim: int, n_classes: int) -> None:
@@ -143,21 +162,20 @@ def scatter_class_logits(scores: Tensor, classes: Tensor, n_classes: int) -> Ten
     return out
 
 
-class MarginSoftmax(nn.Module):
+class MarginSoftmax(Loss):
     """Cosine-head classification loss with a margin on the target logit (AM / AAM share all but the margin).
 
-    Subclasses set ``name`` and ``margin`` (a function ``(cos, labels, m) -> cos with margin``).
+    Subclasses set ``name`` and ``margin_fn`` (a function ``(cos, labels, m) -> cos with margin``).
     ``LossOutput.logits`` are s·cos θ without the margin (the scores used at inference / for accuracy);
     ``margin_logits`` gives the training logits the cross-entropy sees.
     """
 
-    min_per_class = 1
+    params = ("margin", "scale")
     name: str
     margin_fn: Callable[[Tensor, Tensor, float], Tensor]
 
     def __init__(self, embedding_dim: int, n_classes: int, cfg: LossConfig):
-        super().__init__()
-        self.embedding_dim, self.n_classes = embedding_dim, n_classes
+        super().__init__(embedding_dim, n_classes, cfg)
         self.margin, self.scale = float(cfg.margin), float(cfg.scale)
         self.head = CosineHead(embedding_dim, n_classes)
 

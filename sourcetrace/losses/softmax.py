@@ -6,17 +6,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sourcetrace.config import LossConfig
-from sourcetrace.losses.base import LossOutput, check_batch
+from sourcetrace.losses.base import Loss, LossOutput, check_batch
 
 
-class Softmax(nn.Module):
+class Softmax(Loss):
     """Plain softmax classifier; logits are the linear layer's outputs [B, C]."""
 
-    min_per_class = 1
-
     def __init__(self, embedding_dim: int, n_classes: int, cfg: LossConfig):
-        super().__init__()
-        self.embedding_dim, self.n_classes = embedding_dim, n_classes
+        super().__init__(embedding_dim, n_classes, cfg)
         self.fc = nn.Linear(embedding_dim, n_classes)
 
     def forward(self, emb: Tensor, labels: Tensor) -> LossOutput:

@@ -35,6 +35,13 @@ MODELS: dict[str, Callable[[Config], nn.Module]] = {
 }
 
 
+# Config keys (a section "ssl." or one key) each backbone reads besides model.name and model.embedding_dim.
+MODEL_PARAMS: dict[str, tuple[str, ...]] = {
+    "thin_resnet34": ("model.channels", "features."),
+    "w2v2_aasist": ("ssl.",),
+}
+
+
 def build_model(cfg: Config) -> nn.Module:
     """Build the configured backbone; an unknown ``model.name`` lists the valid ones."""
     return lookup(MODELS, cfg.model.name, "model")(cfg)

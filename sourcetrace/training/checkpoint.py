@@ -17,12 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from sourcetrace.config import Config
-from sourcetrace.errors import CheckpointError, SourcetraceError
+from sourcetrace.errors import CheckpointError, ProtocolError, SourcetraceError
 
 STATE = "state.pt"
+
+PathArg = str | os.PathLike | None
 
 
 @dataclass
@@ -34,6 +37,20 @@ class LoadedModel:
     known_systems: tuple[str, ...]
     path: Path  # the checkpoint folder
     meta: dict[str, Any]
+
+    def data_location(
+        self, root: str | os.PathLike | None, protocol: str | os.PathLike | None
+    ) -> tuple[str, str | None]:
+        """(root, protocol) as given, else from the model's config; a clear error when neither says."""
+        source = "--root" if root else f"data.root of {self.path / 'config.json'}"
+        root = str(root) if root else self.config.data.root
+        if not root:
+            raise SourcetraceError(
+                f"the model at {self.path} does not record its data root (config data.root is empty); pass --root DIR"
+            )
+        if not Path(root).is_dir():
+            raise ProtocolError(f"data root {root!r} (from {source}) is not a folder")
+        return root, (str(protocol) if protocol else self.config.data.protocol or None)
 
 
 def save_checkpoint(folder: Path, cfg: Config, state: dict[str, Any], meta: dict[str, Any]) -> Path:
@@ -65,7 +82,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def plain(value: Any) -> Any:
     """``value`` with numpy scalars/arrays turned into Python numbers/tensors, so ``weights_only`` loads it."""
-    import numpy as np
 
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}

@@ -8,7 +8,6 @@ per process, so a Ray actor reused for the next trial does not decode the corpus
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 from sourcetrace.config import Config
-from sourcetrace.data.bank import WaveBank
-from sourcetrace.data.protocol import Protocol, check_files, read_protocol
-from sourcetrace.errors import AudioError, ProtocolError
+from sourcetrace.data.bank import WaveBank, probe_headers
+from sourcetrace.data.protocol import Protocol, read_protocol, require_files
+from sourcetrace.errors import AudioError, ProtocolError, first_lines
+from sourcetrace.validation import validate
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def read_tables(cfg: Config) -> tuple[Protocol, dict[str, pd.DataFrame]]:
         raise ProtocolError("data.root is not set: pass --root DIR (the folder holding fake/ and protocol/)")
     splits = [d.train_split, d.dev_split] + ([d.test_split] if cfg.train.eval_test else [])
     protocol = read_protocol(d.root, d.protocol or None, splits=tuple(dict.fromkeys(splits)))
-    cfg.validate(n_classes=len(protocol.known_systems))
+    validate(cfg, n_classes=len(protocol.known_systems))
     tables = {}
     for split in splits:
         table = protocol.tables[split]
@@ -100,40 +100,33 @@ def read_tables(cfg: Config) -> tuple[Protocol, dict[str, pd.DataFrame]]:
     return protocol, tables
 
 
-def _short_training_clips(cfg: Config, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices of training clips shorter than the crop, from file headers (nothing decoded)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from sourcetrace.data.audio import probe_audio
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        durations = np.array(list(pool.map(lambda f: probe_audio(f).duration, table["file"])))
-    return np.flatnonzero(durations < cfg.data.crop_seconds), durations
-
-
 def _prepare(cfg: Config) -> TrialData:
     d = cfg.data
     protocol, tables = read_tables(cfg)
-    missing = check_files(dataclasses.replace(protocol, tables=tables))
-    if missing:
-        shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
-        raise ProtocolError(f"{len(missing)} protocol rows point at missing files:\n  {shown}")
+    require_files(tables)
     train_table = tables[d.train_split]
+    headers = {}  # the training clips' headers, read once: for the short-clip rule and the decoder
     if d.short_clips != "pad":
-        short, durations = _short_training_clips(cfg, train_table)
+        found = probe_headers(train_table["file"])
+        durations = np.array([info.duration if info else np.inf for info, _ in found])  # unreadable: load names it
+        short = np.flatnonzero(durations < d.crop_seconds)
         if len(short) and d.short_clips == "error":
-            names = "\n  ".join(f"{train_table['path'][i]} ({durations[i]:.2f} s)" for i in short[:20])
-            more = f"\n  ... and {len(short) - 20} more" if len(short) > 20 else ""
+            names = first_lines(f"{train_table['path'][i]} ({durations[i]:.2f} s)" for i in short)
             raise AudioError(
-                f"{len(short)} training clips are shorter than the {d.crop_seconds} s crop:\n  {names}{more}\n"
+                f"{len(short)} training clips are shorter than the {d.crop_seconds} s crop:\n{names}\n"
                 "set data.short_clips=pad (wrap-pad them) or data.short_clips=drop (leave them out), "
                 "or shorten data.crop_seconds"
             )
-        if len(short):  # drop
-            tables[d.train_split] = train_table.drop(index=short).reset_index(drop=True)
+        keep = np.setdiff1d(np.arange(len(train_table)), short)
+        tables[d.train_split] = train_table.iloc[keep].reset_index(drop=True)  # drop (or nothing to drop)
+        headers[d.train_split] = [found[i] for i in keep]
     cache = os.environ.get("SOURCETRACE_CACHE") or None
     splits = {
-        split: SplitData(split, table, WaveBank.load(list(table["file"]), sample_rate=d.sample_rate, cache_dir=cache))
+        split: SplitData(
+            split,
+            table,
+            WaveBank.load(list(table["file"]), d.sample_rate, cache_dir=cache, headers=headers.get(split)),
+        )
         for split, table in tables.items()
     }
     return TrialData(

@@ -21,6 +21,7 @@ import torch
 
 from sourcetrace.config import Config
 from sourcetrace.data.samplers import SAMPLERS, voxceleb_epoch_steps
+from sourcetrace.device import autocast_dtype, resolve_device
 from sourcetrace.errors import AudioError, DivergenceError, ProtocolError, TrainingError
 from sourcetrace.evaluation.conditions import split_metrics
 from sourcetrace.evaluation.embed import embed_waves
@@ -31,6 +32,7 @@ from sourcetrace.registry import lookup
 from sourcetrace.training.checkpoint import load_state, save_checkpoint
 from sourcetrace.training.data import TrialData, prepare_data
 from sourcetrace.training.faults import check_step, check_weights, diverged
+from sourcetrace.validation import validate
 
 
 @dataclass
@@ -50,30 +52,6 @@ class TrainResult:
     best_metrics: dict[str, float]
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
-
-    @property
-    def best_dir(self) -> Path:
-        return self.out_dir / "best"
-
-    @property
-    def last_dir(self) -> Path:
-        return self.out_dir / "last"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainingError(f"train.device={name!r} but CUDA is not available here; use train.device=cpu or auto")
-    return torch.device(name)
-
-
-def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
-    """Mixed-precision dtype, or None for fp32 (the CPU default: bf16 on CPU is slower here)."""
-    precision = cfg.train.precision
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def lr_lambda(cfg: Config, steps_per_epoch: int) -> Callable[[int], float]:
@@ -109,7 +87,7 @@ def evaluate(model: torch.nn.Module, data: TrialData, cfg: Config, device: torch
     detects systems absent from train (``*_openset_auroc``/``_eer``/``_fpr95``); best-match accuracy and
     macro-F1 on known systems are the closed-set scores.
     """
-    amp = autocast_dtype(cfg, device)
+    amp = autocast_dtype(cfg.train.precision, device)
 
     def embed(bank, idx=None):
         emb = embed_waves(model, bank, cfg.data.eval_seconds, 64, device, cfg.data.sample_rate, amp, idx)
@@ -139,14 +117,14 @@ def train(
     resume_from: str | Path | None = None,
 ) -> TrainResult:
     """Train and evaluate one configuration; resumable from a ``last/`` checkpoint."""
-    cfg.validate()  # names and pairings first: nothing is read or written for a bad config
+    validate(cfg)  # names and pairings first: nothing is read or written for a bad config
     out_dir = Path(out_dir)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, "train.device")
     data = prepare_data(cfg)  # validates cfg before anything is decoded (memoised per process)
     out_dir.mkdir(parents=True, exist_ok=True)  # after the data checks: a bad input leaves no empty run folder
-    cfg.validate(n_classes=len(data.known_systems))  # also on a memo hit
+    validate(cfg, n_classes=len(data.known_systems))  # also on a memo hit
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg).to(device)
     n_classes = len(data.known_systems)
@@ -164,7 +142,7 @@ def train(
             f"the sampler yields no batch: {len(labels)} training clips for train.batch_size={cfg.train.batch_size}"
         )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps))
-    amp = autocast_dtype(cfg, device)
+    amp = autocast_dtype(cfg.train.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     crop = int(round(cfg.data.crop_seconds * cfg.data.sample_rate))
     meta = {"known_systems": list(data.known_systems), "embedding_dim": model.embedding_dim}

@@ -1,61 +1,20 @@
 """The only Ray-trial code: one Tune trial = one ``train()`` call, reporting every epoch to Tune.
 
-A trial's config holds flat config keys (``loss.margin``) and *bundle labels*: a key without a dot
-(``recipe``) whose string value names a dict of flat keys in the sweep's ``BUNDLES`` (how a sweep pairs
-``loss.name=ge2e`` with ``sampler.name=balanced``). ``TrialSpec`` turns both into one ``Config``; the
-sweep driver, the MLflow callback and the report use the same resolution.
+The trial's config (flat keys and bundle labels) becomes a ``Config`` through the sweep's ``TrialSpec``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sourcetrace.config import Config
-from sourcetrace.errors import ConfigError, SourcetraceError
+from sourcetrace.errors import SourcetraceError
 from sourcetrace.training.faults import NO_RETRY
 
-
-@dataclass(frozen=True)
-class TrialSpec:
-    """What every trial of a sweep shares: ``base`` flat overrides and the ``bundles`` table."""
-
-    base: dict[str, Any] = field(default_factory=dict)
-    bundles: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-
-    def resolve(self, trial_config: Mapping[str, Any]) -> dict[str, Any]:
-        """Flat config keys of one trial: base, then bundles (in key order), then the trial's flat keys."""
-        flat = dict(self.base)
-        from_bundles: dict[str, str] = {}
-        for key in sorted(k for k in trial_config if "." not in k):
-            label = trial_config[key]
-            if key not in self.bundles:
-                raise ConfigError(
-                    f"trial config key {key!r} is neither a config key (section.name) nor a bundle; "
-                    f"bundles: {', '.join(sorted(self.bundles)) or '(none)'}"
-                )
-            choices = self.bundles[key]
-            if label not in choices:
-                raise ConfigError(f"bundle {key}={label!r} is unknown; labels of {key!r}: {', '.join(choices)}")
-            for k, v in choices[label].items():
-                if k in from_bundles:
-                    raise ConfigError(f"config key {k!r} is set by both bundles {from_bundles[k]!r} and {key!r}")
-                from_bundles[k] = key
-                flat[k] = v
-        for key, value in trial_config.items():
-            if "." in key:
-                if key in from_bundles:
-                    raise ConfigError(f"config key {key!r} is set by bundle {from_bundles[key]!r} and searched too")
-                flat[key] = value
-        return flat
-
-    def config(self, trial_config: Mapping[str, Any]) -> Config:
-        return Config.from_dict(self.resolve(trial_config))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"base": self.base, "bundles": self.bundles}
+if TYPE_CHECKING:
+    from sourcetrace.sweep.spec import TrialSpec
 
 
 def cpu_share(resources: Mapping[str, float]) -> int:

@@ -18,6 +18,8 @@ data), pyworld (BSD) and torchaudio (BSD) are free software. Check them before p
 
 from __future__ import annotations
 
+import sys
+
 from sourcetrace.data.corpus.build import build_corpus, format_summary
 
 __all__ = ["build_corpus", "cli_build", "format_summary"]
@@ -25,8 +27,6 @@ __all__ = ["build_corpus", "cli_build", "format_summary"]
 
 def cli_build(args) -> int:
     """``sourcetrace corpus build``: build, then print the summary (exit 130 when interrupted)."""
-    import sys
-
     try:
         summary = build_corpus(
             args.out,

@@ -24,7 +24,7 @@ from sourcetrace.data.corpus.canonical import RATE, canonicalise
 from sourcetrace.data.corpus.engines import EngineError
 from sourcetrace.data.corpus.systems import BY_NAME, PRESETS, Clip, plan
 from sourcetrace.data.protocol import CONDITIONS, SPLITS
-from sourcetrace.errors import SourcetraceError
+from sourcetrace.errors import SourcetraceError, first_lines
 
 VERSION = 1
 FORMATS = {"flac": "FLAC", "wav": "WAV"}
@@ -211,8 +211,7 @@ def build_corpus(
     )
     durations, failures = _synthesise(root, todo, workers, progress)
     if failures:
-        shown = "\n  ".join(failures[:20]) + (f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else "")
-        raise EngineError(f"{len(failures)} of {len(todo)} clips failed (after one retry):\n  {shown}")
+        raise EngineError(f"{len(failures)} of {len(todo)} clips failed (after one retry):\n{first_lines(failures)}")
     for c in clips:
         if c.rel not in durations:
             info = sf.info(str(root / c.rel))

@@ -1,0 +1,261 @@
+"""Run a validated sweep with Ray Tune (local embedded Ray or a cluster), then report and analyse it."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from sourcetrace.data.check import preflight
+from sourcetrace.errors import SourcetraceError
+from sourcetrace.interrupt import EXIT_CODES, sigterm_stops_tune
+from sourcetrace.storage import report_with_or_without_mlflow, storage_error, writable_folder
+from sourcetrace.sweep.record import prepare, write_record
+from sourcetrace.sweep.spec import SweepFile, load_sweep, n_train_classes, validate
+
+TABLE_COLUMNS = {"epoch": "epoch", "dev_eer": "dev EER %"}  # Tune's status table, beside its own columns
+
+
+def _runtime_env_vars() -> dict[str, str]:
+    """What trials on a ``ray start`` cluster need from the driver's environment (workers don't inherit it)."""
+    prefixes = ("SOURCETRACE_", "HF_", "TRANSFORMERS_", "TORCH_", "OMP_", "MKL_", "CUBLAS_", "PYTORCH_")
+    env = {k: v for k, v in os.environ.items() if k.startswith(prefixes)}
+    return env | {"RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0")}
+
+
+def quiet_ray(verbose: bool) -> None:
+    """Unless ``verbose``: Tune's classic status table (with dev EER) instead of its result dumps."""
+    if not verbose:
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def start_ray(address: str | None, verbose: bool = False, dashboard: bool = False) -> bool:
+    """Local embedded Ray bound to 127.0.0.1 with Ray's token auth, or a cluster; True if this call started it.
+
+    Quiet unless ``verbose``: the trials' own logs stay in their folders. ``dashboard``: Ray's dashboard on
+    127.0.0.1 (local Ray), its URL printed.
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address is None:
+        from sourcetrace.localray import loopback_only
+
+        loopback_only()
+    import ray
+
+    if ray.is_initialized():
+        return False
+    level = "WARNING" if verbose else "ERROR"
+    if address is None:
+        ctx = ray.init(
+            include_dashboard=dashboard, dashboard_host="127.0.0.1", logging_level=level, log_to_driver=verbose
+        )
+        if dashboard:
+            print(f"Ray dashboard: http://{ctx.dashboard_url}", flush=True)
+    else:
+        env = {"env_vars": _runtime_env_vars()}
+        ray.init(address=address, runtime_env=env, logging_level=level, log_to_driver=verbose)
+    return True
+
+
+def check_dashboard() -> None:
+    """``--dashboard`` needs Ray's dashboard packages: a clear error before anything is read."""
+    missing = [m for m in ("aiohttp_cors", "opencensus", "prometheus_client") if not importlib.util.find_spec(m)]
+    if missing:
+        raise SourcetraceError(
+            f"--dashboard needs Ray's dashboard packages ({', '.join(missing)} missing): "
+            "pip install 'sourcetrace[dashboard]'"
+        )
+
+
+def placement(resources: dict[str, float]):
+    from ray import tune
+
+    bundle = {{"cpu": "CPU", "gpu": "GPU"}.get(k, k): float(v) for k, v in resources.items() if float(v) > 0}
+    return tune.PlacementGroupFactory([bundle])
+
+
+def check_resources(resources: dict[str, float], local: bool) -> None:
+    """A trial that can never be placed is an error now, not a sweep pending forever."""
+    import ray
+
+    have = ray.cluster_resources()
+    for key, need in placement(resources).required_resources.items():
+        if need > have.get(key, 0):
+            msg = f"each trial asks for {need:g} {key} (RESOURCES) but this Ray cluster has {have.get(key, 0):g}"
+            if local:
+                raise SourcetraceError(msg + "; lower RESOURCES, run --smoke, or pass --address of a GPU cluster")
+            print(f"note: {msg}; waiting for the autoscaler", file=sys.stderr)
+
+
+def _searcher(settings: dict[str, Any]):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    class EvalOnlyOptunaSearch(OptunaSearch):
+        """Optuna sees the evaluation epochs only (the others carry no dev EER)."""
+
+        def on_trial_result(self, trial_id, result):
+            if self.metric in result:
+                super().on_trial_result(trial_id, result)
+
+    return EvalOnlyOptunaSearch(sampler=optuna.samplers.TPESampler(seed=settings["seed"]))
+
+
+def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: bool, tags: dict, verbose: bool):
+    """The ``tune.Tuner`` of a validated sweep (or its restore from ``exp_dir``); ``tags`` go on every run."""
+    # Ray, MLflow and torch load here, after every trial config and audio file has been checked.
+    from ray import tune
+    from ray.tune import CLIReporter
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from sourcetrace.sweep.halving import SyncHalvingScheduler
+    from sourcetrace.sweep.progress import ProgressLines
+    from sourcetrace.tracking.callback import MlflowTrialCallback
+    from sourcetrace.training.retry import NoRetryCallback
+    from sourcetrace.training.trainable import run_trial
+
+    trainable = tune.with_resources(tune.with_parameters(run_trial, spec=sweep.spec), placement(sweep.resources))
+    if resume:
+        return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    s = sweep.tune
+    epochs = max(cfg.train.epochs for _, cfg in configs)
+    scheduler = FIFOScheduler()
+    grace = min(s["grace_period"] or min(cfg.train.eval_every for _, cfg in configs), epochs)
+    if s["scheduler"] == "asha":
+        scheduler = ASHAScheduler(
+            time_attr=s["time_attr"], max_t=epochs, grace_period=grace, reduction_factor=s["reduction_factor"]
+        )
+    elif s["scheduler"] == "halving":
+        n_trials = len(configs) * s["num_samples"]
+        scheduler = SyncHalvingScheduler(
+            s["time_attr"], s["metric"], s["mode"], grace, s["reduction_factor"], epochs, n_trials
+        )
+    tune_config = tune.TuneConfig(
+        metric=s["metric"],
+        mode=s["mode"],
+        scheduler=scheduler,
+        search_alg=_searcher(s) if s["search"] == "optuna" else None,
+        num_samples=s["num_samples"],
+        max_concurrent_trials=s["max_concurrent"] or None,
+        reuse_actors=True,
+    )
+    run_config = tune.RunConfig(
+        name=exp_dir.name,
+        storage_path=str(exp_dir.parent),
+        verbose=2 if verbose else 1,
+        progress_reporter=None if verbose else CLIReporter(metric_columns=TABLE_COLUMNS, max_report_frequency=60),
+        callbacks=[
+            MlflowTrialCallback(store, sweep.name, sweep.spec, s["log_checkpoint"], tags),
+            NoRetryCallback(),
+            *([] if verbose else [ProgressLines(sweep.spec)]),
+        ],
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=s["keep_checkpoints"], checkpoint_score_attribute=s["metric"], checkpoint_score_order=s["mode"]
+        ),
+        failure_config=tune.FailureConfig(max_failures=s["max_failures"]),
+    )
+    return tune.Tuner(trainable, param_space=sweep.space, tune_config=tune_config, run_config=run_config)
+
+
+def cli_sweep(args) -> int:
+    """``sourcetrace sweep FILE --root DIR``: validate every trial, run Tune (one MLflow run each), print Table 1.
+
+    Run again with the same file, name and storage, it resumes the sweep's unfinished trials, or only
+    reports a sweep that has ended; a changed sweep file or other settings are refused.
+    """
+    from sourcetrace.bundle.card import git_commit
+    from sourcetrace.data.protocol import protocol_checksum
+    from sourcetrace.tracking.store import ensure_experiment
+
+    if args.dashboard:
+        check_dashboard()
+    storage = Path(args.storage or "ray_results").resolve()
+    sweep = load_sweep(args.sweep_file, smoke=args.smoke)
+    name = sweep.name = args.name or sweep.name  # Tune experiment folder and MLflow experiment alike
+    exp_dir = storage / name
+    resume, store = prepare(args, sweep, exp_dir)
+    if resume == "report":
+        print(f"sweep {name} at {exp_dir} has ended: reporting it (nothing to train)", flush=True)
+        return _finish(args, exp_dir, store, sweep)
+    configs = validate(sweep, n_train_classes(sweep.base["data.root"], sweep.base.get("data.protocol")))
+    writable_folder(exp_dir)
+    ensure_experiment(store, sweep.name, str(exp_dir))
+    seconds = preflight([cfg for _, cfg in configs])  # every file once, all problems at once, before Ray
+    print(
+        f"sweep {name}: {len(configs)} trial configs validated, audio checked in {seconds:.1f} s; "
+        f"MLflow store {store.uri}" + ("; resuming its unfinished trials" if resume else ""),
+        flush=True,
+    )
+    root, protocol = sweep.base["data.root"], sweep.base.get("data.protocol")
+    tags = {"dataset.root": root, "dataset.protocol_sha256": protocol_checksum(root, protocol)}
+    tags |= {"mlflow.source.git.commit": commit} if (commit := git_commit()) else {}
+
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # dev EER exists at evaluation epochs only
+    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(sweep.tune["snapshot_period_s"])
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # frequent on purpose
+    quiet_ray(args.verbose)
+    started = start_ray(args.address, args.verbose, args.dashboard)
+    try:
+        check_resources(sweep.resources, local=args.address is None)
+        if not resume:
+            write_record(exp_dir, sweep, store, args)
+        with sigterm_stops_tune() as stop:  # after ray.init: Ray's own SIGTERM handler aborts
+            try:
+                build_tuner(sweep, configs, exp_dir, store, bool(resume), tags, args.verbose).fit()
+            except OSError as err:
+                raise storage_error(err, exp_dir) from err
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    code = _finish(args, exp_dir, store, sweep)
+    return EXIT_CODES[stop.signal] if stop.signal else code
+
+
+def _finish(args, exp_dir: Path, store, sweep: SweepFile) -> int:
+    """Write and print the reports; non-zero exit when trials failed (1) or did not end (130).
+
+    (Its imports load torch, pandas and MLflow: only once the sweep has run.)"""
+    from sourcetrace.evaluation.baseline import sweep_baseline
+    from sourcetrace.report import format_table1
+
+    try:
+        sweep_baseline(exp_dir, sweep.base, store.uri, sweep.name)  # the featureless row of Table 1, an MLflow run
+    except SourcetraceError as err:  # the trials' results still get their report
+        print(f"note: no baseline row: {err}", file=sys.stderr)
+    try:
+        reports = report_with_or_without_mlflow(exp_dir, store)
+    except OSError as err:
+        raise storage_error(err, exp_dir / "report") from err
+    print(format_table1(reports))
+    print(f"reports: {reports.out_dir}")
+    status = reports.trials.drop_duplicates("trial_id")["status"]
+    from sourcetrace.bundle.export import export_best
+
+    export_best(exp_dir, reports.trials, store)  # the portable bundle of the best trial, logged to its run
+    if not args.no_analyze:
+        _analyze_best(reports, sweep, store)
+    if status.isin(["running", "pending", "interrupted"]).any():
+        print("sweep interrupted: continue it with --resume (same --name/--storage)", file=sys.stderr)
+        return 130
+    return 1 if (status == "failed").any() else 0
+
+
+def _analyze_best(reports, sweep: SweepFile, store) -> None:
+    """Linear probe / confusion / UMAP of the best trial's best checkpoint (as ``sourcetrace analyze``),
+    logged to its MLflow run."""
+    from sourcetrace.evaluation.analyze import analyze, summary
+    from sourcetrace.tracking.store import log_artifact_dir
+
+    rows = reports.trials.dropna(subset=["dev_eer", "checkpoint"])
+    if rows.empty:
+        return
+    best = rows.loc[rows["dev_eer"].idxmin()]
+    root, protocol = sweep.base["data.root"], sweep.base.get("data.protocol")
+    res = analyze(best["checkpoint"], root, protocol, "dev", reports.out_dir / "best_analysis")
+    print(summary(res, "dev"))
+    if isinstance(best.get("run_id"), str):  # the plots and tables beside the best trial's run in MLflow
+        log_artifact_dir(store, best["run_id"], res["out"], "best_analysis")

@@ -1,0 +1,225 @@
+"""The sweep-file schema and ``TrialSpec``: every trial config built and validated before Ray starts.
+
+A sweep file (``sweeps/*.py``) is a small Python module with these attributes (only SPACE is required):
+
+* ``BASE``      flat config keys applied to every trial (``{"train.epochs": 300}``)
+* ``BUNDLES``   ``{bundle: {label: {flat keys}}}``: a SPACE key without a dot draws a *label*, which sets
+                several keys together (``recipe="ge2e/balanced"`` -> loss, sampler, batch size)
+* ``SPACE``     ``{flat key or bundle: constant | tune.grid_search | tune.choice | tune.loguniform ...}``
+* ``TUNE``      Tune settings, keys of ``TUNE_DEFAULTS`` (search grid|optuna, ASHA, failures ...)
+* ``RESOURCES`` per trial: ``{"cpu": 2, "gpu": 0.25, "accelerator_type:A100": 0.001}``
+* ``SMOKE``     ``{"BASE"|"BUNDLES"|"SPACE"|"TUNE"|"RESOURCES": {...}}`` merged over the above by ``--smoke``
+
+Importing a sweep file must stay cheap: it may import ``ray.tune`` for the distributions, nothing else.
+
+A trial's config holds flat config keys (``loss.margin``) and *bundle labels*: a key without a dot
+(``recipe``) whose string value names a dict of flat keys in ``BUNDLES``. ``TrialSpec`` turns both into
+one ``Config``; the trainable, the MLflow callback and the report use the same resolution.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sourcetrace.config import Config, parse_assignments
+from sourcetrace.errors import ConfigError, SourcetraceError
+from sourcetrace.validation import validate as validate_config
+
+TUNE_DEFAULTS: dict[str, Any] = {
+    "search": "grid",  # grid (Tune's variant generator: grid_search and random draws) | optuna
+    "num_samples": 1,  # grid: repeats of the whole grid; optuna: number of trials
+    "max_concurrent": 0,  # 0 = as many as the resources allow
+    "metric": "dev_eer",
+    "mode": "min",
+    "scheduler": "asha",  # asha | halving (synchronous successive halving, sweep/halving.py) | fifo
+    "time_attr": "epoch",  # epoch | training_iteration (one report per epoch: the same count)
+    "grace_period": 0,  # ASHA's first rung; 0 = the trials' train.eval_every
+    "reduction_factor": 3,
+    "max_failures": 2,  # a crashed trial restarts from its last checkpoint this many times
+    "keep_checkpoints": 3,  # per trial, best by dev EER (the latest is always kept too)
+    "snapshot_period_s": 2,  # experiment snapshot period: what a killed driver can lose at most
+    "seed": 0,  # Optuna sampler seed
+    "log_checkpoint": True,  # upload each trial's best checkpoint to MLflow
+}
+_SECTIONS = ("BASE", "BUNDLES", "SPACE", "TUNE", "RESOURCES")
+MAX_VALIDATED = 20000
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What every trial of a sweep shares: ``base`` flat overrides and the ``bundles`` table."""
+
+    base: dict[str, Any] = field(default_factory=dict)
+    bundles: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def resolve(self, trial_config: Mapping[str, Any]) -> dict[str, Any]:
+        """Flat config keys of one trial: base, then bundles (in key order), then the trial's flat keys."""
+        flat = dict(self.base)
+        from_bundles: dict[str, str] = {}
+        for key in sorted(k for k in trial_config if "." not in k):
+            label = trial_config[key]
+            if key not in self.bundles:
+                raise ConfigError(
+                    f"trial config key {key!r} is neither a config key (section.name) nor a bundle; "
+                    f"bundles: {', '.join(sorted(self.bundles)) or '(none)'}"
+                )
+            choices = self.bundles[key]
+            if label not in choices:
+                raise ConfigError(f"bundle {key}={label!r} is unknown; labels of {key!r}: {', '.join(choices)}")
+            for k, v in choices[label].items():
+                if k in from_bundles:
+                    raise ConfigError(f"config key {k!r} is set by both bundles {from_bundles[k]!r} and {key!r}")
+                from_bundles[k] = key
+                flat[k] = v
+        for key, value in trial_config.items():
+            if "." in key:
+                if key in from_bundles:
+                    raise ConfigError(f"config key {key!r} is set by bundle {from_bundles[key]!r} and searched too")
+                flat[key] = value
+        return flat
+
+    def config(self, trial_config: Mapping[str, Any]) -> Config:
+        return Config.from_dict(self.resolve(trial_config))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"base": self.base, "bundles": self.bundles}
+
+
+@dataclass
+class SweepFile:
+    """A loaded sweep file (smoke variant merged in when asked)."""
+
+    name: str
+    path: Path
+    base: dict[str, Any] = field(default_factory=dict)
+    bundles: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    space: dict[str, Any] = field(default_factory=dict)
+    tune: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1})
+    smoke: bool = False
+
+    @property
+    def spec(self) -> TrialSpec:
+        return TrialSpec(dict(self.base), self.bundles)
+
+
+def load_sweep(path: str | Path, smoke: bool = False) -> SweepFile:
+    """Import a sweep file and check its shape (not yet its trial configs: see ``validate``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourcetraceError(f"sweep file {path} does not exist")
+    mod_spec = importlib.util.spec_from_file_location(f"sourcetrace_sweep_{path.stem}", path)
+    module = importlib.util.module_from_spec(mod_spec)
+    try:
+        mod_spec.loader.exec_module(module)
+    except Exception as err:
+        raise SourcetraceError(f"sweep file {path} failed to import: {type(err).__name__}: {err}") from err
+    parts = {s: dict(getattr(module, s, {}) or {}) for s in _SECTIONS}
+    if not parts["SPACE"]:
+        raise SourcetraceError(f"sweep file {path} defines no SPACE (a dict of search keys)")
+    if smoke:
+        extra = getattr(module, "SMOKE", None)
+        if not isinstance(extra, dict):
+            raise SourcetraceError(f"sweep file {path} has no SMOKE dict, so --smoke cannot run it")
+        for section, values in extra.items():
+            if section not in _SECTIONS:
+                raise SourcetraceError(f"{path}: SMOKE[{section!r}] is not one of {', '.join(_SECTIONS)}")
+            parts[section].update(values)
+    unknown = sorted(set(parts["TUNE"]) - set(TUNE_DEFAULTS))
+    if unknown:
+        raise SourcetraceError(
+            f"{path}: unknown TUNE setting(s) {', '.join(unknown)}; known: {', '.join(TUNE_DEFAULTS)}"
+        )
+    settings = TUNE_DEFAULTS | parts["TUNE"]
+    if settings["search"] not in ("grid", "optuna") or settings["scheduler"] not in ("asha", "halving", "fifo"):
+        raise SourcetraceError(f"{path}: TUNE search must be grid|optuna and scheduler asha|halving|fifo")
+    if settings["time_attr"] not in ("epoch", "training_iteration"):
+        raise SourcetraceError(f"{path}: TUNE time_attr must be epoch or training_iteration")
+    if settings["scheduler"] == "halving" and (settings["search"] != "grid" or settings["max_concurrent"]):
+        # halving waits for every trial at each rung: all must exist, and paused ones would hold a concurrency slot
+        raise SourcetraceError(f"{path}: TUNE scheduler 'halving' needs search 'grid' and max_concurrent 0")
+    resources = {"cpu": 1} | parts["RESOURCES"]
+    name = path.stem + ("_smoke" if smoke else "")
+    return SweepFile(name, path, parts["BASE"], parts["BUNDLES"], parts["SPACE"], settings, resources, smoke)
+
+
+def _axis(key: str, value: Any) -> list[Any]:
+    """Values of one SPACE entry to validate: a grid's values, a choice's categories, a range's bounds."""
+    from ray.tune.search.sample import Categorical, Domain, Float, Integer, Quantized
+
+    if isinstance(value, dict) and set(value) == {"grid_search"}:
+        return list(value["grid_search"])
+    if isinstance(value, Categorical):
+        return list(value.categories)
+    if isinstance(value, Integer):
+        top = value.upper if isinstance(value.sampler, Quantized) else value.upper - 1
+        return [value.lower, top]
+    if isinstance(value, Float):
+        return [value.lower, value.upper]
+    if isinstance(value, Domain):
+        raise ConfigError(f"SPACE[{key!r}] is a {type(value).__name__}, which cannot be validated before launch")
+    return [value]
+
+
+def expand(space: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every combination of the SPACE's grid values, categories and range bounds."""
+    keys = list(space)
+    axes = [_axis(k, space[k]) for k in keys]
+    total = 1
+    for axis in axes:
+        total *= len(axis)
+    if total > MAX_VALIDATED:
+        raise ConfigError(f"the SPACE has {total} combinations to validate (> {MAX_VALIDATED}); split the sweep")
+    return [dict(zip(keys, combo)) for combo in itertools.product(*axes)]
+
+
+def describe(trial_config: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"{k}={v!r}" for k, v in trial_config.items()) + "}"
+
+
+def validate(sweep: SweepFile, n_classes: int | None = None) -> list[tuple[dict[str, Any], Config]]:
+    """Build and validate the Config of every trial config; the first bad one is a ConfigError naming it."""
+    if sweep.tune["search"] == "optuna":
+        grids = [k for k, v in sweep.space.items() if isinstance(v, dict) and "grid_search" in v]
+        if grids:
+            raise ConfigError(
+                f"{sweep.path}: Optuna cannot search tune.grid_search keys ({', '.join(grids)}); "
+                "use tune.choice or search='grid'"
+            )
+    combos = expand(sweep.space)
+    out = []
+    for i, trial_config in enumerate(combos, 1):
+        try:
+            cfg = validate_config(sweep.spec.config(trial_config), n_classes)
+        except ConfigError as err:
+            raise ConfigError(
+                f"{sweep.path.name}: trial config {i} of {len(combos)} {describe(trial_config)}: {err}"
+            ) from None
+        out.append((trial_config, cfg))
+    return out
+
+
+def pin_overrides(sweep: SweepFile, assignments: list[str]) -> None:
+    """Apply ``--set key=value`` to every trial: into BASE, and out of SPACE/BUNDLES where searched."""
+    values = parse_assignments(assignments)
+    Config.from_dict(values)  # unknown key / bad type: a clear error now
+    for key, value in values.items():
+        if key in sweep.space:
+            print(f"note: --set {key}={value} pins a key the sweep searches", file=sys.stderr)
+            del sweep.space[key]
+        for labels in sweep.bundles.values():
+            for keys in labels.values():
+                keys.pop(key, None)
+        sweep.base[key] = value
+
+
+def n_train_classes(root: str, protocol: str | None) -> int:
+    from sourcetrace.data.protocol import read_protocol
+
+    return len(read_protocol(root, protocol or None, splits=("train",)).known_systems)

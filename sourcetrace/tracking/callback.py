@@ -1,0 +1,264 @@
+"""A driver-side Tune callback writing one MLflow run per trial.
+
+It runs in the Tune driver only (one writer, no sqlite lock contention) and owns each run's life cycle:
+one run per trial, found again by its ``trial_id`` tag after a restore.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from mlflow.entities import Metric, Param
+from ray.tune import Callback
+
+from sourcetrace.sweep.status import error_reason, trial_status
+from sourcetrace.tracking.store import (
+    TAG_REASON,
+    TAG_STATUS,
+    TAG_SWEEP,
+    TAG_TRIAL,
+    TAG_TRIAL_NAME,
+    Store,
+    client_for,
+    experiment_id,
+    find_run,
+    quiet_db,
+    store_errors,
+)
+from sourcetrace.training.faults import NO_RETRY
+from sourcetrace.validation import used_params
+
+_EVALUATED = ("dev_", "test_")  # metric prefixes of an evaluation: logged again as best_* at the best one
+
+# Keys of a Tune result that are bookkeeping, not metrics of the trial.
+_NOT_METRICS = {
+    "done",
+    "timestamp",
+    "pid",
+    "hostname",
+    "node_ip",
+    "date",
+    "trial_id",
+    "experiment_tag",
+    "time_since_restore",
+    "iterations_since_restore",
+    "timesteps_total",
+    "episodes_total",
+    "timesteps_since_restore",
+    "time_this_iter_s",
+    "should_checkpoint",
+    "checkpoint_dir_name",
+}
+
+
+def _guarded(hook):
+    """A failing store (unwritable, full, unreachable) is one line on stderr, not a traceback that ends the
+    sweep: training goes on, later hooks are skipped, and ``--resume`` logs and closes what was missed."""
+
+    @functools.wraps(hook)
+    def wrapper(self, *args, **kwargs):
+        if self._broken:
+            return None
+        try:
+            with quiet_db():
+                return hook(self, *args, **kwargs)
+        except store_errors() as err:
+            first = (str(err).strip().splitlines() or [""])[0][:300]
+            self._broken = f"{type(err).__name__}: {first}"
+            print(
+                f"sourcetrace sweep: MLflow store {self.store.uri} cannot be written ({self._broken}); "
+                "training goes on, and --resume logs and closes the runs once the store is writable",
+                file=sys.stderr,
+                flush=True,
+            )
+            return None
+
+    return wrapper
+
+
+class MlflowTrialCallback(Callback):
+    """One MLflow run per Tune trial: flat params, per-epoch metrics (step = epoch), status tags, artefacts."""
+
+    def __init__(self, store: Store, experiment: str, spec, log_checkpoint: bool = True, tags: dict | None = None):
+        self.store, self.experiment, self.spec, self.log_checkpoint = store, experiment, spec, log_checkpoint
+        self.tags = dict(tags or {})  # of every run: git commit, dataset root and protocol checksum
+        self._runs: dict[str, str] = {}  # trial id -> run id (this process)
+        self._logged: dict[str, float] = {}  # trial id -> last epoch logged
+        self._best: dict[str, float] = {}  # trial id -> lowest dev EER logged as best_dev_eer
+        self._done: set[str] = set()
+        self._mlflow = None
+        self._exp_id: str | None = None
+        self._broken: str | None = None  # why the store failed, once it has
+
+    def __getstate__(self):  # Tune pickles the callback into the experiment; clients do not travel
+        skip = ("_mlflow", "_exp_id", "_runs", "_logged", "_best", "_broken")
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._mlflow, self._exp_id, self._runs, self._logged, self._best, self._broken = None, None, {}, {}, {}, None
+
+    def get_state(self) -> dict:
+        return {"done": sorted(self._done)}
+
+    def set_state(self, state: dict) -> None:
+        self._done = set(state.get("done", ()))
+
+    @property
+    def client(self):
+        if self._mlflow is None:
+            self._mlflow = client_for(self.store)
+            self._exp_id = experiment_id(self._mlflow, self.store, self.experiment)
+        return self._mlflow
+
+    # -- runs ---------------------------------------------------------------------------------
+    def run_id(self, trial) -> str:
+        """The trial's run: this process's, else found by tag (after a restore), else a new one."""
+        tid = trial.trial_id
+        if tid in self._runs:
+            return self._runs[tid]
+        client = self.client
+        run = find_run(client, self._exp_id, tid)
+        if run is not None:
+            self._logged[tid] = run.data.metrics.get("epoch", 0.0)
+            self._best[tid] = run.data.metrics.get("best_dev_eer", math.inf)
+            if run.info.status != "RUNNING" and tid not in self._done:
+                client.update_run(run.info.run_id, status="RUNNING")
+            self._runs[tid] = run.info.run_id
+            return run.info.run_id
+        cfg = self.spec.config(trial.config)
+        tags = {TAG_SWEEP: self.experiment, TAG_TRIAL: tid, TAG_TRIAL_NAME: str(trial), TAG_STATUS: "running"}
+        run = client.create_run(self._exp_id, run_name=self._unique_name(run_name(cfg), tid), tags=self.tags | tags)
+        params = used_params(cfg) | {k: v for k, v in trial.config.items() if "." not in k}  # + bundle labels
+        client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
+        self._runs[tid], self._logged[tid], self._best[tid] = run.info.run_id, 0.0, math.inf
+        return run.info.run_id
+
+    def _unique_name(self, name: str, trial_id: str) -> str:
+        """``name``, or ``name/<trial id>`` when another run of the sweep has it (same cell and seed)."""
+        taken = self.client.search_runs([self._exp_id], filter_string=f"attributes.run_name = '{name}'", max_results=1)
+        return f"{name}/{trial_id}" if taken else name
+
+    @_guarded
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.client.set_tag(self.run_id(trial), TAG_STATUS, "running")
+
+    def on_trial_restore(self, iteration, trials, trial, **info):
+        self.on_trial_start(iteration, trials, trial)
+
+    @_guarded
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get(NO_RETRY):
+            return  # the trial's error follows: not an epoch's metrics
+        run_id = self.run_id(trial)
+        epoch = float(result.get("epoch", result.get("training_iteration", 0)))
+        if epoch <= self._logged.get(trial.trial_id, 0.0):
+            return  # re-reported after a retry/restore from an older checkpoint: logged already
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(k, float(v), now, int(epoch))
+            for k, v in sorted(result.items())
+            if k not in _NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ]
+        dev = result.get("dev_eer")
+        if isinstance(dev, (int, float)) and math.isfinite(dev) and dev < self._best.get(trial.trial_id, math.inf):
+            self._best[trial.trial_id] = dev  # the evaluation the report and Table 1 take: the lowest dev EER
+            best = [Metric(f"best_{m.key}", m.value, now, m.step) for m in metrics if m.key.startswith(_EVALUATED)]
+            metrics += best + [Metric("best_epoch", epoch, now, int(epoch))]
+        for i in range(0, len(metrics), 1000):
+            self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
+        self._logged[trial.trial_id] = epoch
+
+    @_guarded
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.client.set_tag(self.run_id(trial), TAG_STATUS, "retrying")
+        self.client.set_tag(self.run_id(trial), TAG_REASON, f"retry {trial.num_failures}: {_error(trial)}")
+
+    @_guarded
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        reached = int((trial.last_result or {}).get("epoch", 0))
+        status, reason = trial_status("TERMINATED", reached, self.spec.config(trial.config).train.epochs)
+        self._end(trial, status, reason, "FINISHED")
+
+    @_guarded
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._end(trial, "failed", _error(trial), "FAILED")
+
+    @_guarded
+    def on_experiment_end(self, trials, **info):
+        for trial in trials:  # ended while the store was failing: log what was missed and close the run
+            if trial.trial_id not in self._done and getattr(trial, "status", None) in ("TERMINATED", "ERROR"):
+                self._backfill(trial)
+                (self.on_trial_complete if trial.status == "TERMINATED" else self.on_trial_error)(0, trials, trial)
+        for trial in trials:
+            if trial.trial_id in self._runs and trial.trial_id not in self._done:
+                run_id = self._runs[trial.trial_id]
+                self.client.set_tag(run_id, TAG_STATUS, "interrupted")
+                self.client.set_tag(
+                    run_id, TAG_REASON, "the sweep stopped before this trial ended; --resume continues it"
+                )
+                self.client.set_terminated(run_id, status="KILLED")
+
+    def _backfill(self, trial) -> None:
+        """Log a trial's per-epoch results from its ``result.json`` (epochs logged already are skipped)."""
+        path = Path(getattr(trial, "local_path", None) or ".") / "result.json"
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    self.on_trial_result(0, [], trial, json.loads(line))
+
+    def _end(self, trial, status: str, reason: str, mlflow_status: str) -> None:
+        run_id = self.run_id(trial)
+        client = self.client
+        client.log_text(run_id, self.spec.config(trial.config).to_json(), "config.json")
+        best = _best_checkpoint(trial)
+        if best is not None:
+            metrics = {k: v for k, v in best.metrics.items() if k.split(".")[0].endswith("_eer")}
+            client.log_text(run_id, _condition_csv(metrics), "eer_by_condition.csv")
+            client.log_text(run_id, json.dumps(best.metrics, indent=2, sort_keys=True, default=str), "best_result.json")
+            if self.log_checkpoint and best.checkpoint is not None:
+                with best.checkpoint.as_directory() as folder:
+                    client.log_artifacts(run_id, folder, "best_checkpoint")
+        client.set_tag(run_id, TAG_STATUS, status)
+        client.set_tag(run_id, TAG_REASON, reason)
+        client.set_terminated(run_id, status=mlflow_status)
+        self._done.add(trial.trial_id)
+
+
+def run_name(cfg) -> str:
+    """``<backbone>/<loss>/<sampler>/d<dim>/s<seed>``: what a trial is, readable in the MLflow run table.
+
+    >>> from sourcetrace.config import Config
+    >>> run_name(Config())
+    'thin_resnet34/aamsoftmax/random/d50/s0'
+    """
+    m, t = cfg.model, cfg.train
+    return f"{m.name}/{cfg.loss.name}/{cfg.sampler.name}/d{m.embedding_dim}/s{t.seed}"
+
+
+def _error(trial) -> str:
+    return error_reason(getattr(trial, "error_file", None))
+
+
+def _best_checkpoint(trial):
+    """Tune's best checkpoint of a trial (by the CheckpointConfig score, dev EER) with its result."""
+    manager = getattr(getattr(trial, "run_metadata", None), "checkpoint_manager", None)
+    return getattr(manager, "best_checkpoint_result", None)
+
+
+def _condition_csv(metrics: dict[str, float]) -> str:
+    """``condition,dev_eer,test_eer`` rows (``all`` first) of the per-condition EERs in ``metrics``."""
+    table: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        name, _, condition = key.partition(".")
+        table.setdefault(condition or "all", {})[name] = value
+    cols = sorted({c for row in table.values() for c in row})
+    lines = [",".join(["condition"] + cols)]
+    for cond in sorted(table, key=lambda c: (c != "all", c)):
+        lines.append(",".join([cond] + [f"{table[cond][c]:.4f}" if c in table[cond] else "" for c in cols]))
+    return "\n".join(lines) + "\n"
