@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from sourcetrace.degrade.config import AugmentConfig, check_augment
 from sourcetrace.errors import ConfigError
 
 
@@ -131,6 +132,7 @@ SECTIONS: dict[str, type] = {
     "loss": LossConfig,
     "sampler": SamplerConfig,
     "train": TrainConfig,
+    "augment": AugmentConfig,
 }
 
 
@@ -145,6 +147,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     # -- building -------------------------------------------------------------------------
     @classmethod
@@ -199,6 +202,7 @@ class Config:
         loss_cls = lookup(LOSSES, self.loss.name, "loss")
         lookup(SAMPLERS, self.sampler.name, "sampler")
         _check_ranges(self)
+        check_augment(self.augment)
         need = getattr(loss_cls, "min_per_class", 1)
         if need > 1:
             if self.sampler.name != "balanced":
