@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help=MODEL_HELP)
     _add_data_args(ev)  # the corpus to score: its own train split defines known systems and conditions
     ev.add_argument("--split", default="eval", help="split to score (default: eval)")
+    ev.add_argument(
+        "--degrade",
+        default=None,
+        help="also score after these degradations, comma-separated (mp3_32,mp3_64,opus_16,amr_nb,gsm,g711,replay)",
+    )
     ev.add_argument("--out", default=None, help="output folder (default: MODEL/evaluate_<corpus>_<split>)")
 
     tr = sub.add_parser("trace", help="name the system behind each clip, or 'unknown'")

@@ -76,34 +76,53 @@ def require(names) -> None:
             )
 
 
-def encode(wave: np.ndarray, sample_rate: int, name: str, path: str | Path) -> Path:
-    """Encode float32 ``wave`` at ``sample_rate`` with codec ``name`` into ``path`` (the codec's own file)."""
+def encode_many(waves, sample_rate: int, name: str, paths) -> list[Path]:
+    """Encode each float32 clip of ``waves`` with codec ``name`` into its path of ``paths`` (the codec's file).
+
+    One ffmpeg process serves all clips (its start-up dominates a short clip's cost), one independent
+    encoder per output, so each file is exactly what encoding its clip alone gives.
+    """
     codec = CODECS[name]
-    cmd = [*_QUIET, "-f", "f32le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0", "-ar", str(codec.rate)]
-    cmd += ["-c:a", codec.encoder] + (["-b:a", codec.bitrate] if codec.bitrate else []) + [*_EXACT]
-    cmd += ["-f", codec.fmt, str(path)]
-    _run(cmd, np.ascontiguousarray(wave, dtype="<f4").tobytes(), name)
-    return Path(path)
+    raw = [Path(p).with_suffix(".in.f32") for p in paths]
+    cmd = list(_QUIET)
+    for wave, r in zip(waves, raw):
+        r.write_bytes(np.ascontiguousarray(wave, dtype="<f4").tobytes())
+        cmd += ["-f", "f32le", "-ar", str(sample_rate), "-ac", "1", "-i", str(r)]
+    for i, path in enumerate(paths):
+        cmd += ["-map", f"{i}:a", "-ar", str(codec.rate), "-c:a", codec.encoder]
+        cmd += (["-b:a", codec.bitrate] if codec.bitrate else []) + [*_EXACT, "-f", codec.fmt, str(path)]
+    _run(cmd, name)
+    for r in raw:
+        r.unlink()
+    return [Path(p) for p in paths]
 
 
-def decode_file(path: str | Path, sample_rate: int, n_samples: int | None = None) -> np.ndarray:
-    """float32 mono samples of any file ffmpeg reads, at ``sample_rate``; trimmed/zero-padded to ``n_samples``."""
-    raw = _run([*_QUIET, "-i", str(path), "-f", "f32le", "-ac", "1", "-ar", str(sample_rate), "pipe:1"], b"", path)
-    wave = np.frombuffer(raw, dtype="<f4").astype(np.float32)
-    if n_samples is None:
-        return wave
-    return np.pad(wave[:n_samples], (0, max(0, n_samples - len(wave))))
+def decode_many(paths, sample_rate: int, n_samples=None) -> list[np.ndarray]:
+    """float32 mono samples of files ffmpeg reads, at ``sample_rate``; each trimmed/zero-padded to its length in
+    ``n_samples`` (codec frames pad the end). One ffmpeg process for all of them."""
+    outs = [Path(p).with_suffix(".out.f32") for p in paths]
+    cmd = list(_QUIET) + [a for p in paths for a in ("-i", str(p))]
+    for i, out in enumerate(outs):
+        cmd += ["-map", f"{i}:a", "-f", "f32le", "-ac", "1", "-ar", str(sample_rate), str(out)]
+    _run(cmd, ", ".join(map(str, paths[:3])))
+    waves = []
+    for i, out in enumerate(outs):
+        wave = np.fromfile(out, dtype="<f4").astype(np.float32)
+        out.unlink()
+        if n_samples is not None:
+            wave = np.pad(wave[: n_samples[i]], (0, max(0, n_samples[i] - len(wave))))
+        waves.append(wave)
+    return waves
 
 
-def apply_codec(wave: np.ndarray, sample_rate: int, name: str, workdir: str | Path) -> np.ndarray:
-    """``wave`` after a round trip through codec ``name`` (the encoded file lives in ``workdir``)."""
-    coded = encode(wave, sample_rate, name, Path(workdir) / f"coded{CODECS[name].suffix}")
-    return decode_file(coded, sample_rate, len(wave))
+def apply_codec(waves, sample_rate: int, name: str, workdir: str | Path) -> list[np.ndarray]:
+    """Each clip of ``waves`` after a round trip through codec ``name`` (encoded files live in ``workdir``)."""
+    paths = [Path(workdir) / f"clip{i}{CODECS[name].suffix}" for i in range(len(waves))]
+    return decode_many(encode_many(waves, sample_rate, name, paths), sample_rate, [len(w) for w in waves])
 
 
-def _run(cmd: list[str], stdin: bytes, what) -> bytes:
-    proc = subprocess.run(cmd, input=stdin, capture_output=True)
+def _run(cmd: list[str], what) -> None:
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True)
     if proc.returncode != 0:
         msg = proc.stderr.decode(errors="replace").strip().splitlines()
         raise RuntimeError(f"ffmpeg failed on {what}: {msg[-1] if msg else f'exit {proc.returncode}'}")
-    return proc.stdout

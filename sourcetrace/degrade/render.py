@@ -4,9 +4,10 @@ A rendered clip is a 16-bit WAV at the project rate with exactly the decoded sou
 ``CACHE/<degradation>/<key>.wav``; the key hashes (degradation, seed, the source's absolute path, size and
 mtime, the rate) with the rule the wave-bank cache uses, so a changed source is rendered again and an
 unchanged one never is. The random draws of a clip (its room, noise) come from (degradation, seed,
-file name): the same corpus renders the same everywhere. Files are written atomically, so parallel
-renderers (Ray trials) at worst do the same work twice. ``CACHE`` is ``$SOURCETRACE_CACHE/degraded``,
-else ``~/.cache/sourcetrace/degraded``.
+file name): the same corpus renders the same everywhere. Codecs run one ffmpeg process per chunk of
+clips with an independent encoder per clip, so a clip renders the same alone or in any chunk. Files are
+written atomically, so parallel renderers (Ray trials) at worst do the same work twice. ``CACHE`` is
+``$SOURCETRACE_CACHE/degraded``, else ``~/.cache/sourcetrace/degraded``.
 """
 
 from __future__ import annotations
@@ -45,31 +46,43 @@ def clip_rng(file: str | os.PathLike, name: str, seed: int) -> np.random.Generat
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def degrade_wave(wave: np.ndarray, sample_rate: int, name: str, rng: np.random.Generator) -> np.ndarray:
-    """One float32 clip through degradation ``name`` (same length and rate)."""
+CHUNK = 24  # clips per ffmpeg process
+
+
+def degrade_waves(waves: list[np.ndarray], sample_rate: int, name: str, rngs) -> list[np.ndarray]:
+    """Float32 clips through degradation ``name`` (each keeps its length and rate)."""
     if name == REPLAY:
-        return replay(wave, sample_rate, rng)
+        return [replay(w, sample_rate, rng) for w, rng in zip(waves, rngs)]
     with tempfile.TemporaryDirectory(prefix="sourcetrace-codec-") as tmp:
-        return apply_codec(wave, sample_rate, name, tmp)
+        return apply_codec(waves, sample_rate, name, tmp)
 
 
-def render_one(file: str | os.PathLike, name: str, seed: int, sample_rate: int, cache_dir: Path) -> Path:
-    """The cached rendering of ``file`` under ``name`` (rendered now if absent)."""
-    out = rendered_path(file, name, seed, sample_rate, cache_dir)
-    if out.is_file():
-        return out
-    wave = decode(file, sample_rate, "float32")
+def _render_chunk(files: list[str], name: str, seed: int, sample_rate: int, cache_dir: Path) -> list[str]:
+    """Render the files of one chunk that are not cached yet; returns the problems (one per bad file)."""
+    todo, waves, problems = [], [], []
+    for f in files:
+        if rendered_path(f, name, seed, sample_rate, cache_dir).is_file():
+            continue
+        try:
+            waves.append(decode(f, sample_rate, "float32"))
+            todo.append(f)
+        except AudioError as err:
+            problems.append(str(err))
+    if not todo:
+        return problems
     try:
-        degraded = degrade_wave(wave, sample_rate, name, clip_rng(file, name, seed))
+        degraded = degrade_waves(waves, sample_rate, name, [clip_rng(f, name, seed) for f in todo])
     except RuntimeError as err:
-        raise AudioError(f"{file}: cannot render {name}: {err}") from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".wav")
-    os.close(fd)
-    sf.write(tmp, to_int16(degraded), sample_rate, subtype="PCM_16", format="WAV")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out)
-    return out
+        return problems + [f"{todo[0]} (and {len(todo) - 1} more): cannot render {name}: {err}"]
+    for f, wave in zip(todo, degraded):
+        out = rendered_path(f, name, seed, sample_rate, cache_dir)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".wav")
+        os.close(fd)
+        sf.write(tmp, to_int16(wave), sample_rate, subtype="PCM_16", format="WAV")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    return problems
 
 
 def render_files(
@@ -81,19 +94,18 @@ def render_files(
     workers: int = 0,
     progress: bool = False,
 ) -> list[str]:
-    """Paths of the renderings of ``files`` (in order) under degradation ``name``; one error lists every bad file."""
+    """Paths of the renderings of ``files`` (in order) under degradation ``name``; one error lists every bad file.
+
+    Files not cached yet are rendered in chunks of ``CHUNK`` (one ffmpeg process per chunk), chunks in parallel.
+    """
     check_names([name])
     require([name])
     cache = Path(cache_dir) if cache_dir else cache_root()
-
-    def one(f):
-        try:
-            return str(render_one(f, name, seed, sample_rate, cache)), None
-        except AudioError as err:
-            return None, str(err)
-
-    results = thread_map(one, list(files), workers, progress, f"render {name}")
-    problems = [err for _, err in results if err]
+    files = [os.fspath(f) for f in files]
+    todo = [f for f in files if not rendered_path(f, name, seed, sample_rate, cache).is_file()]
+    chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
+    problems = thread_map(lambda c: _render_chunk(c, name, seed, sample_rate, cache), chunks, workers, progress, name)
+    problems = [p for chunk in problems for p in chunk]
     if problems:
         raise _many(problems, len(files))
-    return [path for path, _ in results]
+    return [str(rendered_path(f, name, seed, sample_rate, cache)) for f in files]
