@@ -37,9 +37,7 @@ def main() -> None:
     args = ap.parse_args()
     files = sorted(str(p) for p in Path(args.clips).rglob("*") if p.suffix in (".wav", ".flac"))[: args.n]
     size = sum(os.path.getsize(f) for f in files)
-    print(
-        f"{len(files)} clips ({size / 1e6:.1f} MB) from {args.clips}, {args.workers} workers, {os.cpu_count()} cores"
-    )
+    print(f"{len(files)} clips ({size / 1e6:.1f} MB) from {args.clips}, {args.workers} workers, {os.cpu_count()} cores")
     print(f"{'degradation':<12}{'clips/s':>10}{'CPU s/clip':>12}{'2-core clips/s':>16}")
     for name in DEGRADATIONS:
         with tempfile.TemporaryDirectory() as cache:

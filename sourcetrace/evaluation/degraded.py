@@ -17,10 +17,10 @@ def columns(result: dict[str, Any], scorer: str) -> dict[str, dict[str, float]]:
     return {"clean": result["metrics"][scorer]} | {n: m[scorer] for n, m in result.get("degraded", {}).items()}
 
 
-def eer_gap(result: dict[str, Any], scorer: str = "model") -> float:
-    """Mean over the degradations of (degraded EER - clean EER), in percentage points."""
+def eer_gap(result: dict[str, Any], scorer: str = "model", names=None) -> float:
+    """Mean over the degradations (all, or ``names``) of (degraded EER - clean EER), in percentage points."""
     cols = columns(result, scorer)
-    gaps = [m["eer"] - cols["clean"]["eer"] for name, m in cols.items() if name != "clean"]
+    gaps = [m["eer"] - cols["clean"]["eer"] for n, m in cols.items() if n != "clean" and (names is None or n in names)]
     return sum(gaps) / len(gaps) if gaps else float("nan")
 
 
