@@ -104,8 +104,12 @@ def render_files(
     files = [os.fspath(f) for f in files]
     todo = [f for f in files if not rendered_path(f, name, seed, sample_rate, cache).is_file()]
     chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
-    problems = thread_map(lambda c: _render_chunk(c, name, seed, sample_rate, cache), chunks, workers, progress, name)
-    problems = [p for chunk in problems for p in chunk]
+
+    def render(chunk: list[str]) -> list[str]:
+        return _render_chunk(chunk, name, seed, sample_rate, cache)
+
+    done = thread_map(render, chunks, workers, progress and bool(chunks), f"{name} (chunks of {CHUNK})")
+    problems = [p for chunk in done for p in chunk]
     if problems:
         raise _many(problems, len(files))
     return [str(rendered_path(f, name, seed, sample_rate, cache)) for f in files]
