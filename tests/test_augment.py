@@ -79,6 +79,7 @@ def torch_equal(a, b) -> bool:
     return bool((a == b).all())
 
 
+@pytest.mark.slow
 def test_training_with_augmentation_trains_on_other_crops(tiny_corpus, tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCETRACE_CACHE", str(tmp_path / "cache"))
     quick = {
@@ -92,6 +93,7 @@ def test_training_with_augmentation_trains_on_other_crops(tiny_corpus, tmp_path,
         "data.crop_seconds": 1.0,
         "data.eval_seconds": 1.0,
         "data.short_clips": "pad",
+        "data.max_clips_per_class": 2,  # few clips to render
     }
     plain = train(Config.from_dict(quick), tmp_path / "plain").history[0]["train_loss"]
     aug = train(Config.from_dict(quick | {"augment.amr_nb": 1.0}), tmp_path / "aug")
