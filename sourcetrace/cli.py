@@ -224,7 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_arg(ev, MODEL_HELP)
     _add_data_args(ev)  # the corpus to score: its own train split defines known systems and conditions
-    ev.add_argument("--split", default="eval", help="split to score")
+    ev.add_argument("--split", default="eval", help="split to score (default: eval)")
+    ev.add_argument(
+        "--degrade",
+        default=None,
+        help="also score after these degradations, comma-separated (mp3_32,mp3_64,opus_16,amr_nb,gsm,g711,replay)",
+    )
     ev.add_argument("--out", default=None, help="output folder (default: MODEL/evaluate_<corpus>_<split>)")
 
     tr = _command(

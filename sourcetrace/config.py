@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from sourcetrace.degrade.config import AugmentConfig, check_augment
 from sourcetrace.errors import ConfigError
 
 
@@ -132,6 +133,7 @@ SECTIONS: dict[str, type] = {
     "loss": LossConfig,
     "sampler": SamplerConfig,
     "train": TrainConfig,
+    "augment": AugmentConfig,
 }
 
 
@@ -146,6 +148,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     # -- building -------------------------------------------------------------------------
     @classmethod
@@ -184,6 +187,7 @@ class Config:
         """Finite numbers, ranges and choices of this config alone (``sourcetrace.validation`` adds the
         registry names and the loss/sampler pairing)."""
         _check_ranges(self)
+        check_augment(self.augment)
         return self
 
 

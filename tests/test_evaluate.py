@@ -199,3 +199,24 @@ def test_renamed_corpus_scores_exactly_like_the_original(model_run, tiny_seed1, 
         m = mb["metrics"][scorer]
         assert "eer.lang_seen___model_not_seen" in m and "eer.lang_not_seen___model_not_seen" in m
         assert 0 < m["openset_n_known"] and 0 < m["openset_n_unknown"]
+
+
+def test_degraded_conditions_are_scored_beside_clean(model_run, mlaad_corpus, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SOURCETRACE_CACHE", str(tmp_path / "cache"))
+    args = ["evaluate", "--model", str(model_run), "--root", str(mlaad_corpus)]
+    assert main([*args, "--degrade", "amr_nb,replay", "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out
+    res = _metrics(tmp_path / "o")
+    assert set(res["degraded"]) == {"amr_nb", "replay"}
+    for name, by_scorer in res["degraded"].items():
+        assert len(list((tmp_path / "cache" / "degraded" / name).glob("*.wav"))) == res["n_clips"]
+        for scorer, m in by_scorer.items():  # every clean metric (conditions, open set) has its degraded value
+            assert set(m) == set(res["metrics"][scorer]) and m != res["metrics"][scorer]
+    long = pd.read_parquet(tmp_path / "o" / "metrics.parquet")
+    assert set(long["degradation"]) == {"clean", "amr_nb", "replay"}
+    clean = long[(long["degradation"] == "clean") & (long["scorer"] == "model") & (long["condition"] == "all")]
+    assert clean.set_index("metric")["value"]["eer"] == pytest.approx(res["metrics"]["model"]["eer"])
+    assert "mean degraded - clean EER" in printed and "amr_nb" in printed
+    assert main([*args, "--degrade", "amr_nb,mp3_128", "--out", str(tmp_path / "bad")]) == 2
+    assert "unknown degradation 'mp3_128'; valid degradations" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

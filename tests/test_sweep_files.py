@@ -159,3 +159,13 @@ def test_dashboard_without_its_packages_is_one_clear_error(tmp_path, capsys):
     argv = ["sweep", str(SWEEPS[0]), "--root", str(tmp_path), "--storage", str(tmp_path / "ray"), "--dashboard"]
     assert main(argv) == 2
     assert "pip install 'sourcetrace[dashboard]'" in capsys.readouterr().err and not (tmp_path / "ray").exists()
+
+
+def test_augmentation_is_off_in_table1_and_the_only_difference_in_the_robustness_sweep():
+    for name in ("table1_resnet", "table1_aasist"):
+        assert not any(cfg.augment.active for _, cfg in validate(load_sweep(SWEEPS[0].parent / f"{name}.py"), 24))
+    configs = [cfg for _, cfg in validate(load_sweep(SWEEPS[0].parent / "robustness.py"), MLAAD_TRAIN_CLASSES)]
+    assert [c.augment.active for c in configs] == [False, True]
+    off, on = (c.to_flat() for c in configs)
+    assert {k for k in off if off[k] != on[k]} <= {k for k in off if k.startswith("augment.")}
+    assert set(configs[1].augment.rendered()) == {"mp3_32", "opus_16", "amr_nb", "replay"}

@@ -21,10 +21,13 @@ import pandas as pd
 from sourcetrace.bundle.export import load_any
 from sourcetrace.data.bank import WaveBank
 from sourcetrace.data.protocol import CONDITIONS, protocol_folder, read_protocol, read_split_file, require_files
+from sourcetrace.degrade import check_names
+from sourcetrace.degrade.codecs import require
 from sourcetrace.device import autocast_dtype, resolve_device
 from sourcetrace.errors import ProtocolError, SourcetraceError
 from sourcetrace.evaluation.baseline import clip_features, standardise
 from sourcetrace.evaluation.conditions import split_metrics
+from sourcetrace.evaluation.degraded import format_degraded
 from sourcetrace.evaluation.embed import embed_waves
 from sourcetrace.evaluation.openset import openset_metrics
 
@@ -83,10 +86,19 @@ def score(
     *,
     device: str = "auto",
     batch_size: int = 64,
+    degrade: str | list[str] | None = None,
+    degrade_seed: int = 0,
 ) -> dict[str, Any]:
-    """Score the model and the baseline on ``split`` of the corpus at ``root``; write metrics.json/.parquet."""
+    """Score the model and the baseline on ``split`` of the corpus at ``root``; write metrics.json/.parquet.
+
+    ``degrade`` (names or "mp3_32,replay"): also score the split's clips after each degradation (rendered
+    and cached by ``sourcetrace.degrade``), against the same clean training references.
+    """
+    from sourcetrace.degrade.render import render_files
 
     root = str(root)
+    names = check_names(degrade) if degrade else []
+    require(names)  # a missing encoder is named before the model is loaded or a clip decoded
     if not Path(root).is_dir():
         raise ProtocolError(f"corpus root {root!r} is not a folder")
     dev = resolve_device(device)
@@ -100,13 +112,26 @@ def score(
     banks = {"split": WaveBank.load(list(table["file"]), sample_rate=sr, cache_dir=cache)}
     if train is not None:
         banks["train"] = WaveBank.load(list(train["file"]), sample_rate=sr, cache_dir=cache)
-    model_emb = {k: embed_waves(loaded.model, b, seconds, batch_size, dev, sr, amp) for k, b in banks.items()}
-    raw = {k: clip_features(b, seconds, sr) for k, b in banks.items()}
-    base_emb = {k: standardise(v, stats_from=raw["split"]) for k, v in raw.items()}  # stats of the scored split
-    metrics = {
-        "model": _metrics(model_emb, table, train, source != "none"),
-        "baseline": _metrics(base_emb, table, train, source != "none"),
-    }
+    model_train = (
+        embed_waves(loaded.model, banks["train"], seconds, batch_size, dev, sr, amp) if train is not None else None
+    )
+    raw_train = clip_features(banks["train"], seconds, sr) if train is not None else None
+
+    def measure(bank) -> dict[str, dict[str, float]]:
+        """Model and baseline metrics of the split's clips in ``bank``, references from the clean train split."""
+        model_emb = {"split": embed_waves(loaded.model, bank, seconds, batch_size, dev, sr, amp), "train": model_train}
+        raw = clip_features(bank, seconds, sr)
+        base_emb = {"split": standardise(raw), "train": None if train is None else standardise(raw_train, raw)}
+        return {
+            "model": _metrics(model_emb, table, train, source != "none"),
+            "baseline": _metrics(base_emb, table, train, source != "none"),  # z-scored on the scored split
+        }
+
+    metrics = measure(banks["split"])
+    degraded = {}
+    for name in names:
+        rendered = render_files(list(table["file"]), name, degrade_seed, sr, progress=True)
+        degraded[name] = measure(WaveBank.load(rendered, sample_rate=sr, cache_dir=cache))
     out.mkdir(parents=True, exist_ok=True)
     result = {
         "model": str(loaded.path),
@@ -117,9 +142,9 @@ def score(
         "conditions_from": source,
         "notes": notes,
         "metrics": metrics,
-    }
+    } | ({"degraded": degraded, "degrade_seed": degrade_seed} if names else {})
     (out / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
-    long_table(metrics).to_parquet(out / "metrics.parquet", index=False)
+    long_table(metrics, degraded).to_parquet(out / "metrics.parquet", index=False)
     return result | {"out": out}
 
 
@@ -133,14 +158,17 @@ def _metrics(emb: dict, table: pd.DataFrame, train: pd.DataFrame | None, conditi
     return m
 
 
-def long_table(metrics: dict[str, dict[str, float]]) -> pd.DataFrame:
-    """(scorer, metric, condition, value) rows; ``condition`` is ``all`` for split-wide metrics."""
+def long_table(metrics: dict[str, dict[str, float]], degraded: dict | None = None) -> pd.DataFrame:
+    """(degradation, scorer, metric, condition, value) rows; ``condition`` is ``all`` for split-wide metrics,
+    ``degradation`` is ``clean`` for the clips as they are."""
     rows = []
-    for scorer, values in metrics.items():
-        for key, value in values.items():
-            name, _, cond = key.partition(".")
-            rows.append({"scorer": scorer, "metric": name, "condition": cond or "all", "value": float(value)})
-    return pd.DataFrame(rows, columns=["scorer", "metric", "condition", "value"])
+    for degradation, by_scorer in {"clean": metrics, **(degraded or {})}.items():
+        for scorer, values in by_scorer.items():
+            for key, value in values.items():
+                name, _, cond = key.partition(".")
+                row = {"scorer": scorer, "metric": name, "condition": cond or "all", "value": float(value)}
+                rows.append({"degradation": degradation} | row)
+    return pd.DataFrame(rows, columns=["degradation", "scorer", "metric", "condition", "value"])
 
 
 def verdict(model: dict[str, float], baseline: dict[str, float]) -> str:
@@ -176,8 +204,10 @@ def cli_evaluate(args) -> int:
     """``sourcetrace evaluate --model MODEL --root DIR [--protocol P] [--split eval] [--out DIR]``."""
     if not args.model:
         raise SourcetraceError("--model is required (a run or checkpoint folder)")
-    res = score(args.model, args.root, args.protocol, args.split, args.out)
+    res = score(args.model, args.root, args.protocol, args.split, args.out, degrade=args.degrade)
     print(format_table(res))
+    if res.get("degraded"):
+        print(format_degraded(res))
     for note in res["notes"]:
         print(f"note: {note}")
     print(f"wrote {res['out'] / 'metrics.json'} and metrics.parquet")

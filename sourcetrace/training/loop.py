@@ -29,6 +29,7 @@ from sourcetrace.evaluation.openset import openset_metrics, reference_rows
 from sourcetrace.losses import LOSSES
 from sourcetrace.models import build_model
 from sourcetrace.registry import lookup
+from sourcetrace.training.augment import train_crops
 from sourcetrace.training.checkpoint import load_state, save_checkpoint
 from sourcetrace.training.data import TrialData, prepare_data
 from sourcetrace.training.faults import check_step, check_weights, diverged
@@ -145,6 +146,7 @@ def train(
     amp = autocast_dtype(cfg.train.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     crop = int(round(cfg.data.crop_seconds * cfg.data.sample_rate))
+    crops = train_crops(cfg, data.train)  # the clean bank's random crops unless augment.* is on
     meta = {"known_systems": list(data.known_systems), "embedding_dim": model.embedding_dim}
 
     start, best_eer, best_epoch, best_metrics, history = 1, math.inf, 0, {}, []
@@ -172,7 +174,7 @@ def train(
         for step, idx in enumerate(sampler):
             if step >= steps:
                 break
-            wave = data.train.bank.random_crops(idx, crop, rng).to(device, non_blocking=True)
+            wave = crops(idx, crop, rng).to(device, non_blocking=True)
             target = torch.as_tensor(labels[idx], device=device)
             with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
                 emb = model(wave)

@@ -1,0 +1,60 @@
+"""The ``augment.*`` config section: training-time degradations, off by default.
+
+Each degradation key is the probability that a training clip is drawn from its rendering under that
+degradation (rendered once per clip and cached, see ``render``); at most one applies to a clip, so the
+probabilities sum to at most 1 and a clip stays clean with the rest. ``augment.noise`` is the
+probability of additive white noise at an SNR drawn from [noise_snr_min, noise_snr_max] dB, applied on
+the fly on top. A sweep searches these keys like any other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from sourcetrace.degrade import DEGRADATIONS
+from sourcetrace.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Per-transform probabilities of training-time augmentation (all 0: off)."""
+
+    mp3_32: float = 0.0
+    mp3_64: float = 0.0
+    opus_16: float = 0.0
+    amr_nb: float = 0.0
+    gsm: float = 0.0
+    g711: float = 0.0
+    replay: float = 0.0
+    noise: float = 0.0  # additive white noise, on the fly
+    noise_snr_min: float = 5.0
+    noise_snr_max: float = 30.0
+    seed: int = 0  # rendering seed (rooms and noise of the replayed copies)
+
+    def rendered(self) -> dict[str, float]:
+        """{degradation: probability} of the degradations in use."""
+        return {n: getattr(self, n) for n in DEGRADATIONS if getattr(self, n) > 0}
+
+    @property
+    def active(self) -> bool:
+        return bool(self.rendered()) or self.noise > 0
+
+
+def check_augment(aug: AugmentConfig) -> None:
+    """Probabilities in [0, 1] summing to at most 1, an ordered SNR range, encoders present."""
+    probs = [f.name for f in fields(aug) if f.name in DEGRADATIONS or f.name == "noise"]
+    for name in probs:
+        if not 0.0 <= getattr(aug, name) <= 1.0:
+            raise ConfigError(f"augment.{name}={getattr(aug, name)!r} is not a probability in [0, 1]")
+    used = aug.rendered()
+    if sum(used.values()) > 1.0 + 1e-9:
+        listed = ", ".join(f"augment.{n}={p}" for n, p in used.items())
+        raise ConfigError(f"at most one degradation applies to a clip, so {listed} must sum to <= 1")
+    if aug.noise_snr_min > aug.noise_snr_max:
+        raise ConfigError(
+            f"augment.noise_snr_min={aug.noise_snr_min} is above augment.noise_snr_max={aug.noise_snr_max}"
+        )
+    if used:
+        from sourcetrace.degrade.codecs import require
+
+        require(list(used))

@@ -1,0 +1,101 @@
+"""augment.* keys: validated before any compute, off by default, and drawing training crops from real renderings."""
+
+import json
+from dataclasses import fields
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sourcetrace.config import Config
+from sourcetrace.data.bank import WaveBank
+from sourcetrace.degrade import DEGRADATIONS
+from sourcetrace.degrade.config import AugmentConfig
+from sourcetrace.errors import ConfigError
+from sourcetrace.training.augment import train_crops
+from sourcetrace.training.loop import train
+
+
+def test_every_degradation_is_a_key_and_augmentation_is_off_by_default():
+    assert set(DEGRADATIONS) <= {f.name for f in fields(AugmentConfig)}
+    assert not Config().augment.active
+    assert Config().to_flat()["augment.replay"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"augment.mp3_32": 1.5}, r"augment.mp3_32=1.5 is not a probability"),
+        ({"augment.noise": -0.1}, r"augment.noise=-0.1 is not a probability"),
+        ({"augment.replay": 0.6, "augment.opus_16": 0.5}, r"augment.opus_16=0.5, augment.replay=0.6 must sum to <= 1"),
+        ({"augment.noise_snr_min": 30, "augment.noise_snr_max": 10}, r"noise_snr_min=30.0 is above"),
+    ],
+)
+def test_bad_augment_values_are_config_errors(values, message):
+    with pytest.raises(ConfigError, match=message):
+        Config.from_dict(values).check_ranges()
+
+
+def test_unknown_augment_key_lists_the_section():
+    with pytest.raises(ConfigError, match="unknown config key 'augment.mp3_128'; keys of section 'augment': amr_nb"):
+        Config.from_dict({"augment.mp3_128": 0.1})
+
+
+@pytest.fixture(scope="module")
+def split(mlaad_corpus):
+    files = sorted(str(p) for p in (mlaad_corpus / "fake").rglob("train_*.flac"))[:6]
+    return SimpleNamespace(table=pd.DataFrame({"file": files}), bank=WaveBank.load(files))
+
+
+def _batch(fn, seed=0):
+    """Crops longer than every clip: each starts at 0 (wrap-padded), so rows compare across sources."""
+    return fn(np.arange(6), 10 * 16000, np.random.default_rng(seed))
+
+
+def test_augmentation_changes_the_training_batch(split, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCETRACE_CACHE", str(tmp_path))
+    clean = _batch(split.bank.random_crops)
+    assert train_crops(Config(), split) == split.bank.random_crops  # off: the clean bank's crops, untouched
+    mp3 = train_crops(Config.from_dict({"augment.mp3_32": 1.0}), split)
+    a, b = _batch(mp3), _batch(mp3)
+    assert torch_equal(a, b) and a.shape == clean.shape  # reproducible from the trainer's generator
+    assert not torch_equal(a, clean) and (tmp_path / "degraded" / "mp3_32").is_dir()
+    assert np.corrcoef(a.flatten(), clean.flatten())[0, 1] > 0.8  # the same crops, coded
+    half = _batch(train_crops(Config.from_dict({"augment.replay": 0.5}), split), seed=3)
+    same = [torch_equal(r, c) for r, c in zip(half, _batch(split.bank.random_crops, seed=3))]
+    noisy = _batch(
+        train_crops(
+            Config.from_dict({"augment.noise": 1.0, "augment.noise_snr_min": 10.0, "augment.noise_snr_max": 10.0}),
+            split,
+        )
+    )
+    snr = 10 * np.log10(clean.pow(2).mean(1) / (noisy - clean).pow(2).mean(1))
+    assert np.allclose(snr, 10.0, atol=0.5)
+    assert any(same) and not all(same)  # some clips replayed, the others clean (drawn per clip)
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a == b).all())
+
+
+@pytest.mark.slow
+def test_training_with_augmentation_trains_on_other_crops(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCETRACE_CACHE", str(tmp_path / "cache"))
+    quick = {
+        "data.root": str(tiny_corpus),
+        "train.epochs": 1,
+        "train.steps_per_epoch": 2,
+        "train.batch_size": 8,
+        "train.eval_test": False,
+        "model.embedding_dim": 16,
+        "model.channels": 8,
+        "data.crop_seconds": 1.0,
+        "data.eval_seconds": 1.0,
+        "data.short_clips": "pad",
+        "data.max_clips_per_class": 2,  # few clips to render
+    }
+    plain = train(Config.from_dict(quick), tmp_path / "plain").history[0]["train_loss"]
+    aug = train(Config.from_dict(quick | {"augment.amr_nb": 1.0}), tmp_path / "aug")
+    assert aug.history[0]["train_loss"] != plain
+    assert json.loads((tmp_path / "aug" / "config.json").read_text())["augment.amr_nb"] == 1.0
