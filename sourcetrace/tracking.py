@@ -93,6 +93,7 @@ def experiment_id(client, store: Store, name: str) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
+TAG_DEVICE = "sourcetrace.device"  # run tag: the device a trial trains on (its result key "device")
 TAG_STORAGE = "sourcetrace.sweep_folder"  # experiment tag: the Tune folder whose trials the experiment holds
 
 
@@ -270,6 +271,8 @@ class MlflowTrialCallback(Callback):
         ]
         for i in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
+        if trial.trial_id not in self._logged and isinstance(result.get("device"), str):
+            self.client.set_tag(run_id, TAG_DEVICE, result["device"])
         self._logged[trial.trial_id] = epoch
 
     @_guarded

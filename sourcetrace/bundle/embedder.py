@@ -26,23 +26,10 @@ BATCH = 64
 
 
 def resolve_device(name: str | None):
-    """``auto`` -> cuda when available, else cpu; an unusable device is a clear error."""
-    import torch
+    """``auto`` -> cuda when available, else cpu; an unusable device is a clear error naming ``--device``."""
+    from sourcetrace.device import resolve_device as resolve
 
-    name = name or "auto"
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise SourcetraceError(f"--device {name!r}: use auto, cpu, cuda or cuda:N")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SourcetraceError(f"--device {name!r} but CUDA is not available here; use cpu or auto")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise SourcetraceError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return dev
+    return resolve(name, f"--device {name or 'auto'!r}")
 
 
 def build_network(cfg, weights: dict, extras: dict, folder: Path):

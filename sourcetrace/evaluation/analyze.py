@@ -93,7 +93,7 @@ def analyze(
 
     scorer = scorer or DEFAULT_SCORER
     lookup(SCORERS, scorer, "open-set scorer")  # a bad name fails before anything is embedded
-    dev = resolve_device(device)
+    dev = resolve_device(device, f"--device {device!r}")
     loaded = load_any(model_path, dev)
     root, protocol = data_location(loaded, root, protocol)
     train_split = loaded.config.data.train_split

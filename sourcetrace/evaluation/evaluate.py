@@ -96,7 +96,7 @@ def score(
     root = str(root)
     if not Path(root).is_dir():
         raise ProtocolError(f"corpus root {root!r} is not a folder")
-    dev = resolve_device(device)
+    dev = resolve_device(device, f"--device {device!r}")
     loaded = load_any(model_path, dev)  # a folder without a model fails here, before any decoding
     table, train, source, notes = read_corpus(root, str(protocol) if protocol else None, split)
     out = Path(out) if out else Path(loaded.path) / f"evaluate_{Path(root).resolve().name}_{split}"

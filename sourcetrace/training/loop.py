@@ -21,6 +21,7 @@ import torch
 
 from sourcetrace.config import Config
 from sourcetrace.data.samplers import SAMPLERS, voxceleb_epoch_steps
+from sourcetrace.device import resolve_device
 from sourcetrace.errors import AudioError, DivergenceError, ProtocolError, TrainingError
 from sourcetrace.evaluation.conditions import split_metrics
 from sourcetrace.evaluation.embed import embed_waves
@@ -58,14 +59,6 @@ class TrainResult:
     @property
     def last_dir(self) -> Path:
         return self.out_dir / "last"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainingError(f"train.device={name!r} but CUDA is not available here; use train.device=cpu or auto")
-    return torch.device(name)
 
 
 def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
@@ -137,13 +130,17 @@ def train(
     out_dir: str | Path,
     on_epoch: Callable[[EpochResult], None] | None = None,
     resume_from: str | Path | None = None,
+    device: torch.device | None = None,
 ) -> TrainResult:
-    """Train and evaluate one configuration; resumable from a ``last/`` checkpoint."""
+    """Train and evaluate one configuration; resumable from a ``last/`` checkpoint.
+
+    ``device`` overrides ``train.device`` (a Ray trial passes the one its resources grant).
+    """
     cfg.validate()  # names and pairings first: nothing is read or written for a bad config
     out_dir = Path(out_dir)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    device = resolve_device(cfg.train.device)
+    device = device or resolve_device(cfg.train.device)
     data = prepare_data(cfg)  # validates cfg before anything is decoded (memoised per process)
     out_dir.mkdir(parents=True, exist_ok=True)  # after the data checks: a bad input leaves no empty run folder
     cfg.validate(n_classes=len(data.known_systems))  # also on a memo hit
