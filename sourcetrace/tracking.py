@@ -255,7 +255,7 @@ class MlflowTrialCallback(Callback):
 
     @_guarded
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunTag
 
         if result.get(NO_RETRY):
             return  # the trial's error follows: not an epoch's metrics
@@ -269,10 +269,10 @@ class MlflowTrialCallback(Callback):
             for k, v in sorted(result.items())
             if k not in _NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         ]
+        device = result.get("device")  # the device the trial trains on, a tag in the same call
+        tags = [RunTag(TAG_DEVICE, device)] if isinstance(device, str) else []
         for i in range(0, len(metrics), 1000):
-            self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
-        if trial.trial_id not in self._logged and isinstance(result.get("device"), str):
-            self.client.set_tag(run_id, TAG_DEVICE, result["device"])
+            self.client.log_batch(run_id, metrics=metrics[i : i + 1000], tags=tags if i == 0 else [])
         self._logged[trial.trial_id] = epoch
 
     @_guarded
