@@ -28,7 +28,8 @@ from sourcetrace.config import Config
 from sourcetrace.data.check import preflight
 from sourcetrace.errors import ConfigError, SourcetraceError
 from sourcetrace.interrupt import EXIT_CODES, sigterm_stops_tune
-from sourcetrace.storage import report_with_or_without_mlflow, storage_error, writable_folder
+from sourcetrace.nodecheck import check_nodes
+from sourcetrace.storage import local_path, report_with_or_without_mlflow, storage_error, writable_folder
 from sourcetrace.training.trainable import TrialSpec
 
 TUNE_DEFAULTS: dict[str, Any] = {
@@ -295,7 +296,7 @@ def cli_sweep(args) -> int:
     """``sourcetrace sweep FILE --root DIR``: validate every trial, run Tune (one MLflow run each), print Table 1."""
     from sourcetrace.tracking import ensure_experiment, resolve_store
 
-    storage = Path(args.storage or "ray_results").resolve()
+    storage = local_path(args.storage or "ray_results", "--storage").resolve()  # never ./s3:/bucket
     sweep = load_sweep(args.sweep_file, smoke=args.smoke)
     name = sweep.name = args.name or sweep.name  # Tune experiment folder and MLflow experiment alike
     exp_dir = storage / name
@@ -337,6 +338,8 @@ def cli_sweep(args) -> int:
     started = start_ray(args.address)
     try:
         check_resources(sweep.resources, local=args.address is None)
+        if args.address is not None:  # every node type sees the sweep folder and the data, before fit
+            check_nodes(exp_dir, sweep.base["data.root"], sweep.base.get("data.protocol"))
         if not args.resume:
             record = {
                 "sweep_file": str(sweep.path.resolve()),
