@@ -181,10 +181,16 @@ class WaveBank:
     def random_crops(self, idx, n_samples: int, rng: np.random.Generator) -> torch.Tensor:
         """float32 [B, n_samples]: uniform random start; shorter clips wrap-padded from their start."""
         idx = np.asarray(idx, dtype=np.int64)
-        lengths = self.lengths[idx]
-        room = np.maximum(lengths - n_samples + 1, 1)
-        starts = np.floor(rng.random(len(idx)) * room).astype(np.int64)
-        return self._gather(idx, starts, n_samples)
+        return self._gather(idx, self.crop_starts(idx, n_samples, rng), n_samples)
+
+    def crop_starts(self, idx, n_samples: int, rng: np.random.Generator) -> np.ndarray:
+        """The uniform random crop starts of ``random_crops`` (0 for clips shorter than the crop)."""
+        room = np.maximum(self.lengths[np.asarray(idx, dtype=np.int64)] - n_samples + 1, 1)
+        return np.floor(rng.random(len(room)) * room).astype(np.int64)
+
+    def crops_at(self, idx, starts, n_samples: int) -> torch.Tensor:
+        """float32 [B, n_samples] from the given starts, shorter clips wrap-padded (as ``random_crops``)."""
+        return self._gather(np.asarray(idx, dtype=np.int64), np.asarray(starts, dtype=np.int64), n_samples)
 
     def center_crops(self, idx, n_samples: int) -> torch.Tensor:
         """float32 [B, n_samples]: centred window, shorter clips wrap-padded; 0 = full equal-length clips."""

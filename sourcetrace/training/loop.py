@@ -29,9 +29,11 @@ from sourcetrace.evaluation.openset import openset_metrics, reference_rows
 from sourcetrace.losses import LOSSES
 from sourcetrace.models import build_model
 from sourcetrace.registry import lookup
+from sourcetrace.training.batches import Crops, plan_epoch
 from sourcetrace.training.checkpoint import load_state, save_checkpoint
 from sourcetrace.training.data import TrialData, prepare_data
-from sourcetrace.training.faults import check_step, check_weights, diverged
+from sourcetrace.training.faults import check_weights, diverged
+from sourcetrace.training.steps import optimizer_for, speed_up, train_epoch
 
 
 @dataclass
@@ -95,32 +97,37 @@ def steps_per_epoch(cfg: Config, sampler, labels: np.ndarray) -> int:
     return steps if cfg.train.steps_per_epoch == 0 else min(steps, cfg.train.steps_per_epoch)
 
 
-def evaluate(model: torch.nn.Module, data: TrialData, cfg: Config, device: torch.device) -> dict[str, float]:
+def evaluate(
+    model: torch.nn.Module, data: TrialData, cfg: Config, device: torch.device, best_dev_eer: float = math.inf
+) -> dict[str, float]:
     """Dev (and test) EER overall and per condition with minDCF, and open-set metrics.
 
-    Open set: the default open-set scorer, fitted on the training clips that ``reference_rows`` picks,
-    detects systems absent from train (``*_openset_auroc``/``_eer``/``_fpr95``); best-match accuracy and
-    macro-F1 on known systems are the closed-set scores.
+    Test is scored only when dev EER beats ``best_dev_eer`` (the checkpoint that may be reported; by
+    default always). Open set: the default open-set scorer, fitted on the training clips that
+    ``reference_rows`` picks, detects systems absent from train (``*_openset_auroc``/``_eer``/``_fpr95``);
+    best-match accuracy and macro-F1 on known systems are the closed-set scores. Embeddings stay on the
+    device for the all-pairs EER.
     """
     amp = autocast_dtype(cfg, device)
 
-    def embed(bank, idx=None):
-        emb = embed_waves(model, bank, cfg.data.eval_seconds, 64, device, cfg.data.sample_rate, amp, idx)
-        if not np.isfinite(emb).all():
-            raise DivergenceError(f"non-finite embeddings of {int((~np.isfinite(emb).all(1)).sum())} clips")
+    def embed(bank, idx=None) -> torch.Tensor:
+        emb = embed_waves(model, bank, cfg.data.eval_seconds, 64, device, cfg.data.sample_rate, amp, idx, True)
+        finite = torch.isfinite(emb).all(1)
+        if not bool(finite.all()):
+            raise DivergenceError(f"non-finite embeddings of {int((~finite).sum())} clips")
         return emb
 
     train = data.train.table
     ref_rows = reference_rows(train)
-    ref_emb = embed(data.train.bank, ref_rows)
+    ref_emb = embed(data.train.bank, ref_rows).cpu().numpy()
     ref_systems = train["system"].to_numpy()[ref_rows]
     metrics: dict[str, float] = {}
     for prefix, split in (("dev", data.dev), ("test", data.test)):
-        if split is None:
+        if split is None or (prefix == "test" and not metrics["dev_eer"] < best_dev_eer):
             continue
         emb = embed(split.bank)
         metrics.update(split_metrics(prefix, emb, split.table))
-        openset = openset_metrics(ref_emb, ref_systems, emb, split.systems, data.known_systems)
+        openset = openset_metrics(ref_emb, ref_systems, emb.cpu().numpy(), split.systems, data.known_systems)
         metrics.update(openset.metrics(f"{prefix}_openset_"))
     return metrics
 
@@ -146,11 +153,11 @@ def train(
     cfg.validate(n_classes=len(data.known_systems))  # also on a memo hit
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg).to(device)
+    step_model = speed_up(model, cfg, device)  # cuDNN autotune, channels-last, torch.compile if asked
     n_classes = len(data.known_systems)
     loss_fn = lookup(LOSSES, cfg.loss.name, "loss")(model.embedding_dim, n_classes, cfg.loss).to(device)
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
-    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.train.optimizer]
-    optimizer = opt_cls(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimizer = optimizer_for(cfg, params, device)
     labels = data.train.labels
     sampler = lookup(SAMPLERS, cfg.sampler.name, "sampler")(
         labels, cfg.train.batch_size, cfg.sampler.per_class, cfg.train.seed
@@ -164,6 +171,7 @@ def train(
     amp = autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     crop = int(round(cfg.data.crop_seconds * cfg.data.sample_rate))
+    crops = Crops(data.train.bank, labels, crop, device)  # on a GPU: the int16 bank and labels live there
     meta = {"known_systems": list(data.known_systems), "embedding_dim": model.embedding_dim}
 
     start, best_eer, best_epoch, best_metrics, history = 1, math.inf, 0, {}, []
@@ -187,46 +195,26 @@ def train(
         sampler.set_epoch(epoch)
         rng = np.random.default_rng((cfg.train.seed, epoch))
         torch.manual_seed(cfg.train.seed * 100_003 + epoch)
-        total, correct, seen, n_steps = 0.0, 0, 0, 0
-        for step, idx in enumerate(sampler):
-            if step >= steps:
-                break
-            wave = data.train.bank.random_crops(idx, crop, rng).to(device, non_blocking=True)
-            target = torch.as_tensor(labels[idx], device=device)
-            with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-                emb = model(wave)
-            out = loss_fn(emb.float(), target)
-            check_step(cfg, out.loss, emb, epoch, step + 1, scheduler.get_last_lr()[0])
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(out.loss).backward()
-            if cfg.train.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            total += out.loss.item() * len(idx)
-            seen += len(idx)
-            n_steps += 1
-            if out.logits is not None and out.logits.shape[0] == len(idx):
-                correct += int((out.logits.argmax(1) == target).sum())
+        plan = plan_epoch(sampler, steps, data.train.bank, crop, rng)
+        totals = train_epoch(step_model, loss_fn, optimizer, scheduler, scaler, params, crops, plan, cfg, epoch, amp)
+        seen = totals.seen
         seconds = time.perf_counter() - t0
         check_weights(cfg, [model, loss_fn], epoch, optimizer.param_groups[0]["lr"])
         metrics = {
             "epoch": float(epoch),
-            "train_loss": total / max(seen, 1),
+            "train_loss": totals.loss_sum / max(seen, 1),
             "lr": optimizer.param_groups[0]["lr"],
             "epoch_seconds": seconds,
             "clips_per_s": seen / seconds if seconds > 0 else 0.0,
         }
-        if correct:
-            metrics["train_acc"] = correct / seen
+        if totals.correct:
+            metrics["train_acc"] = totals.correct / seen
         evaluated = epoch % cfg.train.eval_every == 0 or epoch == cfg.train.epochs
         checkpoint_dir = None
         if evaluated:
             t1 = time.perf_counter()
             try:
-                metrics.update(evaluate(model, data, cfg, device))
+                metrics.update(evaluate(model, data, cfg, device, best_eer))  # test only if dev improves
             except DivergenceError as err:  # evaluate cannot know the epoch
                 raise diverged(cfg, epoch, optimizer.param_groups[0]["lr"], str(err)) from None
             metrics["eval_seconds"] = time.perf_counter() - t1
