@@ -163,7 +163,8 @@ def main() -> None:
         for batch in (128, 24):
             print("one trial:", json.dumps(steps_per_s(root, args.device, batch, args.steps)), flush=True)
     if "packed" not in args.skip:
-        print(f"4 trials at gpu 0.25, batch {args.packed_batch}:", json.dumps(packed(root, args.device, args.packed_batch, args.steps)), flush=True)
+        result = packed(root, args.device, args.packed_batch, args.steps)
+        print(f"4 trials at gpu 0.25, batch {args.packed_batch}:", json.dumps(result), flush=True)
     if "precision" not in args.skip:
         print("bf16 vs fp32:", json.dumps(bf16_vs_fp32(root, args.device, args.epochs, args.epoch_steps)), flush=True)
     print(f"total {time.perf_counter() - t0:.0f} s")
