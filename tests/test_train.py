@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from sourcetrace.cli import main
 from sourcetrace.config import Config
@@ -100,7 +101,7 @@ def test_test_split_is_scored_only_when_dev_improves_and_the_best_keeps_its_test
     assert "dev_eer" in no_gain and not any(k.startswith("test_") for k in no_gain)
 
 
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_two_epochs_train_and_evaluate_on_cuda(tiny_corpus, tmp_path, compiled):
     cfg = quick(tiny_corpus, **{"train.device": "cuda", "train.compile": compiled})

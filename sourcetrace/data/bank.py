@@ -105,9 +105,21 @@ class WaveBank:
         """Decode ``files`` (or map a cached copy); one ``AudioError`` lists every bad file."""
         files = [os.fspath(f) for f in files]
         key = bank_key(files, sample_rate) if cache_dir and all(os.path.isfile(f) for f in files) else None
-        base = Path(cache_dir) / f"wavebank-{key}" if key else None
-        if base and Path(f"{base}.offsets.npy").is_file() and Path(f"{base}.data.npy").is_file():
-            return cls._from_cache(base, sample_rate)
+        if not key:
+            return cls._decode(files, sample_rate, workers, None, progress)
+        from filelock import FileLock
+
+        base = Path(cache_dir) / f"wavebank-{key}"
+        base.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{base}.lock"):  # one decode per node: trials starting together wait, then map it
+            if Path(f"{base}.offsets.npy").is_file() and Path(f"{base}.data.npy").is_file():
+                return cls._from_cache(base, sample_rate)
+            return cls._decode(files, sample_rate, workers, base, progress)
+
+    @classmethod
+    def _decode(cls, files: list[str], sample_rate: int, workers: int, base: Path | None, progress: bool) -> WaveBank:
+        """Decode every file (into the cache file ``base`` when given); one ``AudioError`` lists every bad file."""
+        cache_dir = base.parent if base else None
         errors: dict[int, str] = {}  # file index -> problem, reported in file order
         lengths = np.zeros(len(files), dtype=np.int64)
         for i, (info, err) in enumerate(thread_map(_capture(probe_audio), files, workers, False, "probe")):
