@@ -112,6 +112,14 @@ def test_two_epochs_train_and_evaluate_on_cuda(tiny_corpus, tmp_path, compiled):
     assert load_model(tmp_path / "cuda").path.name == "best"  # saved weights load without a compile prefix
 
 
+def test_without_the_best_copy_only_last_is_written(tiny_corpus, tmp_path):
+    from sourcetrace.training.trainable import keeps_best_copy
+
+    result = train(quick(tiny_corpus, **{"train.epochs": 1}), tmp_path / "run", save_best=False)
+    assert (tmp_path / "run" / "last" / "state.pt").is_file() and not result.best_dir.exists()
+    assert keeps_best_copy(Config()) and not keeps_best_copy(Config.from_dict({"model.name": "w2v2_aasist"}))
+
+
 def test_non_finite_loss_stops_with_a_reason(tiny_corpus, tmp_path):
     cfg = quick(tiny_corpus, **{"loss.name": "amsoftmax", "loss.scale": 1e38, "train.epochs": 1})
     with pytest.raises(TrainingError, match=r"non-finite loss .* at epoch 1, step 1"):

@@ -138,10 +138,12 @@ def train(
     on_epoch: Callable[[EpochResult], None] | None = None,
     resume_from: str | Path | None = None,
     device: torch.device | None = None,
+    save_best: bool = True,
 ) -> TrainResult:
     """Train and evaluate one configuration; resumable from a ``last/`` checkpoint.
 
-    ``device`` overrides ``train.device`` (a Ray trial passes the one its resources grant).
+    ``device`` overrides ``train.device`` (a Ray trial passes the one its resources grant); ``save_best=False``
+    writes no ``best/`` folder (``last/`` of each improving evaluation is the best, as Tune keeps it).
     """
     cfg.validate()  # names and pairings first: nothing is read or written for a bad config
     out_dir = Path(out_dir)
@@ -230,9 +232,9 @@ def train(
             }
             if metrics["dev_eer"] < best_eer:
                 best_eer, best_epoch, best_metrics = metrics["dev_eer"], epoch, dict(metrics)
-                save_checkpoint(
-                    out_dir / "best", cfg, state | _best(best_eer, best_epoch, best_metrics), meta | {"epoch": epoch}
-                )
+                best_state = state | _best(best_eer, best_epoch, best_metrics)
+                if save_best:  # a Tune trial's best is Tune's best checkpoint: SSL trials skip this copy
+                    save_checkpoint(out_dir / "best", cfg, best_state, meta | {"epoch": epoch})
             checkpoint_dir = save_checkpoint(
                 out_dir / "last", cfg, state | _best(best_eer, best_epoch, best_metrics), meta | {"epoch": epoch}
             )

@@ -63,6 +63,12 @@ def cpu_share(resources: Mapping[str, float]) -> int:
     return max(1, int(resources.get("CPU", 1)))
 
 
+def keeps_best_copy(cfg: Config) -> bool:
+    """Whether a trial also writes ``run/best/``: Tune keeps the best checkpoint already (dev EER scored),
+    so the wav2vec2 trials (a few GB per copy) skip it; Thin-ResNet copies are small."""
+    return cfg.model.name != "w2v2_aasist"
+
+
 def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
     """Tune function trainable: train one configuration, resuming from Tune's checkpoint if any."""
     import torch
@@ -97,12 +103,13 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
         device = trial_device(cfg.train.device, gpus)  # CUDA for a GPU trial, or an error; never CUDA without one
         share_gpu_memory(device, gpus)
         name[0] = device_name(device)
+        run = {"on_epoch": on_epoch, "device": device, "save_best": keeps_best_copy(cfg)}
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
-            train(cfg, out_dir, on_epoch=on_epoch, device=device)
+            train(cfg, out_dir, **run)
             return
         with checkpoint.as_directory() as folder:
-            train(cfg, out_dir, on_epoch=on_epoch, resume_from=folder, device=device)
+            train(cfg, out_dir, resume_from=folder, **run)
     except SourcetraceError:  # deterministic: flag it so Tune does not retry (training/retry.py)
         tune.report({"epoch": reached[0] + 0.5, NO_RETRY: 1.0})  # mid-epoch: never replaces an epoch's row
         raise
