@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="restore an interrupted sweep of the same name, retrying failed trials"
     )
     s.add_argument("--name", default=None, help="sweep name (default: the file's stem)")
-    s.add_argument("--storage", default=None, help="Tune storage path or URI (default: ./ray_results)")
+    s.add_argument("--storage", default=None, help="Tune folder, shared by all nodes (default: ./ray_results)")
     s.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite under ./mlruns)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every trial")
     s.add_argument("--no-analyze", action="store_true", help="skip the analyses of the best trial")

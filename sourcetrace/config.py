@@ -123,6 +123,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
     num_threads: int = 0  # torch CPU threads; 0 = leave torch's default
     grad_clip: float = 0.0  # 0 = off
+    compile: bool = False  # torch.compile the model for the training steps
 
 
 SECTIONS: dict[str, type] = {

@@ -253,7 +253,10 @@ def _cell(c: pd.Series) -> str:
 
 def cli_report(args) -> int:
     """``sourcetrace report SWEEP_RUN [--out DIR] [--tracking-uri URI]``."""
-    reports = write_reports(args.sweep_run, args.out, args.tracking_uri)
+    from sourcetrace.storage import local_path
+
+    out = local_path(args.out, "--out") if args.out else None
+    reports = write_reports(local_path(args.sweep_run, "SWEEP_RUN"), out, args.tracking_uri)
     print(format_table1(reports))
     print(f"reports: {reports.out_dir}")
     return 0

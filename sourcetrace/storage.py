@@ -1,4 +1,5 @@
-"""Storage faults of a sweep as one clear line naming the path: an unwritable results folder or report.
+"""Storage faults of a sweep as one clear line naming the path: an unwritable results folder or report,
+or an object-store URI where a (shared) file system path is needed.
 
 The MLflow side lives in ``sourcetrace.tracking`` (a failing store is one line and training goes on); here the
 Tune folder is checked before Ray starts, and the report falls back to Tune's files alone when the
@@ -7,9 +8,11 @@ MLflow store cannot be read.
 
 from __future__ import annotations
 
+import re
 import sys
 import uuid
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from sourcetrace.errors import StorageError
 
@@ -21,6 +24,32 @@ def storage_error(err: OSError, where: Path) -> StorageError:
     return StorageError(
         f"cannot write {path}: {reason}; make it writable (or free space) and run the same command with "
         "--resume: finished trials are kept"
+    )
+
+
+_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def local_path(value: str | Path, what: str) -> Path:
+    """``value`` as a local path (``file://`` URIs included), or ``StorageError`` for any other URI.
+
+    Sweep folders are read and written as files (the sweep record, trial checkpoints read back for MLflow,
+    the parquet reports, the exported bundle), so ``s3://bucket/x`` must never become a local folder
+    ``./s3:/bucket/x``: it is refused before anything is created.
+
+    >>> local_path("file:///tmp/ray_results", "--storage")
+    PosixPath('/tmp/ray_results')
+    """
+    text = str(value)
+    match = _URI.match(text)
+    if match is None:
+        return Path(text)
+    if match.group(1).lower() == "file":
+        return Path(unquote(urlparse(text).path))
+    raise StorageError(
+        f"{what} {text}: {match.group(1)}:// storage is not supported; sweeps read and write their folder as "
+        "files, so mount it on every node (EFS/NFS/FSx, or an object-store mount such as mountpoint-s3) and "
+        "pass the mounted path"
     )
 
 

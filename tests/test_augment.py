@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from sourcetrace.config import Config
 from sourcetrace.data.bank import WaveBank
@@ -14,6 +15,7 @@ from sourcetrace.degrade import DEGRADATIONS
 from sourcetrace.degrade.config import AugmentConfig
 from sourcetrace.errors import ConfigError
 from sourcetrace.training.augment import train_crops
+from sourcetrace.training.batches import Crops, EpochPlan
 from sourcetrace.training.loop import train
 
 
@@ -48,26 +50,38 @@ def split(mlaad_corpus):
     return SimpleNamespace(table=pd.DataFrame({"file": files}), bank=WaveBank.load(files))
 
 
-def _batch(fn, seed=0):
-    """Crops longer than every clip: each starts at 0 (wrap-padded), so rows compare across sources."""
-    return fn(np.arange(6), 10 * 16000, np.random.default_rng(seed))
+def _batch(crops, seed=0):
+    """One planned step of all 6 clips, crops longer than every clip: each starts at 0 (wrap-padded), so rows
+    compare across sources."""
+    n = 10 * 16000
+    rng = np.random.default_rng(seed)
+    idx = np.arange(6)
+    plan = EpochPlan(idx, crops.bank.crop_starts(idx, n, rng), np.array([0, 6]))
+    crops.begin_epoch(rng)
+    return crops.batch(plan, crops.upload(plan), 0)[0]
+
+
+def _crops(split, cfg):
+    return train_crops(cfg, split, np.zeros(6, dtype=np.int64), 10 * 16000, torch.device("cpu"))
 
 
 def test_augmentation_changes_the_training_batch(split, tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCETRACE_CACHE", str(tmp_path))
-    clean = _batch(split.bank.random_crops)
-    assert train_crops(Config(), split) == split.bank.random_crops  # off: the clean bank's crops, untouched
-    mp3 = train_crops(Config.from_dict({"augment.mp3_32": 1.0}), split)
+    plain = _crops(split, Config())
+    assert type(plain) is Crops  # off: the clean bank's crops, untouched
+    clean = _batch(plain)
+    assert torch_equal(clean, split.bank.random_crops(np.arange(6), 10 * 16000, np.random.default_rng(0)))
+    mp3 = _crops(split, Config.from_dict({"augment.mp3_32": 1.0}))
     a, b = _batch(mp3), _batch(mp3)
     assert torch_equal(a, b) and a.shape == clean.shape  # reproducible from the trainer's generator
     assert not torch_equal(a, clean) and (tmp_path / "degraded" / "mp3_32").is_dir()
     assert np.corrcoef(a.flatten(), clean.flatten())[0, 1] > 0.8  # the same crops, coded
-    half = _batch(train_crops(Config.from_dict({"augment.replay": 0.5}), split), seed=3)
-    same = [torch_equal(r, c) for r, c in zip(half, _batch(split.bank.random_crops, seed=3))]
+    half = _batch(_crops(split, Config.from_dict({"augment.replay": 0.5})), seed=3)
+    same = [torch_equal(r, c) for r, c in zip(half, _batch(plain, seed=3))]
     noisy = _batch(
-        train_crops(
-            Config.from_dict({"augment.noise": 1.0, "augment.noise_snr_min": 10.0, "augment.noise_snr_max": 10.0}),
+        _crops(
             split,
+            Config.from_dict({"augment.noise": 1.0, "augment.noise_snr_min": 10.0, "augment.noise_snr_max": 10.0}),
         )
     )
     snr = 10 * np.log10(clean.pow(2).mean(1) / (noisy - clean).pow(2).mean(1))

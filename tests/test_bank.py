@@ -99,10 +99,21 @@ def test_parallel_decode_matches_serial(files, bank):
     np.testing.assert_array_equal(serial.offsets, bank.offsets)
 
 
+def test_trials_starting_together_decode_the_cache_once(files, bank, tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    decoded, real = [], bank_module.decode
+    monkeypatch.setattr(bank_module, "decode", lambda f, *a, **k: decoded.append(f) or real(f, *a, **k))
+    with ThreadPoolExecutor(3) as pool:  # three trials of one node, one lock file between them
+        banks = list(pool.map(lambda _: WaveBank.load(files[:8], cache_dir=tmp_path), range(3)))
+    assert sorted(decoded) == sorted(files[:8])  # every file once: the others waited, then mapped the cache
+    assert all(isinstance(b.data, np.memmap) and np.array_equal(b.data, banks[0].data) for b in banks)
+
+
 def test_cache_round_trip_is_memory_mapped(files, bank, tmp_path, monkeypatch):
     cached = WaveBank.load(files, cache_dir=tmp_path)
     assert isinstance(cached.data, np.memmap) and cached.data.mode == "r"
-    entries = sorted(p.name for p in tmp_path.iterdir())
+    entries = sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock")  # beside them: the build lock
     assert len(entries) == 2 and entries[0].endswith(".data.npy") and entries[1].endswith(".offsets.npy")
     np.testing.assert_array_equal(cached.data, bank.data)
 

@@ -176,7 +176,7 @@ def test_devices_other_than_cpu_and_cuda_are_refused_by_name():
     assert resolve_device("cpu").type == "cpu" and resolve_device("auto").type in ("cpu", "cuda")
     for bad in ("tpu:7", "mps", "gpu"):
         with pytest.raises(SourcetraceError, match=f"--device '{bad}': use auto, cpu, cuda or cuda:N"):
-            resolve_device(bad)
+            resolve_device(bad, f"--device {bad!r}")
     if not torch.cuda.is_available():
         with pytest.raises(SourcetraceError, match="CUDA is not available here"):
             resolve_device("cuda")

@@ -7,7 +7,7 @@ from test_train import QUICK, quick
 from sourcetrace.cli import main
 from sourcetrace.config import Config
 from sourcetrace.errors import ConfigError, DivergenceError
-from sourcetrace.training.faults import check_step, check_weights
+from sourcetrace.training.faults import StepGuard, check_weights
 from sourcetrace.training.loop import train
 from sourcetrace.validation import validate
 
@@ -44,11 +44,18 @@ def test_cli_train_divergence_is_one_line(tiny_corpus, tmp_path, capsys):
 
 def test_non_finite_embeddings_and_weights_are_caught():
     cfg = Config()
-    emb = torch.ones(4, 8)
-    check_step(cfg, torch.tensor(1.0), emb, epoch=3, step=2, lr_now=1e-3)  # healthy: no error
-    emb[1, 2] = float("nan")
-    with pytest.raises(DivergenceError, match=r"non-finite embeddings at epoch 3, step 2 \(train.lr=0.0001"):
-        check_step(cfg, torch.tensor(1.0), emb, epoch=3, step=2, lr_now=1e-3)
+    emb, bad = torch.ones(4, 8), torch.ones(4, 8)
+    bad[1, 2] = float("nan")
+    guard = StepGuard(cfg, epoch=3, device=torch.device("cpu"), every=4)
+    guard.record(1, torch.tensor(1.0), emb, lr_now=1e-4)
+    guard.record(2, torch.tensor(1.0), bad, lr_now=2e-3)  # recorded, not read yet: no sync
+    guard.record(3, torch.tensor(float("inf")), bad, lr_now=3e-3)  # a later bad step does not replace the first
+    with pytest.raises(DivergenceError, match=r"non-finite embeddings at epoch 3, step 2 \(.*lr then 0.002"):
+        guard.record(4, torch.tensor(1.0), emb, lr_now=4e-3)  # the 4th step reads the flag
+    loss_guard = StepGuard(cfg, epoch=1, device=torch.device("cpu"))
+    loss_guard.record(1, torch.tensor(float("nan")), emb, lr_now=1e-4)
+    with pytest.raises(DivergenceError, match=r"non-finite loss \(nan\) at epoch 1, step 1"):
+        loss_guard.check()  # the epoch's end reads it
     bn = torch.nn.BatchNorm1d(4)
     check_weights(cfg, [bn], epoch=5, lr_now=1e-4)
     bn.running_var[0] = float("inf")

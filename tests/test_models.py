@@ -92,6 +92,16 @@ def test_cuda_bf16_autocast_matches_fp32():
     assert (torch.nn.functional.cosine_similarity(low, full, dim=1) > 0.98).all()
 
 
+def test_pooling_and_last_linear_stay_fp32_under_bf16_autocast():
+    model, wave = ThinResNet34(16, channels=8).eval(), torch.randn(2, 16000)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        frames = model.frame_features(wave)
+        emb = model(wave)
+    assert frames.dtype == torch.bfloat16 and emb.dtype == torch.float32
+    with torch.no_grad():
+        assert torch.equal(emb, model.fc(model.pool(frames.float())))
+
+
 @pytest.mark.parametrize("name", sorted(POOLINGS))
 def test_pooling_shapes_and_thin_resnet_option(name):
     pool = POOLINGS[name](16)

@@ -50,6 +50,7 @@ def result(epoch, evaluated=False):
         "pid": 1,
         "config": {"x": 1},
         "time_total_s": 2.0 * epoch,
+        "device": "NVIDIA H100 80GB HBM3 (cuda:0)",
     }
     if evaluated:
         r |= {"dev_eer": 30.0 - epoch, f"dev_eer.{COND}": 9.0, "test_eer": 31.0}
@@ -98,7 +99,8 @@ def test_one_run_per_trial_with_params_metrics_tags_and_artefacts(tmp_path, stor
     assert run.data.params["model.embedding_dim"] == "16" and run.data.tags["sweep"] == "sw"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2, 3, 4]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "dev_eer")] == [2, 4]
-    assert "pid" not in run.data.metrics and "done" not in run.data.metrics
+    assert "pid" not in run.data.metrics and "done" not in run.data.metrics and "device" not in run.data.metrics
+    assert run.data.tags["sourcetrace.device"] == "NVIDIA H100 80GB HBM3 (cuda:0)"
     early = by_trial["t2"]
     assert early.info.status == "FINISHED" and early.data.tags["status"] == "early_stopped"
     assert "epoch 2 of 4" in early.data.tags["status_reason"]

@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from sourcetrace.cli import main
 from sourcetrace.config import Config
@@ -78,6 +79,45 @@ def test_resume_reproduces_the_uninterrupted_run(tiny_corpus, tmp_path):
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
     assert resumed.final_metrics["dev_eer"] == full.final_metrics["dev_eer"]
     assert resumed.best_epoch == full.best_epoch
+
+
+def test_test_split_is_scored_only_when_dev_improves_and_the_best_keeps_its_test_numbers(tiny_corpus, tmp_path):
+    import torch
+
+    from sourcetrace.training.data import prepare_data
+    from sourcetrace.training.loop import evaluate
+
+    cfg = quick(tiny_corpus, **{"train.epochs": 4})
+    result = train(cfg, tmp_path / "run")
+    best_so_far = math.inf
+    for row in result.history:
+        assert ("test_eer" in row) == (row["dev_eer"] < best_so_far), row
+        best_so_far = min(best_so_far, row["dev_eer"])
+    model = load_model(tmp_path / "run").model  # best/: the checkpoint Table 1 reports
+    data, cpu = prepare_data(cfg), torch.device("cpu")
+    full = evaluate(model, data, cfg, cpu)  # every split, as before
+    assert full["test_eer"] == result.best_metrics["test_eer"] and full["dev_eer"] == result.best_metrics["dev_eer"]
+    no_gain = evaluate(model, data, cfg, cpu, best_dev_eer=0.0)  # nothing beats 0 %: test is not scored
+    assert "dev_eer" in no_gain and not any(k.startswith("test_") for k in no_gain)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_two_epochs_train_and_evaluate_on_cuda(tiny_corpus, tmp_path, compiled):
+    cfg = quick(tiny_corpus, **{"train.device": "cuda", "train.compile": compiled})
+    result = train(cfg, tmp_path / "cuda")
+    assert [h["epoch"] for h in result.history] == [1.0, 2.0]
+    assert 0.0 <= result.best_metrics["dev_eer"] <= 100.0 and "test_eer" in result.best_metrics
+    assert all(math.isfinite(h["train_loss"]) for h in result.history)
+    assert load_model(tmp_path / "cuda").path.name == "best"  # saved weights load without a compile prefix
+
+
+def test_without_the_best_copy_only_last_is_written(tiny_corpus, tmp_path):
+    from sourcetrace.training.trainable import keeps_best_copy
+
+    train(quick(tiny_corpus, **{"train.epochs": 1}), tmp_path / "run", save_best=False)
+    assert (tmp_path / "run" / "last" / "state.pt").is_file() and not (tmp_path / "run" / "best").exists()
+    assert keeps_best_copy(Config()) and not keeps_best_copy(Config.from_dict({"model.name": "w2v2_aasist"}))
 
 
 def test_non_finite_loss_stops_with_a_reason(tiny_corpus, tmp_path):

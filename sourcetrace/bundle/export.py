@@ -110,7 +110,7 @@ def export(
     from sourcetrace.bundle.card import model_card
     from sourcetrace.bundle.embedder import network_extras
     from sourcetrace.data.protocol import read_checked
-    from sourcetrace.device import resolve_device
+    from sourcetrace.device import flag_device
     from sourcetrace.evaluation.embed import embed_table
     from sourcetrace.evaluation.openset import (
         DEFAULT_SCORER,
@@ -131,7 +131,7 @@ def export(
     out = Path(out).absolute()
     if out.exists() and any(out.iterdir()) and not (overwrite and files.is_bundle(out)):
         raise SourcetraceError(f"--out {out} exists and is not empty; choose a new folder")
-    dev = resolve_device(device)
+    dev = flag_device(device)
     cfg, state, meta = load_state(res.checkpoint)
     if announce:
         print(f"note: exporting {res.path} to the bundle {out} (once; needs the training data)", file=sys.stderr)

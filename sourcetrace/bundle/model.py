@@ -70,9 +70,9 @@ class SourceTracer:
         self.dim = int(self.manifest["embedding_dim"])
         self._base_state = self._read_scorer_state()
         weights = files.read_weights(self.path)
-        from sourcetrace.device import resolve_device  # torch: not needed to read or check a bundle
+        from sourcetrace.device import flag_device  # torch: not needed to read or check a bundle
 
-        self.device = resolve_device(device)
+        self.device = flag_device(device)
         self.model = embedder.build_network(self.config, weights, self.manifest.get("network", {}), self.path)
         self.model.to(self.device)
         self.reload()

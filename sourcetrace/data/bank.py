@@ -114,9 +114,23 @@ class WaveBank:
         """
         files = [os.fspath(f) for f in files]
         key = bank_key(files, sample_rate) if cache_dir and all(os.path.isfile(f) for f in files) else None
-        base = Path(cache_dir) / f"wavebank-{key}" if key else None
-        if base and Path(f"{base}.offsets.npy").is_file() and Path(f"{base}.data.npy").is_file():
-            return cls._from_cache(base, sample_rate)
+        if not key:
+            return cls._decode(files, sample_rate, workers, None, progress, headers)
+        from filelock import FileLock
+
+        base = Path(cache_dir) / f"wavebank-{key}"
+        base.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{base}.lock"):  # one decode per node: trials starting together wait, then map it
+            if Path(f"{base}.offsets.npy").is_file() and Path(f"{base}.data.npy").is_file():
+                return cls._from_cache(base, sample_rate)
+            return cls._decode(files, sample_rate, workers, base, progress, headers)
+
+    @classmethod
+    def _decode(
+        cls, files: list[str], sample_rate: int, workers: int, base: Path | None, progress: bool, headers=None
+    ) -> WaveBank:
+        """Decode every file (into the cache file ``base`` when given); one ``AudioError`` lists every bad file."""
+        cache_dir = base.parent if base else None
         errors: dict[int, str] = {}  # file index -> problem, reported in file order
         lengths = np.zeros(len(files), dtype=np.int64)
         if headers is None or len(headers) != len(files):
@@ -192,10 +206,16 @@ class WaveBank:
     def random_crops(self, idx, n_samples: int, rng: np.random.Generator) -> torch.Tensor:
         """float32 [B, n_samples]: uniform random start; shorter clips wrap-padded from their start."""
         idx = np.asarray(idx, dtype=np.int64)
-        lengths = self.lengths[idx]
-        room = np.maximum(lengths - n_samples + 1, 1)
-        starts = np.floor(rng.random(len(idx)) * room).astype(np.int64)
-        return self._gather(idx, starts, n_samples)
+        return self._gather(idx, self.crop_starts(idx, n_samples, rng), n_samples)
+
+    def crop_starts(self, idx, n_samples: int, rng: np.random.Generator) -> np.ndarray:
+        """The uniform random crop starts of ``random_crops`` (0 for clips shorter than the crop)."""
+        room = np.maximum(self.lengths[np.asarray(idx, dtype=np.int64)] - n_samples + 1, 1)
+        return np.floor(rng.random(len(room)) * room).astype(np.int64)
+
+    def crops_at(self, idx, starts, n_samples: int) -> torch.Tensor:
+        """float32 [B, n_samples] from the given starts, shorter clips wrap-padded (as ``random_crops``)."""
+        return self._gather(np.asarray(idx, dtype=np.int64), np.asarray(starts, dtype=np.int64), n_samples)
 
     def center_crops(self, idx, n_samples: int) -> torch.Tensor:
         """float32 [B, n_samples]: centred window, shorter clips wrap-padded; 0 = full equal-length clips."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from sourcetrace.bundle.export import load_any
 from sourcetrace.data.protocol import read_checked
-from sourcetrace.device import resolve_device
+from sourcetrace.device import flag_device
 from sourcetrace.evaluation.baseline import table_baseline
 from sourcetrace.evaluation.eer import all_pairs_metrics, det_points
 from sourcetrace.evaluation.embed import embed_table
@@ -54,7 +54,7 @@ def analyze(
 
     scorer = scorer or DEFAULT_SCORER
     lookup(SCORERS, scorer, "open-set scorer")  # a bad name fails before anything is embedded
-    dev = resolve_device(device)
+    dev = flag_device(device)
     loaded = load_any(model_path, dev)
     root, protocol = loaded.data_location(root, protocol)
     train_split = loaded.config.data.train_split

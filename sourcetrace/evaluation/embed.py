@@ -29,11 +29,13 @@ def embed_waves(
     sample_rate: int = 16000,
     autocast_dtype: torch.dtype | None = None,
     idx: Sequence[int] | None = None,
-) -> np.ndarray:
+    on_device: bool = False,
+) -> np.ndarray | torch.Tensor:
     """L2-normalised embeddings [n, D] of a WaveBank (its rows ``idx``, default all) or of a list of
     1-D float arrays, cropped exactly as training evaluates (``WaveBank.center_crops``).
 
-    ``seconds=0`` embeds every clip at full length, one clip per forward pass.
+    ``seconds=0`` embeds every clip at full length, one clip per forward pass. ``on_device``: a float32
+    tensor left on ``device`` (for the all-pairs EER there) instead of a numpy array.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     bank = waves if isinstance(waves, WaveBank) else WaveBank.from_arrays([np.asarray(w) for w in waves], sample_rate)
@@ -49,10 +51,11 @@ def embed_waves(
                 device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
             ):
                 emb = model(batch)
-            out.append(F.normalize(emb.float(), dim=1).cpu())
+            out.append(F.normalize(emb.float(), dim=1))
     finally:
         model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros((0, getattr(model, "embedding_dim", 0)), np.float32)
+    emb = torch.cat(out) if out else torch.zeros((0, getattr(model, "embedding_dim", 0)), device=device)
+    return emb if on_device else emb.cpu().numpy()
 
 
 def _batches(bank: WaveBank, rows: np.ndarray, n_samples: int, batch_size: int):

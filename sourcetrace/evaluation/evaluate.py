@@ -23,7 +23,7 @@ from sourcetrace.data.bank import WaveBank
 from sourcetrace.data.protocol import CONDITIONS, protocol_folder, read_protocol, read_split_file, require_files
 from sourcetrace.degrade import check_names
 from sourcetrace.degrade.codecs import require
-from sourcetrace.device import autocast_dtype, resolve_device
+from sourcetrace.device import autocast_dtype, flag_device
 from sourcetrace.errors import ProtocolError, SourcetraceError
 from sourcetrace.evaluation.baseline import clip_features, standardise
 from sourcetrace.evaluation.conditions import split_metrics
@@ -101,7 +101,7 @@ def score(
     require(names)  # a missing encoder is named before the model is loaded or a clip decoded
     if not Path(root).is_dir():
         raise ProtocolError(f"corpus root {root!r} is not a folder")
-    dev = resolve_device(device)
+    dev = flag_device(device)
     loaded = load_any(model_path, dev)  # a folder without a model fails here, before any decoding
     table, train, source, notes = read_corpus(root, str(protocol) if protocol else None, split)
     out = Path(out) if out else Path(loaded.path) / f"evaluate_{Path(root).resolve().name}_{split}"

@@ -130,7 +130,10 @@ class ThinResNet34(nn.Module):
 
     def embed_fbank(self, fbank: torch.Tensor) -> torch.Tensor:
         """Log-Mel features [B, n_mels, frames] (from ``self.fbank``) -> embeddings [B, D]."""
-        return self.fc(self.pool(self._trunk(fbank)))
+        x = self._trunk(fbank)
+        # pooling statistics and the last linear layer in fp32 even under autocast (bmm is on its bf16 list)
+        with torch.autocast(x.device.type, enabled=False):
+            return self.fc(self.pool(x.float()))
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         return self.embed_fbank(self.fbank(wave))

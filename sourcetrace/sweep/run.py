@@ -11,7 +11,8 @@ from typing import Any
 from sourcetrace.data.check import preflight
 from sourcetrace.errors import SourcetraceError
 from sourcetrace.interrupt import EXIT_CODES, sigterm_stops_tune
-from sourcetrace.storage import report_with_or_without_mlflow, storage_error, writable_folder
+from sourcetrace.nodecheck import check_nodes
+from sourcetrace.storage import local_path, report_with_or_without_mlflow, storage_error, writable_folder
 from sourcetrace.sweep.record import prepare, write_record
 from sourcetrace.sweep.spec import SweepFile, load_sweep, n_train_classes, validate
 
@@ -171,7 +172,7 @@ def cli_sweep(args) -> int:
 
     if args.dashboard:
         check_dashboard()
-    storage = Path(args.storage or "ray_results").resolve()
+    storage = local_path(args.storage or "ray_results", "--storage").resolve()  # never ./s3:/bucket
     sweep = load_sweep(args.sweep_file, smoke=args.smoke)
     name = sweep.name = args.name or sweep.name  # Tune experiment folder and MLflow experiment alike
     exp_dir = storage / name
@@ -199,6 +200,8 @@ def cli_sweep(args) -> int:
     started = start_ray(args.address, args.verbose, args.dashboard)
     try:
         check_resources(sweep.resources, local=args.address is None)
+        if args.address is not None:  # every node type sees the sweep folder and the data, before fit
+            check_nodes(exp_dir, sweep.base["data.root"], sweep.base.get("data.protocol"))
         if not resume:
             write_record(exp_dir, sweep, store, args)
         with sigterm_stops_tune() as stop:  # after ray.init: Ray's own SIGTERM handler aborts

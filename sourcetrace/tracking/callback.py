@@ -13,11 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from ray.tune import Callback
 
 from sourcetrace.sweep.status import error_reason, trial_status
 from sourcetrace.tracking.store import (
+    TAG_DEVICE,
     TAG_REASON,
     TAG_STATUS,
     TAG_SWEEP,
@@ -170,8 +171,10 @@ class MlflowTrialCallback(Callback):
             self._best[trial.trial_id] = dev  # the evaluation the report and Table 1 take: the lowest dev EER
             best = [Metric(f"best_{m.key}", m.value, now, m.step) for m in metrics if m.key.startswith(_EVALUATED)]
             metrics += best + [Metric("best_epoch", epoch, now, int(epoch))]
+        device = result.get("device")  # the device the trial trains on, a tag in the same call
+        tags = [RunTag(TAG_DEVICE, device)] if isinstance(device, str) else []
         for i in range(0, len(metrics), 1000):
-            self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
+            self.client.log_batch(run_id, metrics=metrics[i : i + 1000], tags=tags if i == 0 else [])
         self._logged[trial.trial_id] = epoch
 
     @_guarded

@@ -72,6 +72,7 @@ def experiment_id(client, store: Store, name: str) -> str:
 
 
 TAG_KIND, KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
+TAG_DEVICE = "sourcetrace.device"  # run tag: the device a trial trains on (its result key "device")
 TAG_STORAGE = "sourcetrace.sweep_folder"  # experiment tag: the Tune folder whose trials the experiment holds
 
 

@@ -1,7 +1,7 @@
 """Training-time augmentation: the batch's crops drawn from degraded renderings of the same clips.
 
-``train_crops(cfg, split)`` returns the function the trainer calls for a batch's crops. With
-``augment.*`` all zero it is the clean bank's ``random_crops`` itself (nothing changes). Otherwise every
+``train_crops(cfg, split, ...)`` returns the ``Crops`` the trainer cuts each step's batch from. With
+``augment.*`` all zero it is the plain ``training.batches.Crops`` (nothing changes). Otherwise every
 degradation with a probability is rendered once for all training clips (``degrade.render``: real
 codecs, simulated replay; cached on disk, so later trials and runs read it back) and decoded into its
 own wave bank; each clip of a batch is then drawn from one bank with those probabilities (clean with
@@ -12,22 +12,20 @@ trainer's per-epoch generator, so runs stay reproducible and resumable.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from sourcetrace.config import Config
 from sourcetrace.data.bank import WaveBank
+from sourcetrace.training.batches import Crops
 
-CropFn = Callable[[np.ndarray, int, np.random.Generator], torch.Tensor]
 
-
-def train_crops(cfg: Config, split) -> CropFn:
-    """The crop function of the training split ``split`` (a ``SplitData``) under ``cfg.augment``."""
+def train_crops(cfg: Config, split, labels: np.ndarray, n_samples: int, device: torch.device) -> Crops:
+    """The training batches' crops of ``split`` (a ``SplitData``) under ``cfg.augment``: ``Crops`` when off."""
     aug = cfg.augment
     if not aug.active:
-        return split.bank.random_crops
+        return Crops(split.bank, labels, n_samples, device)
     from sourcetrace.degrade.render import render_files
 
     sr, cache = cfg.data.sample_rate, os.environ.get("SOURCETRACE_CACHE") or None
@@ -40,19 +38,35 @@ def train_crops(cfg: Config, split) -> CropFn:
             raise RuntimeError(f"rendered {name} clips differ in length from their sources")
         banks.append(bank)
         probs.append(p)
-    edges = np.cumsum(probs)
+    return AugmentedCrops(banks, probs, cfg, labels, n_samples, device)
 
-    def crops(idx, n_samples: int, rng: np.random.Generator) -> torch.Tensor:
-        idx = np.asarray(idx, dtype=np.int64)
-        which = np.searchsorted(edges, rng.random(len(idx)), side="right") + 1
-        which[which > len(probs)] = 0  # past the last edge: clean
-        out = torch.empty(len(idx), n_samples)
+
+class AugmentedCrops(Crops):
+    """Each clip of a step cut from the clean bank or one rendering (same planned start), noise on top.
+
+    Cut on the host (renderings are not made device-resident); the draws come from the epoch's generator
+    after the plan's crop starts, so a resumed run sees the same batches.
+    """
+
+    def __init__(self, banks: list[WaveBank], probs: list[float], cfg: Config, labels, n_samples: int, device):
+        super().__init__(banks[0], labels, n_samples, device, resident=False)
+        self.banks, self.edges, self.aug = banks, np.cumsum(probs), cfg.augment
+        self.rng = np.random.default_rng(cfg.train.seed)
+
+    def begin_epoch(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def batch(self, plan, uploaded: tuple, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = plan.step(s)
+        idx, starts = uploaded[0][rows], uploaded[1][rows]
+        which = np.searchsorted(self.edges, self.rng.random(len(idx)), side="right") + 1
+        which[which > len(self.edges)] = 0  # past the last edge: clean
+        out = torch.empty(len(idx), self.n)
         for k in np.unique(which):
-            rows = np.flatnonzero(which == k)
-            out[rows] = banks[k].random_crops(idx[rows], n_samples, rng)
-        return add_noise(out, aug.noise, aug.noise_snr_min, aug.noise_snr_max, rng)
-
-    return crops
+            r = np.flatnonzero(which == k)
+            out[r] = self.banks[k].crops_at(idx[r], starts[r], self.n)
+        out = add_noise(out, self.aug.noise, self.aug.noise_snr_min, self.aug.noise_snr_max, self.rng)
+        return out, torch.from_numpy(self.labels[idx])
 
 
 def add_noise(wave: torch.Tensor, p: float, snr_min: float, snr_max: float, rng: np.random.Generator) -> torch.Tensor:

@@ -30,13 +30,40 @@ def diverged(cfg: Config, epoch: int, lr_now: float, what: str, step: int | None
     )
 
 
-def check_step(cfg: Config, loss: torch.Tensor, emb: torch.Tensor, epoch: int, step: int, lr_now: float) -> None:
-    """Raise ``DivergenceError`` if a training step's loss or embeddings are not finite (one host sync)."""
-    if bool(torch.isfinite(loss) & torch.isfinite(emb).all()):
-        return
-    if not torch.isfinite(loss):
-        raise diverged(cfg, epoch, lr_now, f"non-finite loss ({loss.item()})", step)
-    raise diverged(cfg, epoch, lr_now, "non-finite embeddings", step)
+class StepGuard:
+    """Finiteness of each step's loss and embeddings, recorded on the device and read every ``every`` steps.
+
+    Reading a flag is a host sync on a GPU, so steps only record; ``check`` (every ``every`` steps and at the
+    epoch's end) raises ``DivergenceError`` naming the first bad step, its learning rate and the loss there.
+    """
+
+    def __init__(self, cfg: Config, epoch: int, device: torch.device, every: int = 25):
+        self.cfg, self.epoch, self.every = cfg, epoch, every
+        self.first = torch.zeros((), dtype=torch.int64, device=device)  # first bad step, 0 = none yet
+        self.loss_bad = torch.zeros((), dtype=torch.bool, device=device)
+        self.loss_then = torch.zeros((), dtype=torch.float32, device=device)
+        self.lrs: dict[int, float] = {}
+
+    def record(self, step: int, loss: torch.Tensor, emb: torch.Tensor, lr_now: float) -> None:
+        loss = loss.detach().float()
+        loss_ok = torch.isfinite(loss)
+        new = ~(loss_ok & torch.isfinite(emb.detach()).all()) & (self.first == 0)
+        self.first = torch.where(new, step, self.first)
+        self.loss_bad = torch.where(new, ~loss_ok, self.loss_bad)
+        self.loss_then = torch.where(new, loss, self.loss_then)
+        self.lrs[step] = lr_now
+        if step % self.every == 0:
+            self.check()
+
+    def check(self) -> None:
+        """Raise for the first non-finite step recorded since the last check (one host sync)."""
+        first = int(self.first)
+        if first:
+            lr_now = self.lrs[first]
+            if bool(self.loss_bad):
+                raise diverged(self.cfg, self.epoch, lr_now, f"non-finite loss ({float(self.loss_then)})", first)
+            raise diverged(self.cfg, self.epoch, lr_now, "non-finite embeddings", first)
+        self.lrs.clear()
 
 
 def check_weights(cfg: Config, modules: list[torch.nn.Module], epoch: int, lr_now: float) -> None:

@@ -30,9 +30,11 @@ from sourcetrace.losses import LOSSES
 from sourcetrace.models import build_model
 from sourcetrace.registry import lookup
 from sourcetrace.training.augment import train_crops
+from sourcetrace.training.batches import plan_epoch
 from sourcetrace.training.checkpoint import load_state, save_checkpoint
 from sourcetrace.training.data import TrialData, prepare_data
-from sourcetrace.training.faults import check_step, check_weights, diverged
+from sourcetrace.training.faults import check_weights, diverged
+from sourcetrace.training.steps import optimizer_for, speed_up, train_epoch
 from sourcetrace.validation import validate
 
 
@@ -81,32 +83,37 @@ def steps_per_epoch(cfg: Config, sampler, labels: np.ndarray) -> int:
     return steps if cfg.train.steps_per_epoch == 0 else min(steps, cfg.train.steps_per_epoch)
 
 
-def evaluate(model: torch.nn.Module, data: TrialData, cfg: Config, device: torch.device) -> dict[str, float]:
+def evaluate(
+    model: torch.nn.Module, data: TrialData, cfg: Config, device: torch.device, best_dev_eer: float = math.inf
+) -> dict[str, float]:
     """Dev (and test) EER overall and per condition with minDCF, and open-set metrics.
 
-    Open set: the default open-set scorer, fitted on the training clips that ``reference_rows`` picks,
-    detects systems absent from train (``*_openset_auroc``/``_eer``/``_fpr95``); best-match accuracy and
-    macro-F1 on known systems are the closed-set scores.
+    Test is scored only when dev EER beats ``best_dev_eer`` (the checkpoint that may be reported; by
+    default always). Open set: the default open-set scorer, fitted on the training clips that
+    ``reference_rows`` picks, detects systems absent from train (``*_openset_auroc``/``_eer``/``_fpr95``);
+    best-match accuracy and macro-F1 on known systems are the closed-set scores. Embeddings stay on the
+    device for the all-pairs EER.
     """
     amp = autocast_dtype(cfg.train.precision, device)
 
-    def embed(bank, idx=None):
-        emb = embed_waves(model, bank, cfg.data.eval_seconds, 64, device, cfg.data.sample_rate, amp, idx)
-        if not np.isfinite(emb).all():
-            raise DivergenceError(f"non-finite embeddings of {int((~np.isfinite(emb).all(1)).sum())} clips")
+    def embed(bank, idx=None) -> torch.Tensor:
+        emb = embed_waves(model, bank, cfg.data.eval_seconds, 64, device, cfg.data.sample_rate, amp, idx, True)
+        finite = torch.isfinite(emb).all(1)
+        if not bool(finite.all()):
+            raise DivergenceError(f"non-finite embeddings of {int((~finite).sum())} clips")
         return emb
 
     train = data.train.table
     ref_rows = reference_rows(train)
-    ref_emb = embed(data.train.bank, ref_rows)
+    ref_emb = embed(data.train.bank, ref_rows).cpu().numpy()
     ref_systems = train["system"].to_numpy()[ref_rows]
     metrics: dict[str, float] = {}
     for prefix, split in (("dev", data.dev), ("test", data.test)):
-        if split is None:
+        if split is None or (prefix == "test" and not metrics["dev_eer"] < best_dev_eer):
             continue
         emb = embed(split.bank)
         metrics.update(split_metrics(prefix, emb, split.table))
-        openset = openset_metrics(ref_emb, ref_systems, emb, split.systems, data.known_systems)
+        openset = openset_metrics(ref_emb, ref_systems, emb.cpu().numpy(), split.systems, data.known_systems)
         metrics.update(openset.metrics(f"{prefix}_openset_"))
     return metrics
 
@@ -116,23 +123,29 @@ def train(
     out_dir: str | Path,
     on_epoch: Callable[[EpochResult], None] | None = None,
     resume_from: str | Path | None = None,
+    device: torch.device | None = None,
+    save_best: bool = True,
 ) -> TrainResult:
-    """Train and evaluate one configuration; resumable from a ``last/`` checkpoint."""
+    """Train and evaluate one configuration; resumable from a ``last/`` checkpoint.
+
+    ``device`` overrides ``train.device`` (a Ray trial passes the one its resources grant); ``save_best=False``
+    writes no ``best/`` folder (``last/`` of each improving evaluation is the best, as Tune keeps it).
+    """
     validate(cfg)  # names and pairings first: nothing is read or written for a bad config
     out_dir = Path(out_dir)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    device = resolve_device(cfg.train.device, "train.device")
+    device = device or resolve_device(cfg.train.device)
     data = prepare_data(cfg)  # validates cfg before anything is decoded (memoised per process)
     out_dir.mkdir(parents=True, exist_ok=True)  # after the data checks: a bad input leaves no empty run folder
     validate(cfg, n_classes=len(data.known_systems))  # also on a memo hit
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg).to(device)
+    step_model = speed_up(model, cfg, device)  # cuDNN autotune, channels-last, torch.compile if asked
     n_classes = len(data.known_systems)
     loss_fn = lookup(LOSSES, cfg.loss.name, "loss")(model.embedding_dim, n_classes, cfg.loss).to(device)
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
-    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.train.optimizer]
-    optimizer = opt_cls(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimizer = optimizer_for(cfg, params, device)
     labels = data.train.labels
     sampler = lookup(SAMPLERS, cfg.sampler.name, "sampler")(
         labels, cfg.train.batch_size, cfg.sampler.per_class, cfg.train.seed
@@ -146,7 +159,7 @@ def train(
     amp = autocast_dtype(cfg.train.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     crop = int(round(cfg.data.crop_seconds * cfg.data.sample_rate))
-    crops = train_crops(cfg, data.train)  # the clean bank's random crops unless augment.* is on
+    crops = train_crops(cfg, data.train, labels, crop, device)  # clean: on a GPU the bank lives there
     meta = {"known_systems": list(data.known_systems), "embedding_dim": model.embedding_dim}
 
     start, best_eer, best_epoch, best_metrics, history = 1, math.inf, 0, {}, []
@@ -170,46 +183,27 @@ def train(
         sampler.set_epoch(epoch)
         rng = np.random.default_rng((cfg.train.seed, epoch))
         torch.manual_seed(cfg.train.seed * 100_003 + epoch)
-        total, correct, seen, n_steps = 0.0, 0, 0, 0
-        for step, idx in enumerate(sampler):
-            if step >= steps:
-                break
-            wave = crops(idx, crop, rng).to(device, non_blocking=True)
-            target = torch.as_tensor(labels[idx], device=device)
-            with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-                emb = model(wave)
-            out = loss_fn(emb.float(), target)
-            check_step(cfg, out.loss, emb, epoch, step + 1, scheduler.get_last_lr()[0])
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(out.loss).backward()
-            if cfg.train.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            total += out.loss.item() * len(idx)
-            seen += len(idx)
-            n_steps += 1
-            if out.logits is not None and out.logits.shape[0] == len(idx):
-                correct += int((out.logits.argmax(1) == target).sum())
+        plan = plan_epoch(sampler, steps, data.train.bank, crop, rng)
+        crops.begin_epoch(rng)  # augmentation draws (which rendering, noise) follow the crop starts
+        totals = train_epoch(step_model, loss_fn, optimizer, scheduler, scaler, params, crops, plan, cfg, epoch, amp)
+        seen = totals.seen
         seconds = time.perf_counter() - t0
         check_weights(cfg, [model, loss_fn], epoch, optimizer.param_groups[0]["lr"])
         metrics = {
             "epoch": float(epoch),
-            "train_loss": total / max(seen, 1),
+            "train_loss": totals.loss_sum / max(seen, 1),
             "lr": optimizer.param_groups[0]["lr"],
             "epoch_seconds": seconds,
             "clips_per_s": seen / seconds if seconds > 0 else 0.0,
         }
-        if correct:
-            metrics["train_acc"] = correct / seen
+        if totals.correct:
+            metrics["train_acc"] = totals.correct / seen
         evaluated = epoch % cfg.train.eval_every == 0 or epoch == cfg.train.epochs
         checkpoint_dir = None
         if evaluated:
             t1 = time.perf_counter()
             try:
-                metrics.update(evaluate(model, data, cfg, device))
+                metrics.update(evaluate(model, data, cfg, device, best_eer))  # test only if dev improves
             except DivergenceError as err:  # evaluate cannot know the epoch
                 raise diverged(cfg, epoch, optimizer.param_groups[0]["lr"], str(err)) from None
             metrics["eval_seconds"] = time.perf_counter() - t1
@@ -225,9 +219,9 @@ def train(
             }
             if metrics["dev_eer"] < best_eer:
                 best_eer, best_epoch, best_metrics = metrics["dev_eer"], epoch, dict(metrics)
-                save_checkpoint(
-                    out_dir / "best", cfg, state | _best(best_eer, best_epoch, best_metrics), meta | {"epoch": epoch}
-                )
+                best_state = state | _best(best_eer, best_epoch, best_metrics)
+                if save_best:  # a Tune trial's best is Tune's best checkpoint: SSL trials skip this copy
+                    save_checkpoint(out_dir / "best", cfg, best_state, meta | {"epoch": epoch})
             checkpoint_dir = save_checkpoint(
                 out_dir / "last", cfg, state | _best(best_eer, best_epoch, best_metrics), meta | {"epoch": epoch}
             )

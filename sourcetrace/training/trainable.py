@@ -22,26 +22,34 @@ def cpu_share(resources: Mapping[str, float]) -> int:
     return max(1, int(resources.get("CPU", 1)))
 
 
+def keeps_best_copy(cfg: Config) -> bool:
+    """Whether a trial also writes ``run/best/``: Tune keeps the best checkpoint already (dev EER scored),
+    so the wav2vec2 trials (a few GB per copy) skip it; Thin-ResNet copies are small."""
+    return cfg.model.name != "w2v2_aasist"
+
+
 def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
     """Tune function trainable: train one configuration, resuming from Tune's checkpoint if any."""
     import torch
     from ray import tune
 
+    from sourcetrace.device import device_name, share_gpu_memory, trial_device
     from sourcetrace.training.loop import EpochResult, train
 
     ctx = tune.get_context()
-    threads = cpu_share(ctx.get_trial_resources().required_resources)
+    resources = ctx.get_trial_resources().required_resources
+    threads = cpu_share(resources)
     flat = spec.resolve(config)
     flat.setdefault("train.num_threads", threads)
     cfg = Config.from_dict(flat)
     torch.set_num_threads(cfg.train.num_threads or threads)
     out_dir = Path(ctx.get_trial_dir()) / "run"
 
-    reached = [0]
+    reached, name = [0], ["cpu"]
 
     def on_epoch(r: EpochResult) -> None:
         reached[0] = r.epoch
-        metrics = dict(r.metrics, epoch=float(r.epoch))
+        metrics = dict(r.metrics, epoch=float(r.epoch), device=name[0])  # the device: an MLflow tag
         if r.checkpoint_dir is not None:
             # Tune copies the folder into the trial's storage before report returns; the trainer may then
             # overwrite its ``last/`` in place.
@@ -49,13 +57,18 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
         else:
             tune.report(metrics)
 
-    checkpoint = tune.get_checkpoint()
     try:
+        gpus = float(resources.get("GPU", 0))
+        device = trial_device(cfg.train.device, gpus)  # CUDA for a GPU trial, or an error; never CUDA without one
+        share_gpu_memory(device, gpus)
+        name[0] = device_name(device)
+        run = {"on_epoch": on_epoch, "device": device, "save_best": keeps_best_copy(cfg)}
+        checkpoint = tune.get_checkpoint()
         if checkpoint is None:
-            train(cfg, out_dir, on_epoch=on_epoch)
+            train(cfg, out_dir, **run)
             return
         with checkpoint.as_directory() as folder:
-            train(cfg, out_dir, on_epoch=on_epoch, resume_from=folder)
+            train(cfg, out_dir, resume_from=folder, **run)
     except SourcetraceError:  # deterministic: flag it so Tune does not retry (training/retry.py)
         tune.report({"epoch": reached[0] + 0.5, NO_RETRY: 1.0})  # mid-epoch: never replaces an epoch's row
         raise

@@ -1,0 +1,134 @@
+"""Device guards: a GPU trial runs on CUDA or fails naming the CUDA build and driver; a zero-GPU trial
+never touches CUDA; ``cuda:N`` is checked against the device count; a fractional GPU caps memory.
+
+Without a GPU here, ``torch.cuda`` queries are patched only where a GPU would have to exist.
+"""
+
+import os
+
+import pytest
+import torch
+
+from sourcetrace.device import device_name, resolve_device, share_gpu_memory, trial_device
+from sourcetrace.errors import ConfigError, SourcetraceError, TrainingError
+
+NO_GPU = not torch.cuda.is_available()
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.fixture
+def two_gpus(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
+def test_gpu_trial_without_cuda_fails_naming_the_cuda_build_and_driver(no_cuda):
+    with pytest.raises(TrainingError) as err:
+        trial_device("auto", 0.25)
+    msg = str(err.value)
+    assert "holds 0.25 GPU but CUDA is not available" in msg
+    assert (f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "CPU build") in msg
+    assert "driver" in msg
+
+
+def test_gpu_trial_may_not_ask_for_cpu():
+    with pytest.raises(ConfigError, match="train.device='cpu' but the trial holds 1 GPU"):
+        trial_device("cpu", 1.0)
+
+
+def test_zero_gpu_trial_is_cpu_with_cuda_hidden(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert trial_device("auto", 0.0) == torch.device("cpu")
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""  # Ray >= 2.48 leaves GPUs visible to zero-GPU workers
+    with pytest.raises(ConfigError, match="train.device='cuda:0' but the trial holds no GPU"):
+        trial_device("cuda:0", 0.0)
+
+
+def test_cuda_index_is_checked_against_the_device_count(two_gpus):
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(ConfigError, match=r"train.device='cuda:2': this machine has 2 CUDA device\(s\)"):
+        resolve_device("cuda:2")
+    with pytest.raises(ConfigError, match=r"this machine has 2"):
+        trial_device("cuda:5", 1.0)
+
+
+def test_explicit_cuda_without_cuda_names_the_build(no_cuda):
+    with pytest.raises(TrainingError, match=r"train.device='cuda' but CUDA is not available here \(torch "):
+        resolve_device("cuda")
+    with pytest.raises(ConfigError, match="train.device='tpu': use auto, cpu, cuda or cuda:N"):
+        resolve_device("tpu")
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_memory_is_capped_to_the_fractional_share_only(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, d: calls.append((f, d)))
+    cuda = torch.device("cuda")
+    share_gpu_memory(cuda, 0.25)
+    share_gpu_memory(cuda, 1.0)  # a whole GPU: no cap
+    share_gpu_memory(torch.device("cpu"), 0.5)
+    assert calls == [(0.25, cuda)]
+    assert device_name(torch.device("cpu")) == "cpu"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not NO_GPU, reason="a CUDA machine would run the GPU trial")
+def test_gpu_trial_on_a_cpu_node_fails_once_and_a_zero_gpu_trial_reports_cpu(tiny_corpus, tmp_path):
+    """Real local Ray advertising one GPU on a machine with none: the trial fails clearly, not on CPU."""
+    import ray
+    from ray import tune
+
+    from sourcetrace.localray import loopback_only
+    from sourcetrace.training.retry import NoRetryCallback
+    from sourcetrace.training.trainable import TrialSpec, run_trial
+
+    base = {
+        "data.root": str(tiny_corpus),
+        "train.epochs": 1,
+        "train.steps_per_epoch": 1,
+        "model.channels": 8,
+        "model.embedding_dim": 16,
+        "data.crop_seconds": 1.0,
+        "data.eval_seconds": 1.0,
+        "data.short_clips": "pad",
+        "data.max_clips_per_class": 4,
+        "train.batch_size": 8,
+    }
+    loopback_only()
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="WARNING")
+    try:
+        outcome = {}
+        for gpus in (1, 0):
+            trainable = tune.with_resources(
+                tune.with_parameters(run_trial, spec=TrialSpec(base=base)), {"cpu": 1, "gpu": gpus}
+            )
+            tuner = tune.Tuner(
+                trainable,
+                param_space={"train.seed": 0},
+                run_config=tune.RunConfig(
+                    name=f"gpu{gpus}",
+                    storage_path=str(tmp_path / "ray"),
+                    callbacks=[NoRetryCallback()],
+                    failure_config=tune.FailureConfig(max_failures=2),
+                    verbose=0,
+                ),
+            )
+            outcome[gpus] = tuner.fit()[0]
+    finally:
+        ray.shutdown()
+    failed = outcome[1]
+    assert failed.error is not None and "CUDA is not available" in str(failed.error)
+    assert "built for CUDA" in str(failed.error) or "CPU build" in str(failed.error)
+    assert not list((tmp_path / "ray" / "gpu1").rglob("metrics.jsonl"))  # nothing trained on the CPU
+    assert outcome[0].error is None and outcome[0].metrics["device"] == "cpu"
+
+
+def test_bundle_device_errors_name_the_flag():
+    from sourcetrace.device import flag_device as bundle_device
+
+    with pytest.raises(SourcetraceError, match="--device 'mps': use auto, cpu, cuda or cuda:N"):
+        bundle_device("mps")
