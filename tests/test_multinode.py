@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from sourcetrace.localray import SINGLE_MACHINE
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -269,6 +271,7 @@ def cluster(tiny_corpus):
     base = Path(tempfile.mkdtemp(prefix="st-", dir=parent))
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
     env.pop("CUDA_VISIBLE_DEVICES", None)  # Ray assigns devices; the test never sets them
+    env.pop(SINGLE_MACHINE, None)  # left set by earlier in-process tests that started a loopback-only Ray
     c = LocalCluster(base, env)
     try:
         c.start_node("head", head=True, resources={"node_a": 1})
