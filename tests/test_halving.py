@@ -88,3 +88,43 @@ def test_a_sweep_of_real_trials_halves_in_lock_step(tiny_corpus, tmp_path):
             for line in (tmp_path / "ray" / "grid" / t["trial_name"] / "result.json").read_text().splitlines()
         ]
         assert epochs == [float(e) for e in range(1, t["epoch_reached"] + 1)], t["trial_name"]
+
+
+class _Trial:
+    """The three attributes the scheduler reads of a Tune trial (its decisions need no Ray)."""
+
+    def __init__(self, trial_id):
+        self.trial_id, self.status, self.is_saving = trial_id, "RUNNING", False
+
+
+class _Controller:
+    def __init__(self):
+        self.stopped = []
+
+    def stop_trial(self, trial):
+        trial.status = "TERMINATED"
+        self.stopped.append(trial.trial_id)
+
+
+def test_a_winner_that_fails_later_does_not_halve_its_rung_again():
+    """Eight trials, rung 1 keeps four; one of them fails before rung 2: the other three go on, none is stopped."""
+    from ray.tune.schedulers import TrialScheduler
+
+    sched, ctl = SyncHalvingScheduler("epoch", "dev_eer", "min", 1, 2, 4, 8), _Controller()
+    trials = [_Trial(f"t{i}") for i in range(8)]
+    for t in trials:
+        sched.on_trial_add(ctl, t)
+    actions = []
+    for i, t in enumerate(trials):  # scores 0.0 .. 0.7: t0-t3 are the better half
+        actions.append(sched.on_trial_result(ctl, t, {"epoch": 1.0, "dev_eer": i / 10}))
+        if actions[-1] == TrialScheduler.PAUSE:
+            t.status = "PAUSED"
+    assert actions[:7] == [TrialScheduler.PAUSE] * 7 and actions[7] == TrialScheduler.STOP
+    assert sorted(ctl.stopped) == ["t4", "t5", "t6"]
+    sched.on_trial_error(ctl, trials[0])  # a rung-1 winner fails before rung 2
+    assert sorted(ctl.stopped) == ["t4", "t5", "t6"] and sorted(x for x, _, _ in sched.stopped) == [
+        "t4",
+        "t5",
+        "t6",
+        "t7",
+    ]

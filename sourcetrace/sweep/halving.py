@@ -53,6 +53,7 @@ class SyncHalvingScheduler(FIFOScheduler):
         self._live: list[Trial] = []  # in the order Tune added them: ties break the same way every time
         self._level: dict[Trial, int] = {}  # index of the next rung each live trial must reach
         self._scores: dict[int, dict[Trial, float]] = {i: {} for i in range(len(self._rungs))}
+        self._decided: set[int] = set()  # rungs already halved: a later departure never halves them again
         self._resume: set[Trial] = set()  # paused winners to hand back to Tune
         self.stopped: list[tuple[str, int, float]] = []  # (trial id, rung, score) of each trial halving stopped
 
@@ -81,6 +82,7 @@ class SyncHalvingScheduler(FIFOScheduler):
         if waiting or self._added < self._n_trials:
             return TrialScheduler.PAUSE
         contenders = [t for t in self._live if t in scores]
+        self._decided.add(level)
         keep = math.ceil(len(contenders) / self._rf)
         ranked = sorted(contenders, key=lambda t: (scores[t], contenders.index(t)))
         action = TrialScheduler.CONTINUE
@@ -112,9 +114,11 @@ class SyncHalvingScheduler(FIFOScheduler):
         if trial not in self._live:
             return
         self._forget(trial)
-        for level in range(len(self._rungs)):
-            pending_here = any(self._level[t] == level + 1 for t in self._live if t.status == Trial.PAUSED)
-            if pending_here and self._added >= self._n_trials and not any(self._level[t] <= level for t in self._live):
+        if self._added < self._n_trials:
+            return
+        for level in range(len(self._rungs)):  # a rung that only this trial held back is decided now
+            reached = any(t in self._scores[level] for t in self._live)
+            if level not in self._decided and reached and not any(self._level[t] <= level for t in self._live):
                 self._decide(tune_controller, level, current=None)
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
