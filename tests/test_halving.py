@@ -11,8 +11,6 @@ import pytest
 
 from sourcetrace.sweep.halving import SyncHalvingScheduler, rungs
 
-pytestmark = pytest.mark.slow
-
 
 def _trainable(config):
     """Reports ``quality + 1/epoch`` each epoch with a checkpoint; resumes from Tune's checkpoint when paused."""
@@ -41,6 +39,7 @@ def test_rejects_factor_one():
         SyncHalvingScheduler("epoch", "dev_eer", "min", 2, 1, 6, 4)
 
 
+@pytest.mark.slow
 def test_the_worst_half_stops_at_each_rung_whatever_ran_first(tmp_path):
     """The first trial (worst) runs alone first: ASHA would promote it; halving stops it at rung 2."""
     import ray
@@ -71,6 +70,7 @@ def test_the_worst_half_stops_at_each_rung_whatever_ran_first(tmp_path):
     assert sorted((rung, round(score, 3)) for _, rung, score in scheduler.stopped) == [(2, 0.8), (2, 0.9), (4, 0.45)]
 
 
+@pytest.mark.slow
 def test_a_sweep_of_real_trials_halves_in_lock_step(tiny_corpus, tmp_path):
     """`sourcetrace sweep` with TUNE scheduler 'halving': real trainers paused on their checkpoints and resumed."""
     import pandas as pd
