@@ -160,3 +160,59 @@ def test_a_killed_worker_is_retried_beyond_max_failures_and_a_code_error_is_not(
         for s, m in json.loads(snap.read_text())["trial_data"]
     }
     assert failures == {"bug": 2, "lost": 3}  # Tune counted the kills: its budget alone (1) would have ended it
+
+
+SPOT = {"train.epochs": 9, "train.eval_every": 3, "train.checkpoint_every": 2, "train.batch_size": 16}
+
+
+@pytest.mark.slow
+def test_a_sweep_trial_sigkilled_between_evaluations_resumes_from_its_resume_checkpoint(tiny_corpus, tmp_path):
+    """`sourcetrace sweep` on local Ray; the trial's worker is SIGKILLed after epoch 5 (evaluations at 3, 6, 9,
+    resume points every 2): it resumes at epoch 5 from the epoch-4 checkpoint though max_failures is 0,
+    repeats epoch 5 exactly, and Tune's one kept checkpoint besides the newest is the best evaluation's."""
+    import subprocess
+    import time
+
+    from test_sweep_e2e import QUICK, env, sweep_cmd
+
+    (tmp_path / "spot.py").write_text(
+        f"BASE = {dict(QUICK, **SPOT)!r}\nSPACE = {{'train.seed': 0}}\n"
+        "TUNE = {'scheduler': 'fifo', 'max_failures': 0, 'keep_checkpoints': 1}\nRESOURCES = {'cpu': 1}\n"
+    )
+    exp_dir = tmp_path / "ray" / "spot"
+    with open(tmp_path / "driver.log", "w") as log:
+        driver = subprocess.Popen(
+            sweep_cmd(tmp_path / "spot.py", tiny_corpus, tmp_path), cwd=tmp_path, env=env(), stdout=log, stderr=log
+        )
+        killed = None
+        try:
+            while killed is None and driver.poll() is None:
+                rows = [json.loads(line) for p in exp_dir.glob("*/result.json") for line in p.read_text().splitlines()]
+                if rows and rows[-1]["epoch"] >= 5:
+                    assert rows[-1]["epoch"] == 5, "epoch 6 ended before the kill: the test could not aim"
+                    os.kill(rows[-1]["pid"], signal.SIGKILL)
+                    killed = rows[-1]
+                time.sleep(0.05)
+            code = driver.wait(600)
+        finally:
+            driver.kill()
+    out = (tmp_path / "driver.log").read_text()
+    assert killed is not None and code == 0, out[-3000:]
+    (trial_dir,) = [p.parent for p in exp_dir.glob("*/result.json")]
+    rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 5, 6, 7, 8, 9]  # lost 1 epoch (<= checkpoint_every)
+    assert rows[5]["iterations_since_restore"] == 1 and rows[5]["train_loss"] == rows[4]["train_loss"]
+    snap = max(exp_dir.glob("experiment_state-*.json"), key=lambda p: p.name)
+    ((_, meta),) = json.loads(snap.read_text())["trial_data"]
+    assert json.loads(meta)["num_failures"] == 1  # retried from the lost-worker budget
+    evals = [r for r in rows if "dev_eer" in r]
+    best = [r for r in evals if r["dev_eer"] == min(e["dev_eer"] for e in evals)]  # ties: Tune keeps the later
+    kept = {p.name for p in trial_dir.glob("checkpoint_*")} - {rows[-1]["checkpoint_dir_name"]}  # - the newest
+    assert len(kept) <= 1 and (kept or best[-1] is rows[-1]), kept
+    assert not kept or kept <= {r["checkpoint_dir_name"] for r in best}, (kept, [r["epoch"] for r in best])
+    for name in kept:
+        assert json.loads((trial_dir / name / "meta.json").read_text())["epoch"] in {r["epoch"] for r in best}
+    import pandas as pd
+
+    trials = pd.read_parquet(exp_dir / "report" / "trials.parquet").dropna(subset=["checkpoint"])
+    assert trials.loc[trials["dev_eer"].idxmin(), "epoch"] in {r["epoch"] for r in best}  # what the bundle exports
