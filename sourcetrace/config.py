@@ -112,6 +112,7 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | adamw
     eval_every: int = 25  # dev EER every k epochs (and at the last epoch)
     eval_test: bool = True  # also score the test split at each evaluation
+    checkpoint_every: int = 0  # also a resume-only checkpoint every k epochs (spot nodes); 0 = at evaluations only
     steps_per_epoch: int = 0  # 0 = as epoch_steps says; >0 caps it (quick runs, or a fixed steps budget)
     # What one epoch is. "sampler": one full pass of the sampler (balanced: until the largest class is used
     # up, 1.35-5x voxceleb_trainer's steps on MLAAD-like counts). "clips": len(train) // batch_size steps.
@@ -219,6 +220,7 @@ def _check_ranges(cfg: Config) -> None:
         ("train.batch_size", cfg.train.batch_size >= 2),
         ("train.lr", cfg.train.lr > 0),
         ("train.eval_every", cfg.train.eval_every >= 1),
+        ("train.checkpoint_every", cfg.train.checkpoint_every >= 0),
         ("train.warmup_epochs", 0 <= cfg.train.warmup_epochs),
         ("sampler.per_class", cfg.sampler.per_class >= 1),
         ("loss.scale", cfg.loss.scale > 0),

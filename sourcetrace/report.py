@@ -28,8 +28,10 @@ from sourcetrace.sweep.status import UNFINISHED, error_reason, trial_status
 from sourcetrace.validation import used_params
 
 KEYS = ["backbone", "loss", "sampler", "dim"]
-# Keys that are cell coordinates or replicate seeds: trials differing only in these share a Table-1 cell.
+# Keys that are cell coordinates or replicate seeds, or that leave a trial's results as they are (threads,
+# resume points): trials differing only in these share a Table-1 cell.
 _NOT_VARIANT = {"model.name", "loss.name", "sampler.name", "model.embedding_dim", "train.seed", "train.num_threads"}
+_NOT_VARIANT |= {"train.checkpoint_every"}
 
 
 @dataclass

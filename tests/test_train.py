@@ -81,6 +81,36 @@ def test_resume_reproduces_the_uninterrupted_run(tiny_corpus, tmp_path):
     assert resumed.best_epoch == full.best_epoch
 
 
+def test_resume_from_a_resume_only_checkpoint_reproduces_the_run(tiny_corpus, tmp_path):
+    """``train.checkpoint_every``: ``last/`` after every k epochs too, not evaluated; resuming there is exact."""
+    cfg = quick(tiny_corpus, **{"train.epochs": 3, "train.eval_every": 2, "train.checkpoint_every": 1})
+    saved = {}
+    full = train(cfg, tmp_path / "full", on_epoch=lambda r: saved.update({r.epoch: (r.evaluated, r.checkpoint_dir)}))
+    assert [(e, ev, d is not None) for e, (ev, d) in saved.items()] == [
+        (1, False, True),
+        (2, True, True),
+        (3, True, True),
+    ]
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_one(r):
+        if r.epoch == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(cfg, tmp_path / "cut", on_epoch=stop_after_one)
+    assert not (tmp_path / "cut" / "best").exists()  # a resume point is no evaluation: no best yet
+    resumed = train(cfg, tmp_path / "cut", resume_from=tmp_path / "cut" / "last")
+    timing = ("epoch_seconds", "clips_per_s", "eval_seconds")
+    same = [[{k: v for k, v in h.items() if k not in timing} for h in run.history] for run in (full, resumed)]
+    assert same[0] == same[1]  # every loss, EER and open-set figure of every epoch
+    assert resumed.best_epoch == full.best_epoch
+    best = json.loads((tmp_path / "cut" / "best" / "meta.json").read_text())
+    assert best["epoch"] == full.best_epoch
+
+
 def test_test_split_is_scored_only_when_dev_improves_and_the_best_keeps_its_test_numbers(tiny_corpus, tmp_path):
     import torch
 

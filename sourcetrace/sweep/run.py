@@ -114,13 +114,14 @@ def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: b
     from sourcetrace.sweep.halving import SyncHalvingScheduler
     from sourcetrace.sweep.progress import ProgressLines
     from sourcetrace.tracking.callback import MlflowTrialCallback
-    from sourcetrace.training.retry import NoRetryCallback
-    from sourcetrace.training.trainable import run_trial
+    from sourcetrace.training.retry import CodeErrorLimit, NoRetryCallback, failure_config
+    from sourcetrace.training.trainable import CHECKPOINT_SCORE, run_trial
 
-    trainable = tune.with_resources(tune.with_parameters(run_trial, spec=sweep.spec), placement(sweep.resources))
+    s = sweep.tune
+    trial = tune.with_parameters(run_trial, spec=sweep.spec, metric=s["metric"], mode=s["mode"])
+    trainable = tune.with_resources(trial, placement(sweep.resources))
     if resume:
         return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
-    s = sweep.tune
     epochs = max(cfg.train.epochs for _, cfg in configs)
     scheduler = FIFOScheduler()
     grace = min(s["grace_period"] or min(cfg.train.eval_every for _, cfg in configs), epochs)
@@ -150,12 +151,21 @@ def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: b
         callbacks=[
             MlflowTrialCallback(store, sweep.name, sweep.spec, s["log_checkpoint"], tags),
             NoRetryCallback(),
+            CodeErrorLimit(s["max_failures"]),
             *([] if verbose else [ProgressLines(sweep.spec)]),
         ],
+        # Checkpoints are ranked by CHECKPOINT_SCORE, which every checkpoint carries: the metric at evaluations,
+        # its worst value at resume-only ones. Ray 2.60's _CheckpointManager.register_checkpoint appends a
+        # checkpoint lacking the score attribute after the sorted ones, i.e. as the best, evicting a real best
+        # one. A worst-scored resume checkpoint is evicted first instead, yet the newest one survives until the
+        # next checkpoint: "results_to_delete = worst_results - {self._latest_checkpoint_result}" there, and a
+        # retry restores Trial.checkpoint, the latest checkpoint, so a lost trial loses <= checkpoint_every epochs.
         checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=s["keep_checkpoints"], checkpoint_score_attribute=s["metric"], checkpoint_score_order=s["mode"]
+            num_to_keep=s["keep_checkpoints"],
+            checkpoint_score_attribute=CHECKPOINT_SCORE,
+            checkpoint_score_order=s["mode"],
         ),
-        failure_config=tune.FailureConfig(max_failures=s["max_failures"]),
+        failure_config=failure_config(s),
     )
     return tune.Tuner(trainable, param_space=sweep.space, tune_config=tune_config, run_config=run_config)
 

@@ -41,8 +41,9 @@ TUNE_DEFAULTS: dict[str, Any] = {
     "time_attr": "epoch",  # epoch | training_iteration (one report per epoch: the same count)
     "grace_period": 0,  # ASHA's first rung; 0 = the trials' train.eval_every
     "reduction_factor": 3,
-    "max_failures": 2,  # a crashed trial restarts from its last checkpoint this many times
-    "keep_checkpoints": 3,  # per trial, best by dev EER (the latest is always kept too)
+    "max_failures": 2,  # retries (from the last checkpoint) of a code error; a SourcetraceError gets none
+    "lost_worker_retries": 10,  # retries beyond those for a lost worker or node (spot, OOM kill); -1 = no limit
+    "keep_checkpoints": 3,  # per trial, best by the metric (the latest is always kept too, resume-only or not)
     "snapshot_period_s": 2,  # experiment snapshot period: what a killed driver can lose at most
     "seed": 0,  # Optuna sampler seed
     "log_checkpoint": True,  # upload each trial's best checkpoint to MLflow
@@ -139,6 +140,9 @@ def load_sweep(path: str | Path, smoke: bool = False) -> SweepFile:
     settings = TUNE_DEFAULTS | parts["TUNE"]
     if settings["search"] not in ("grid", "optuna") or settings["scheduler"] not in ("asha", "halving", "fifo"):
         raise SourcetraceError(f"{path}: TUNE search must be grid|optuna and scheduler asha|halving|fifo")
+    retries = {k: settings[k] for k in ("max_failures", "lost_worker_retries")}
+    if any(type(v) is not int or v < -1 for v in retries.values()):
+        raise SourcetraceError(f"{path}: TUNE {retries} must be whole numbers >= 0 (or -1: no limit)")
     if settings["time_attr"] not in ("epoch", "training_iteration"):
         raise SourcetraceError(f"{path}: TUNE time_attr must be epoch or training_iteration")
     if settings["scheduler"] == "halving" and (settings["search"] != "grid" or settings["max_concurrent"]):

@@ -31,7 +31,8 @@ from sourcetrace.tracking.store import (
     quiet_db,
     store_errors,
 )
-from sourcetrace.training.faults import NO_RETRY
+from sourcetrace.training.faults import FAILURE_FLAGS
+from sourcetrace.training.trainable import CHECKPOINT_SCORE
 from sourcetrace.validation import used_params
 
 _EVALUATED = ("dev_", "test_")  # metric prefixes of an evaluation: logged again as best_* at the best one
@@ -154,7 +155,7 @@ class MlflowTrialCallback(Callback):
 
     @_guarded
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if result.get(NO_RETRY):
+        if any(result.get(flag) for flag in FAILURE_FLAGS):
             return  # the trial's error follows: not an epoch's metrics
         run_id = self.run_id(trial)
         epoch = float(result.get("epoch", result.get("training_iteration", 0)))
@@ -249,9 +250,11 @@ def _error(trial) -> str:
 
 
 def _best_checkpoint(trial):
-    """Tune's best checkpoint of a trial (by the CheckpointConfig score, dev EER) with its result."""
+    """Tune's best checkpoint of a trial (by the CheckpointConfig score, dev EER) with its result; None
+    before its first evaluation (a resume-only checkpoint, scored at infinity, is no best)."""
     manager = getattr(getattr(trial, "run_metadata", None), "checkpoint_manager", None)
-    return getattr(manager, "best_checkpoint_result", None)
+    best = getattr(manager, "best_checkpoint_result", None)
+    return best if best is not None and math.isfinite(best.metrics.get(CHECKPOINT_SCORE, 0.0)) else None
 
 
 def _condition_csv(metrics: dict[str, float]) -> str:

@@ -1,10 +1,11 @@
-"""Divergence checks for the trainer, and Tune's retry policy for errors that a retry cannot fix.
+"""Divergence checks for the trainer, and the flags that tell Tune's retry policy what failed.
 
 A diverged run (non-finite loss or embeddings, exploding weights) is a ``DivergenceError`` naming the
 epoch and the learning rate. Any ``SourcetraceError`` raised inside a trial (bad data, bad config,
 divergence) is deterministic: the trial flags it with ``NO_RETRY`` in one last result (see
-``training/retry.py``, the Ray side), so it fails once instead of being retried ``max_failures`` times.
-No Ray in here: the trainer imports this module.
+``training/retry.py``, the Ray side), so it fails once instead of being retried. Any other exception of
+the code is flagged ``CODE_ERROR``: retried ``max_failures`` times, while a failure without a flag (the
+worker or its node was lost) gets the spot-node budget too. No Ray in here: the trainer imports this module.
 """
 
 from __future__ import annotations
@@ -12,10 +13,22 @@ from __future__ import annotations
 import torch
 
 from sourcetrace.config import Config
-from sourcetrace.errors import DivergenceError
+from sourcetrace.errors import DivergenceError, SourcetraceError
 
 PARAM_LIMIT = 1e6  # |weight| above this is an explosion: healthy weights of these models stay below ~100
 NO_RETRY = "sourcetrace_no_retry"  # result key: the trial's next error is not to be retried
+CODE_ERROR = "sourcetrace_code_error"  # result key: the trial's next error is its code's, not a lost worker
+FAILURE_FLAGS = (NO_RETRY, CODE_ERROR)  # results carrying one are no epoch's metrics
+
+
+def failure_result(err: BaseException, epoch: int) -> dict[str, float]:
+    """The last result a trial reports before re-raising ``err``: its flag, at a mid-epoch (never an epoch's row).
+
+    >>> failure_result(DivergenceError("x"), 3), failure_result(KeyError("x"), 3)
+    ({'epoch': 3.5, 'sourcetrace_no_retry': 1.0}, {'epoch': 3.5, 'sourcetrace_code_error': 1.0})
+    """
+    flag = NO_RETRY if isinstance(err, SourcetraceError) else CODE_ERROR
+    return {"epoch": epoch + 0.5, flag: 1.0}
 
 
 def diverged(cfg: Config, epoch: int, lr_now: float, what: str, step: int | None = None) -> DivergenceError:

@@ -3,8 +3,9 @@
 Per epoch: sampler batches -> random crops from the resident wave bank -> model (front end on the
 device) -> loss. Every ``train.eval_every`` epochs and at the last one: dev (and test) all-pairs EER
 overall and per condition, and the ``best/`` (lowest dev EER — never training loss) and ``last/``
-checkpoints. Crops, batches and dropout draw from generators seeded by (seed, epoch), so a run resumed
-from ``last/`` reproduces the uninterrupted run's metrics exactly (on the same device).
+checkpoints; every ``train.checkpoint_every`` epochs ``last/`` alone too (a resume point, not evaluated).
+Crops, batches and dropout draw from generators seeded by (seed, epoch), so a run resumed from ``last/``
+reproduces the uninterrupted run's metrics exactly (on the same device).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class EpochResult:
     epoch: int  # completed epochs, from 1
     metrics: dict[str, float]
     evaluated: bool  # dev/test metrics are in ``metrics``
-    checkpoint_dir: Path | None  # resumable state after this epoch (evaluation epochs and the last)
+    checkpoint_dir: Path | None  # resumable state after this epoch: evaluations, every train.checkpoint_every
 
 
 @dataclass
@@ -199,7 +200,6 @@ def train(
         if totals.correct:
             metrics["train_acc"] = totals.correct / seen
         evaluated = epoch % cfg.train.eval_every == 0 or epoch == cfg.train.epochs
-        checkpoint_dir = None
         if evaluated:
             t1 = time.perf_counter()
             try:
@@ -207,7 +207,9 @@ def train(
             except DivergenceError as err:  # evaluate cannot know the epoch
                 raise diverged(cfg, epoch, optimizer.param_groups[0]["lr"], str(err)) from None
             metrics["eval_seconds"] = time.perf_counter() - t1
-            history.append(metrics)
+        history.append(metrics)
+        checkpoint_dir = None
+        if evaluated or (cfg.train.checkpoint_every and epoch % cfg.train.checkpoint_every == 0):
             state = {
                 "model": model.state_dict(),
                 "loss": loss_fn.state_dict(),
@@ -217,7 +219,7 @@ def train(
                 "epoch": epoch,
                 "history": history,
             }
-            if metrics["dev_eer"] < best_eer:
+            if evaluated and metrics["dev_eer"] < best_eer:
                 best_eer, best_epoch, best_metrics = metrics["dev_eer"], epoch, dict(metrics)
                 best_state = state | _best(best_eer, best_epoch, best_metrics)
                 if save_best:  # a Tune trial's best is Tune's best checkpoint: SSL trials skip this copy
@@ -225,8 +227,6 @@ def train(
             checkpoint_dir = save_checkpoint(
                 out_dir / "last", cfg, state | _best(best_eer, best_epoch, best_metrics), meta | {"epoch": epoch}
             )
-        else:
-            history.append(metrics)
         _write_history(out_dir, history)
         if on_epoch is not None:
             on_epoch(EpochResult(epoch, metrics, evaluated, checkpoint_dir))

@@ -5,13 +5,13 @@ The trial's config (flat keys and bundle labels) becomes a ``Config`` through th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sourcetrace.config import Config
-from sourcetrace.errors import SourcetraceError
-from sourcetrace.training.faults import NO_RETRY
+from sourcetrace.training.faults import failure_result
 
 if TYPE_CHECKING:
     from sourcetrace.sweep.spec import TrialSpec
@@ -28,22 +28,33 @@ def keeps_best_copy(cfg: Config) -> bool:
     return cfg.model.name != "w2v2_aasist"
 
 
-def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
-    """Tune function trainable: train one configuration, resuming from Tune's checkpoint if any."""
+# What Tune ranks a trial's checkpoints by (the sweep's CheckpointConfig): see ``checkpoint_score``.
+CHECKPOINT_SCORE = "checkpoint_score"
+
+
+def checkpoint_score(metrics: Mapping[str, float], evaluated: bool, metric: str, mode: str) -> float:
+    """An evaluation's checkpoint scores the sweep's ``metric``; a resume-only one (``train.checkpoint_every``)
+    the worst value of ``mode``, so keeping the best checkpoints never keeps it in place of an evaluated one.
+
+    >>> checkpoint_score({"dev_eer": 4.0}, True, "dev_eer", "min"), checkpoint_score({}, False, "dev_eer", "min")
+    (4.0, inf)
+    >>> checkpoint_score({"dev_openset_auroc": 0.9}, False, "dev_openset_auroc", "max")
+    -inf
+    """
+    if evaluated and metric in metrics:
+        return float(metrics[metric])
+    return math.inf if mode == "min" else -math.inf
+
+
+def run_trial(config: dict[str, Any], spec: TrialSpec, metric: str = "dev_eer", mode: str = "min") -> None:
+    """Tune function trainable: train one configuration, resuming from Tune's newest checkpoint if any.
+
+    ``metric``/``mode``: the sweep's, which each checkpoint's ``CHECKPOINT_SCORE`` follows."""
     import torch
     from ray import tune
 
     from sourcetrace.device import device_name, share_gpu_memory, trial_device
     from sourcetrace.training.loop import EpochResult, train
-
-    ctx = tune.get_context()
-    resources = ctx.get_trial_resources().required_resources
-    threads = cpu_share(resources)
-    flat = spec.resolve(config)
-    flat.setdefault("train.num_threads", threads)
-    cfg = Config.from_dict(flat)
-    torch.set_num_threads(cfg.train.num_threads or threads)
-    out_dir = Path(ctx.get_trial_dir()) / "run"
 
     reached, name = [0], ["cpu"]
 
@@ -53,11 +64,20 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
         if r.checkpoint_dir is not None:
             # Tune copies the folder into the trial's storage before report returns; the trainer may then
             # overwrite its ``last/`` in place.
+            metrics[CHECKPOINT_SCORE] = checkpoint_score(r.metrics, r.evaluated, metric, mode)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(r.checkpoint_dir)))
         else:
             tune.report(metrics)
 
     try:
+        ctx = tune.get_context()
+        resources = ctx.get_trial_resources().required_resources
+        threads = cpu_share(resources)
+        flat = spec.resolve(config)
+        flat.setdefault("train.num_threads", threads)
+        cfg = Config.from_dict(flat)
+        torch.set_num_threads(cfg.train.num_threads or threads)
+        out_dir = Path(ctx.get_trial_dir()) / "run"
         gpus = float(resources.get("GPU", 0))
         device = trial_device(cfg.train.device, gpus)  # CUDA for a GPU trial, or an error; never CUDA without one
         share_gpu_memory(device, gpus)
@@ -69,6 +89,6 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
             return
         with checkpoint.as_directory() as folder:
             train(cfg, out_dir, resume_from=folder, **run)
-    except SourcetraceError:  # deterministic: flag it so Tune does not retry (training/retry.py)
-        tune.report({"epoch": reached[0] + 0.5, NO_RETRY: 1.0})  # mid-epoch: never replaces an epoch's row
+    except Exception as err:  # flagged, so Tune's retries tell it from a lost worker (training/retry.py)
+        tune.report(failure_result(err, reached[0]))
         raise
