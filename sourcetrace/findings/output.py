@@ -138,7 +138,8 @@ def figure(table: pd.DataFrame, path: Path) -> None:
         ax.axvline(0, color="k", lw=1)
         for m in (-margin, margin):
             ax.axvline(m, color="k", lw=0.8, ls=":")
-        ax.set(title=f"eval: {condition}", xlabel="A − B, EER pp (green holds, red does not, grey cannot tell)")
+        ax.set(title=f"eval: {condition}", xlabel="A − B, EER pp (95 % CI)")
+    fig.suptitle("green: holds, red: does not hold, grey: cannot tell; dotted: ± the margin", fontsize=9)
     axes[0].set_yticks(range(len(names)), names)
     axes[0].invert_yaxis()
     fig.tight_layout()
