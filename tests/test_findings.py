@@ -133,6 +133,7 @@ def test_unfinished_trials_are_left_out_and_aasist_trials_test_d():
     assert d.loc["all", "claim"] == "no worse" and (d.loc[UNSEEN, "claim"] == "beats").all()
     assert d.loc["all", "n_pairs"] == 8  # aamsoftmax/random x 3 dims x 3 seeds, less the failed ResNet trial
     assert (d["verdict"] == HOLDS).all() and d["finding_verdict"].iloc[0] == HOLDS
+    assert "generalises better to unseen systems: HOLDS over all three" in verdict_lines(table)[3]
 
 
 def test_cli_errors_are_one_line_and_write_nothing(tmp_path, capsys):

@@ -135,7 +135,8 @@ def verdict_lines(table: pd.DataFrame) -> list[str]:
         head = f"({finding}) {FINDINGS[finding]}: {overall if overall == UNTESTED_D else overall.upper()}"
         if finding != "d" or "claim" in rows and rows["claim"].notna().any():
             unseen = rows[rows["condition"] != "all"].groupby("condition", sort=False)["verdict"].agg(combine)
-            head += " on eval overall; unseen systems: " + ", ".join(f"{c}: {v}" for c, v in unseen.items())
+            scope = "on eval overall" if finding != "d" else "over all three (overall: no worse; unseen: beats)"
+            head += f" {scope}; unseen systems: " + ", ".join(f"{c}: {v}" for c, v in unseen.items())
             claims = sorted(set(rows["claim"].dropna()))
             m = float(rows["margin"].dropna().iloc[0]) if rows["margin"].notna().any() else MARGIN
             head += " [rule: " + "; ".join(RULES[c].format(m=m) for c in claims) + "]"
