@@ -9,14 +9,16 @@ Equal compute: one batch size, 24 clips, for both samplers (balanced: 12 systems
 clips drawn uniformly), and a fixed step budget: ``train.epoch_steps=clips`` makes an epoch
 len(train) // 24 steps for either sampler (97 on the full preset; the balanced sampler's own pass is
 longer), ``train.steps_per_epoch`` caps it below that, so every cell takes exactly
-EPOCHS x STEPS optimiser steps on as many clips (the paper's balanced epochs are longer than its random
-ones, and its random batch is 128: its losses got different compute). The same seed gives every recipe
-the same initial weights and crop offsets, so cells are paired by seed in the findings report.
+EPOCHS x STEPS optimiser steps on as many clips (the paper's balanced and random epochs differ in steps,
+and its random batch is 128: its losses got different compute). The same seed gives every recipe of an
+embedding size the same initial network weights, so cells are paired by seed in the findings report.
 
 Budget: EPOCHS x STEPS = 6 x 25 = 150 steps (3 600 clips, ~1.5 passes over the 2 340 training clips),
-lr 2e-3 with one warm-up epoch, then cosine. Measured on the full preset: one trial ~100 s wall on one
-core with a second trial beside it (training + one evaluation of dev, eval and the open-set references
-at 2 s crops + start-up), so 72 trials two at a time take about an hour. This budget is far below the
+lr 2e-3 with one warm-up epoch, then cosine. Measured on the full preset (one thread, CPU seconds, so
+the load of other jobs does not inflate them): training 9.2 s per 25-step epoch (~55 s in all, the same
+for GE2E/balanced and Softmax/random), the one evaluation (dev, eval and the open-set references at 2 s
+crops) 41-43 s, and once per Ray worker (actors are reused) 18 s of imports and decoding: ~100 s per
+trial, so 72 trials two at a time take about an hour on 2 idle cores. This budget is far below the
 paper's (300 epochs on a GPU): a verdict of "cannot tell at this budget" is an answer, not a failure.
 
 Run it in the background (resumable: the same command again, or ``--resume``, continues it):

@@ -6,7 +6,7 @@ Paper budgets: batch 32, 100 epochs, dev EER every 10, lr 1e-4 after 10 warm-up 
 end is fine-tuned. Equal compute in every cell: one batch of 32 clips for both samplers (balanced: 16
 systems x 2 clips) and ``train.epoch_steps=clips`` (an epoch is len(train) // 32 steps for either
 sampler: the paper's balanced epochs were shorter than its random ones), the same for both backbones.
-The same seed gives every cell of a backbone the same initial weights and crops (paired in the report).
+The same seed gives every cell of a backbone and size the same initial weights (paired in the report).
 One GPU per trial (the 300 M-parameter model fills it; the ResNet trials get one too, and are quick).
 Best checkpoints stay in the Tune storage and are not uploaded to MLflow (several GB each with the
 optimiser state). The model module is not imported here: the name is only checked against the registry.

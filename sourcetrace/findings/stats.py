@@ -3,7 +3,7 @@
 A side of a comparison is a Series of EERs (%) indexed by *unit*: the seed, or (embedding size, seed) and
 so on. Where at least two units hold both sides, the test is paired on those units (``scipy.stats.ttest_rel``;
 the interval is the t interval of the differences A - B): cells that share a seed share their initial
-weights and crops. Otherwise Welch's t test over all values (``ttest_ind(equal_var=False)``). Lower EER is
+network weights. Otherwise Welch's t test over all values (``ttest_ind(equal_var=False)``). Lower EER is
 better. Each side also gets its own mean and t interval over its units.
 
 The verdict rules read the 95 % interval [lo, hi] of A - B against a practical margin MARGIN (pp of EER):
