@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = _command(
         sub,
         "findings",
-        "Check the paper's Table-1 findings on a finished sweep: 95 % CIs over seeds, tests, a verdict each.",
+        "Check the paper's Table-1 findings on a finished sweep: intervals over seeds, paired tests, a verdict each.",
         "sourcetrace findings ray_results/findings_cpu --out analysis/results/findings_cpu",
     )
     f.add_argument("sweep_run", help="the sweep's Tune experiment folder (STORAGE/NAME)")
