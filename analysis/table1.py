@@ -276,3 +276,23 @@ print(
     f"ours {aasist['eer_mean'].min() if len(aasist) else 'not in this sweep'}"
 )
 paper.round(2)
+
+# %% [markdown]
+# ## The paper's findings, checked (`sourcetrace findings`)
+# `sourcetrace findings SWEEP_RUN --out DIR` writes these reports and, beside them, `findings.parquet`:
+# per finding (a: metric vs classification losses, b: 10-50 vs 512 dims, c: Softmax/random below 512,
+# d: ResNet vs wav2vec2-AASIST) and condition of the eval split, both sides' mean ± 95 % CI over seeds,
+# A − B with its interval and test (paired on shared seeds), the featureless baseline, and a verdict.
+# The committed CPU run: `SOURCETRACE_REPORT=analysis/results/findings_cpu`.
+
+# %%
+if (report / "findings.parquet").is_file():
+    from sourcetrace.findings.checks import verdict_lines
+
+    findings = pd.read_parquet(report / "findings.parquet")
+    print("\n".join(verdict_lines(findings)))
+    shown = ["finding", "comparison", "condition", "a_mean", "a_ci95", "b_mean", "b_ci95", "diff", "diff_lo"]
+    shown += ["diff_hi", "test", "n_pairs", "p", "baseline_eer", "verdict"]
+    display(findings[[c for c in shown if c in findings]].round(3))
+else:
+    print(f"no findings.parquet in {report}: run `sourcetrace findings SWEEP_RUN --out DIR` on a finished sweep")

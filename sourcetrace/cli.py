@@ -22,6 +22,7 @@ HANDLERS = {
     "train": "sourcetrace.training.loop:cli_train",
     "sweep": "sourcetrace.sweep.run:cli_sweep",
     "report": "sourcetrace.report:cli_report",
+    "findings": "sourcetrace.findings.output:cli_findings",
     "ui": "sourcetrace.ui:cli_ui",
     "analyze": "sourcetrace.evaluation.analyze:cli_analyze",
     "evaluate": "sourcetrace.evaluation.evaluate:cli_evaluate",
@@ -185,6 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("sweep_run", help="the sweep's Tune experiment folder (STORAGE/NAME)")
     r.add_argument("--out", default=None, help="report folder (default: SWEEP_RUN/report)")
     r.add_argument("--tracking-uri", default=None, help="MLflow store to take run ids from (default: none)")
+
+    f = _command(
+        sub,
+        "findings",
+        "Check the paper's Table-1 findings on a finished sweep: intervals over seeds, paired tests, a verdict each.",
+        "sourcetrace findings ray_results/findings_cpu --out analysis/results/findings_cpu",
+    )
+    f.add_argument("sweep_run", help="the sweep's Tune experiment folder (STORAGE/NAME)")
+    f.add_argument("--out", required=True, help="folder for the parquet reports, findings.md and findings.png")
+    f.add_argument("--margin", type=float, default=1.0, help="EER difference (pp) too small to count as a finding")
 
     u = _command(sub, "ui", "Serve the MLflow UI on the sweeps' tracking store, bound to 127.0.0.1.", "sourcetrace ui")
     u.add_argument("--tracking-uri", default=None, help="backend store (default: the embedded sqlite store)")

@@ -124,7 +124,7 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _ci95(values: np.ndarray) -> float:
+def ci95(values: np.ndarray) -> float:
     if len(values) < 2:
         return np.nan
     from scipy import stats  # only for cells with two or more seeds
@@ -162,7 +162,7 @@ def table1_cells(trials: pd.DataFrame) -> pd.DataFrame:
                     zip(KEYS[:3] + ["variant", "dim"], key),
                     split=split,
                     eer_mean=float(vals.mean()) if len(vals) else np.nan,
-                    eer_ci95=_ci95(vals),
+                    eer_ci95=ci95(vals),
                     n=len(vals),
                     n_trials=len(group),
                     **{f"n_{s}": int(counts.get(s, 0)) for s in ("finished", "early_stopped", "failed")},

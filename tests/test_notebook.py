@@ -5,10 +5,12 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from test_report import AAM, GE2E, C, make_experiment
 
 from sourcetrace.evaluation.baseline import BASELINE_FILE
+from sourcetrace.findings.checks import findings_table
 from sourcetrace.report import write_reports
 
 nbclient = pytest.importorskip("nbclient", reason="nbclient is not installed (pip install -e '.[dev]')")
@@ -64,6 +66,7 @@ def report(tmp_path):
 
 def test_notebook_runs_from_its_folder_on_a_report(report, tmp_path, monkeypatch):
     figures = tmp_path / "figures"
+    findings_table(pd.read_parquet(report / "trials.parquet")).to_parquet(report / "findings.parquet")
     nb = execute(monkeypatch, SOURCETRACE_REPORT=str(report), SOURCETRACE_FIGURES=str(figures))
     text = outputs(nb)
     # Table 1: mean ± CI over the two AAM seeds (best dev evaluations 10 and 11), best of each column bold.
@@ -79,6 +82,8 @@ def test_notebook_runs_from_its_folder_on_a_report(report, tmp_path, monkeypatch
     for name in ("learning_curves.png", "eer_vs_dim.png", "dev_vs_test.png"):
         assert (figures / name).stat().st_size > 1000
     assert not (report / "figures").exists()  # nothing written into the report
+    assert "(a) metric-learning losses (GE2E, Angular Prototypical) beat classification losses" in text
+    assert "untested here (needs XLS-R weights" in text and "paired t" not in text  # one seed: no pairs
 
 
 def test_notebook_finds_the_repository_and_names_the_report_it_lacks(monkeypatch):

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sourcetrace.cli import main
@@ -39,11 +40,44 @@ def test_table1_resnet_is_the_papers_grid():
     assert 0 < sweep.resources["gpu"] < 1
 
 
-def test_aasist_grid_one_gpu_per_trial():
+def test_aasist_grid_beside_the_resnet_at_one_budget_one_gpu_per_trial():
     sweep = load_sweep(SWEEPS[0].parent / "table1_aasist.py")
     configs = [cfg for _, cfg in validate(sweep, MLAAD_TRAIN_CLASSES)]
-    assert len(configs) == 16 and {c.model.name for c in configs} == {"w2v2_aasist"}
+    assert len(configs) == 96 and {c.model.name for c in configs} == {"w2v2_aasist", "thin_resnet34"}
     assert {c.loss.name for c in configs} == {"amsoftmax", "aamsoftmax"} and sweep.resources["gpu"] == 1
+    assert {c.train.seed for c in configs} == {0, 1, 2}
+    # equal compute: one batch for both samplers, an epoch of len(train) // batch steps for either
+    assert {(c.train.batch_size, c.train.epoch_steps, c.train.epochs, c.train.steps_per_epoch) for c in configs} == {
+        (32, "clips", 100, 0)
+    }
+    pin_overrides(sweep, ["model.name=w2v2_aasist", "train.seed=0", "train.epoch_steps=voxceleb"])
+    paper = [cfg for _, cfg in validate(sweep, MLAAD_TRAIN_CLASSES)]
+    assert len(paper) == 16 and {c.model.name for c in paper} == {"w2v2_aasist"}  # the paper's own grid
+
+
+def test_findings_sweep_is_table1_at_equal_compute_with_seeds():
+    from sourcetrace.data.corpus.systems import plan
+    from sourcetrace.data.samplers import SAMPLERS
+    from sourcetrace.training.loop import steps_per_epoch
+
+    sweep = load_sweep(SWEEPS[0].parent / "findings_cpu.py")
+    configs = [cfg for _, cfg in validate(sweep, MLAAD_TRAIN_CLASSES)]
+    table1 = [cfg for _, cfg in validate(load_sweep(SWEEPS[0].parent / "table1_resnet.py"), MLAAD_TRAIN_CLASSES)]
+    assert len(configs) == 72
+    assert {(c.loss.name, c.sampler.name) for c in configs} == {(c.loss.name, c.sampler.name) for c in table1}
+    assert {c.model.embedding_dim for c in configs} == {10, 50, 512} and {c.train.seed for c in configs} == {0, 1, 2}
+    assert {(c.model.name, c.model.channels) for c in configs} == {("thin_resnet34", 8)}
+    assert sweep.tune["scheduler"] == "fifo" and sweep.tune["max_concurrent"] == 2 and sweep.resources["cpu"] == 1
+    assert all(c.train.eval_every == c.train.epochs for c in configs)  # one evaluation, at the end of the budget
+    # The same optimiser steps and clips in every cell on the full preset's training split
+    train = [clip for clip in plan("full", 0, "flac") if clip.split == "train"]
+    systems = sorted({clip.system for clip in train})
+    labels = np.array([systems.index(clip.system) for clip in train])
+    budgets = set()
+    for c in configs:
+        sampler = SAMPLERS[c.sampler.name](labels, c.train.batch_size, c.sampler.per_class, c.train.seed)
+        budgets.add((c.train.epochs * steps_per_epoch(c, sampler, labels), c.train.batch_size))
+    assert budgets == {(sweep.base["train.epochs"] * sweep.base["train.steps_per_epoch"], 24)}
 
 
 def _write(tmp_path, body: str) -> Path:
