@@ -66,6 +66,10 @@ class ModelConfig:
     name: str = "thin_resnet34"
     embedding_dim: int = 50
     channels: int = 16  # first-stage width: a quarter of ResNet-34's 64 (stages 16-32-64-128)
+    # ResNet head. "mean"+"sap" is voxceleb_trainer's ResNetSE34L (frequency rows averaged, attentive mean);
+    # "flatten"+"asp" its ResNetSE34V2 (rows stacked into channels, attentive mean and std).
+    frequency: str = "mean"  # mean | flatten
+    pooling: str = "sap"  # sap | asp
 
 
 @dataclass(frozen=True)
@@ -234,6 +238,8 @@ def _check_ranges(cfg: Config) -> None:
         "train.optimizer": ("adam", "adamw"),
         "train.precision": ("auto", "fp32", "bf16", "fp16"),
         "ssl.finetune": ("full", "frozen", "top"),
+        "model.frequency": ("mean", "flatten"),
+        "model.pooling": ("sap", "asp"),
         "data.short_clips": ("error", "pad", "drop"),
         "train.epoch_steps": ("sampler", "clips", "voxceleb"),
     }

@@ -140,3 +140,27 @@ def test_sap_attends_to_the_salient_frame():
 def test_unknown_pooling_is_an_error():
     with pytest.raises(ValueError, match="unknown pooling 'xvec'; valid: asp, sap"):
         ThinResNet34(50, pooling="xvec")
+
+
+@pytest.mark.parametrize(("n_mels", "rows"), [(40, 5), (64, 8), (80, 10)])
+def test_flatten_head_keeps_each_frequency_row(n_mels, rows):
+    """model.frequency=flatten (ResNetSE34V2): the last stage's frequency rows become channels, not a mean."""
+    cfg = Config.from_dict(
+        {"model.channels": 8, "features.n_mels": n_mels, "model.frequency": "flatten", "model.pooling": "asp"}
+    )
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        frames = model.frame_features(torch.randn(2, 16000))
+        trunk = model.stages(model.relu(model.bn1(model.conv1(model.fbank(torch.randn(2, 16000)).unsqueeze(1)))))
+    assert trunk.shape[2] == rows and frames.shape[1] == 64 * rows
+    assert model.pool.out_dim == 2 * 64 * rows and model(torch.randn(2, 16000)).shape == (2, 50)
+
+
+def test_unknown_head_options_are_config_errors():
+    from sourcetrace.errors import ConfigError
+    from sourcetrace.validation import validate
+
+    with pytest.raises(ConfigError, match="model.frequency='rows' is not one of mean, flatten"):
+        validate(Config.from_dict({"model.frequency": "rows"}))
+    with pytest.raises(ConfigError, match="model.pooling='xvec' is not one of sap, asp"):
+        validate(Config.from_dict({"model.pooling": "xvec"}))

@@ -81,10 +81,14 @@ class ThinResNet34(nn.Module):
         features: FeaturesConfig | None = None,
         sample_rate: int = 16000,
         pooling: str = "sap",
+        frequency: str = "mean",
     ):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; valid: {', '.join(sorted(POOLINGS))}")
+        if frequency not in ("mean", "flatten"):
+            raise ValueError(f"unknown frequency head {frequency!r}; valid: mean, flatten")
+        self.frequency = frequency
         self.embedding_dim = int(embedding_dim)
         self.fbank = LogMelFbank(features or FeaturesConfig(), sample_rate=sample_rate)
         widths = [channels * f for f in (1, 2, 4, 8)]
@@ -97,7 +101,9 @@ class ThinResNet34(nn.Module):
             stages.append(nn.Sequential(*blocks))
             in_ch = width
         self.stages = nn.Sequential(*stages)
-        self.pool = POOLINGS[pooling](widths[-1])
+        fbank_cfg = features or FeaturesConfig()
+        rows = -(-fbank_cfg.n_mels // 8)  # frequency rows left after the strides (2, 2, 2)
+        self.pool = POOLINGS[pooling](widths[-1] * (rows if frequency == "flatten" else 1))
         self.fc = nn.Linear(self.pool.out_dim, self.embedding_dim)
         self._init_weights()
 
@@ -108,6 +114,8 @@ class ThinResNet34(nn.Module):
             channels=cfg.model.channels,
             features=cfg.features,
             sample_rate=cfg.data.sample_rate,
+            pooling=cfg.model.pooling,
+            frequency=cfg.model.frequency,
         )
 
     def _init_weights(self) -> None:
@@ -119,13 +127,15 @@ class ThinResNet34(nn.Module):
                 nn.init.zeros_(mod.bias)
 
     def frame_features(self, wave: torch.Tensor) -> torch.Tensor:
-        """Waveform [B, T] -> frame features [B, C, frames / 4] before pooling."""
+        """Waveform [B, T] -> frame features [B, C (x frequency rows with frequency=flatten), frames / 4]."""
         return self._trunk(self.fbank(wave))
 
     def _trunk(self, fbank: torch.Tensor) -> torch.Tensor:
         x = fbank.unsqueeze(1)  # [B, 1, n_mels, frames], fp32
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.stages(x)  # [B, C, n_mels / 8, frames / 4]
+        if self.frequency == "flatten":  # ResNetSE34V2: every frequency row keeps its own channels
+            return x.flatten(1, 2)
         return x.mean(dim=2)  # ResNetSE34L: average the frequency rows
 
     def embed_fbank(self, fbank: torch.Tensor) -> torch.Tensor:
