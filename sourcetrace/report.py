@@ -60,8 +60,10 @@ def _trials(exp: Path) -> list:
     """Tune's trials of the experiment folder, read with its public ``ExperimentAnalysis`` (no Ray started)."""
     from ray.tune import ExperimentAnalysis  # seconds to import: only once a report is built
 
-    try:
-        return ExperimentAnalysis(str(exp)).trials
+    if not any(Path(exp).glob("experiment_state-*.json")):
+        raise SourcetraceError(f"{exp} holds no Tune experiment (no experiment_state-*.json)")
+    try:  # absolute: Ray hands the path to pyarrow, which takes a relative one for a URI without a scheme
+        return ExperimentAnalysis(str(Path(exp).resolve())).trials
     except ValueError:  # no experiment snapshot in the folder
         raise SourcetraceError(f"{exp} holds no Tune experiment (no experiment_state-*.json)") from None
 

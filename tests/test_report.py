@@ -155,3 +155,11 @@ def test_cli_report(exp, capsys):
     assert "Table 1 of sweep sw" in out and (exp / "report" / "table1.parquet").is_file()
     assert main(["report", str(exp.parent)]) == 2  # not an experiment folder: one clear line
     assert "no Tune experiment" in capsys.readouterr().err
+
+
+def test_cli_report_takes_a_path_relative_to_the_working_directory(exp, capsys, monkeypatch):
+    """`sourcetrace report ray_results/demo` as README writes it: Ray passes the folder to pyarrow, which
+    refuses a relative path as a URI without a scheme."""
+    monkeypatch.chdir(exp.parent)
+    assert main(["report", exp.name]) == 0
+    assert "Table 1 of sweep sw" in capsys.readouterr().out
