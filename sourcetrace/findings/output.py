@@ -110,7 +110,7 @@ def summary(table: pd.DataFrame, reports, exp: Path, command: str) -> str:
             "## Table 1 at this budget",
             "",
             "```",
-            format_table1(reports),
+            format_table1(reports).replace(str(exp.resolve()), str(exp)),  # the folder as given, not this machine's
             "```",
             "",
         ]
