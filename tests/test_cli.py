@@ -87,7 +87,14 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
     """A corpus build (long enough to interrupt) stopped by SIGINT once its first clips exist."""
     out = tmp_path / "corpus"
     cmd = [sys.executable, "-m", "sourcetrace.cli", "corpus", "build", "--out", str(out), "--preset", "tiny"]
-    proc = subprocess.Popen([*cmd, "--workers", "1", "--no-progress"], stderr=subprocess.PIPE, text=True)
+    # As a terminal's foreground command gets it: SIGINT not ignored. A test run started in the background
+    # (`pytest ... &`) ignores SIGINT, every child inherits that, and the build would rightly not stop.
+    proc = subprocess.Popen(
+        [*cmd, "--workers", "1", "--no-progress"],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not any(out.rglob("*.flac")):
         time.sleep(0.2)
