@@ -62,19 +62,26 @@ def test_cli_train_writes_config_metrics_results_and_checkpoints(tiny_corpus, tm
     assert (out / "last" / "state.pt").is_file()
 
 
+class _Stop(Exception):
+    pass
+
+
+def interrupt_after(cfg, out, epoch: int) -> None:
+    """Train into ``out`` and stop it right after ``epoch``, as a crash would, leaving ``last/`` behind."""
+
+    def stop(r):
+        if r.epoch == epoch:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(cfg, out, on_epoch=stop)
+
+
 def test_resume_reproduces_the_uninterrupted_run(tiny_corpus, tmp_path):
     cfg = quick(tiny_corpus, **{"train.epochs": 4, "train.eval_every": 2, "train.eval_test": False})
     full = train(cfg, tmp_path / "full")
 
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(r):
-        if r.epoch == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(cfg, tmp_path / "cut", on_epoch=stop_after_two)
+    interrupt_after(cfg, tmp_path / "cut", 2)
     resumed = train(cfg, tmp_path / "cut", resume_from=tmp_path / "cut" / "last")
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
     assert resumed.final_metrics["dev_eer"] == full.final_metrics["dev_eer"]
@@ -92,15 +99,7 @@ def test_resume_from_a_resume_only_checkpoint_reproduces_the_run(tiny_corpus, tm
         (3, True, True),
     ]
 
-    class Stop(Exception):
-        pass
-
-    def stop_after_one(r):
-        if r.epoch == 1:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(cfg, tmp_path / "cut", on_epoch=stop_after_one)
+    interrupt_after(cfg, tmp_path / "cut", 1)
     assert not (tmp_path / "cut" / "best").exists()  # a resume point is no evaluation: no best yet
     resumed = train(cfg, tmp_path / "cut", resume_from=tmp_path / "cut" / "last")
     timing = ("epoch_seconds", "clips_per_s", "eval_seconds")
