@@ -1,7 +1,8 @@
 """Robustness to codecs and replay: the demo's GE2E model trained without and with augmentation.
 
-Two trials of the narrow Thin-ResNet-34 (model.channels=8, GE2E, balanced 12 classes x 2 clips, lr 2e-3,
-2 warm-up epochs, 20 epochs of one balanced pass): ``augment=off`` and ``augment=codecs+replay``, where
+Two trials of the narrow Thin-ResNet-34 (model.channels=8, the demo's front end and head: log-Mel without
+instance norm, rows kept, attentive statistics; GE2E, balanced 12 classes x 2 clips, lr 2e-3, 2 warm-up
+epochs, 40 epochs of one balanced pass): ``augment=off`` and ``augment=codecs+replay``, where
 each training clip is drawn clean with probability 0.4 or from its MP3 32 kb/s, Opus 16 kb/s, AMR-NB or
 replayed rendering (0.15 each), and gets white noise at 5-30 dB SNR with probability 0.2. Every trial
 trains its full budget (fifo). The renderings are made once and cached (set SOURCETRACE_CACHE to share
@@ -15,12 +16,16 @@ from ray import tune
 BASE = {
     "model.name": "thin_resnet34",
     "model.channels": 8,
+    # the demo's front end and head (sweeps/demo.py): no instance norm, rows kept, attentive mean and std
+    "features.instance_norm": False,
+    "model.frequency": "flatten",
+    "model.pooling": "asp",
     "model.embedding_dim": 50,
     "loss.name": "ge2e",
     "sampler.name": "balanced",
     "sampler.per_class": 2,
     "train.batch_size": 24,
-    "train.epochs": 20,
+    "train.epochs": 40,
     "train.epoch_steps": "sampler",
     "train.eval_every": 4,
     "train.warmup_epochs": 2,
