@@ -70,6 +70,7 @@ class ModelConfig:
     # "flatten"+"asp" its ResNetSE34V2 (rows stacked into channels, attentive mean and std).
     frequency: str = "mean"  # mean | flatten
     pooling: str = "sap"  # sap | asp
+    band_stats: bool = False  # also feed each log-Mel band's mean and std over time (pre-norm) to the last layer
 
 
 @dataclass(frozen=True)

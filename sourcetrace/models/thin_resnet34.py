@@ -6,6 +6,12 @@ squeeze-excitation basic blocks [3, 4, 6, 3], widths 16-32-64-128, strides 1, (2
 linear to ``embedding_dim``. 1,371,030 + 129 x embedding_dim parameters: 1,377,480 at 50-d
 (the paper's "1.4 M"; 1,437,078 at 512-d, voxceleb_trainer's ResNetSE34L size).
 
+Option ``band_stats`` (not in voxceleb_trainer): the mean and standard deviation over time of every
+log-Mel band, taken before the instance norm, batch-normalised and concatenated to the pooled vector
+before the last linear layer. The trunk still sees the normalised spectrogram; the head gets back the
+long-term band levels and dynamics that the norm removes (the voice and vocoder colouring that the MFCC
+baseline scores).
+
 One deliberate difference: voxceleb_trainer's SEBasicBlock applies ReLU *before* its first
 BatchNorm (conv-relu-bn); we use the standard conv-bn-relu order. Parameter count is unchanged.
 """
@@ -82,6 +88,7 @@ class ThinResNet34(nn.Module):
         sample_rate: int = 16000,
         pooling: str = "sap",
         frequency: str = "mean",
+        band_stats: bool = False,
     ):
         super().__init__()
         if pooling not in POOLINGS:
@@ -104,7 +111,9 @@ class ThinResNet34(nn.Module):
         fbank_cfg = features or FeaturesConfig()
         rows = -(-fbank_cfg.n_mels // 8)  # frequency rows left after the strides (2, 2, 2)
         self.pool = POOLINGS[pooling](widths[-1] * (rows if frequency == "flatten" else 1))
-        self.fc = nn.Linear(self.pool.out_dim, self.embedding_dim)
+        n_stats = 2 * fbank_cfg.n_mels if band_stats else 0
+        self.band_norm = nn.BatchNorm1d(n_stats) if band_stats else None
+        self.fc = nn.Linear(self.pool.out_dim + n_stats, self.embedding_dim)
         self._init_weights()
 
     @classmethod
@@ -116,13 +125,14 @@ class ThinResNet34(nn.Module):
             sample_rate=cfg.data.sample_rate,
             pooling=cfg.model.pooling,
             frequency=cfg.model.frequency,
+            band_stats=cfg.model.band_stats,
         )
 
     def _init_weights(self) -> None:
         for mod in self.modules():  # as voxceleb_trainer's ResNetSE
             if isinstance(mod, nn.Conv2d):
                 nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(mod, nn.BatchNorm2d):
+            elif isinstance(mod, (nn.BatchNorm2d, nn.BatchNorm1d)):
                 nn.init.ones_(mod.weight)
                 nn.init.zeros_(mod.bias)
 
@@ -138,12 +148,20 @@ class ThinResNet34(nn.Module):
             return x.flatten(1, 2)
         return x.mean(dim=2)  # ResNetSE34L: average the frequency rows
 
-    def embed_fbank(self, fbank: torch.Tensor) -> torch.Tensor:
-        """Log-Mel features [B, n_mels, frames] (from ``self.fbank``) -> embeddings [B, D]."""
+    def embed_fbank(self, fbank: torch.Tensor, band_stats: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-Mel features [B, n_mels, frames] (from ``self.fbank``) -> embeddings [B, D]; a model built with
+        ``band_stats`` also needs the fbank's band statistics (``self.fbank.with_band_stats``)."""
         x = self._trunk(fbank)
         # pooling statistics and the last linear layer in fp32 even under autocast (bmm is on its bf16 list)
         with torch.autocast(x.device.type, enabled=False):
-            return self.fc(self.pool(x.float()))
+            pooled = self.pool(x.float())
+            if self.band_norm is not None:
+                if band_stats is None:
+                    raise ValueError("this model was built with band_stats: pass the fbank's band statistics")
+                pooled = torch.cat([pooled, self.band_norm(band_stats.float())], dim=1)
+            return self.fc(pooled)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.embed_fbank(self.fbank(wave))
+        if self.band_norm is None:
+            return self.embed_fbank(self.fbank(wave))
+        return self.embed_fbank(*self.fbank.with_band_stats(wave))
