@@ -71,6 +71,7 @@ class ModelConfig:
     frequency: str = "mean"  # mean | flatten
     pooling: str = "sap"  # sap | asp
     band_stats: bool = False  # also feed each log-Mel band's mean and std over time (pre-norm) to the last layer
+    band_stats_dropout: float = 0.0  # probability of dropping that branch for a training clip
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,7 @@ def _check_ranges(cfg: Config) -> None:
         ("sampler.per_class", cfg.sampler.per_class >= 1),
         ("loss.scale", cfg.loss.scale > 0),
         ("loss.margin", cfg.loss.margin >= 0),
+        ("model.band_stats_dropout", 0 <= cfg.model.band_stats_dropout < 1),
     ]
     for key, ok in checks:
         if not ok:

@@ -164,3 +164,27 @@ def test_unknown_head_options_are_config_errors():
         validate(Config.from_dict({"model.frequency": "rows"}))
     with pytest.raises(ConfigError, match="model.pooling='xvec' is not one of sap, asp"):
         validate(Config.from_dict({"model.pooling": "xvec"}))
+
+
+def test_band_stats_give_back_what_instance_norm_removes():
+    """model.band_stats: a gain change is invisible to the instance-normalised trunk; the band means carry it."""
+    wave = torch.randn(2, 16000) * torch.linspace(0.2, 1.0, 16000)  # not stationary: each band has a spread
+    plain = build_model(Config.from_dict({"model.channels": 8})).eval()
+    with_stats = build_model(Config.from_dict({"model.channels": 8, "model.band_stats": True})).eval()
+    assert with_stats.fc.in_features == plain.fc.in_features + 2 * 40
+    assert n_params(with_stats) == n_params(plain) + 80 * 50 + 2 * 80  # the linear's new inputs and the norm
+    with torch.no_grad():
+        x, stats = with_stats.fbank.with_band_stats(wave)
+        x2, stats2 = with_stats.fbank.with_band_stats(wave * 4)
+        torch.testing.assert_close(x, x2, atol=1e-3, rtol=0)  # the trunk's input ignores the gain
+        torch.testing.assert_close(
+            stats2[:, :40] - stats[:, :40],
+            torch.full((2, 40), 2 * torch.log(torch.tensor(4.0)).item()),
+            atol=1e-3,
+            rtol=0,
+        )
+        torch.testing.assert_close(stats2[:, 40:], stats[:, 40:], atol=1e-3, rtol=0)  # the spread is gain-free
+        torch.testing.assert_close(plain(wave), plain(wave * 4), atol=1e-4, rtol=0)
+        assert (with_stats(wave) - with_stats(wave * 4)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="built with band_stats"):
+        with_stats.embed_fbank(x)

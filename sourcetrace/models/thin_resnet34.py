@@ -10,7 +10,8 @@ Option ``band_stats`` (not in voxceleb_trainer): the mean and standard deviation
 log-Mel band, taken before the instance norm, batch-normalised and concatenated to the pooled vector
 before the last linear layer. The trunk still sees the normalised spectrogram; the head gets back the
 long-term band levels and dynamics that the norm removes (the voice and vocoder colouring that the MFCC
-baseline scores).
+baseline scores). ``band_stats_dropout`` p drops the whole branch of a training clip with probability p
+(inverted dropout), so the trunk must also tell systems apart on its own.
 
 One deliberate difference: voxceleb_trainer's SEBasicBlock applies ReLU *before* its first
 BatchNorm (conv-relu-bn); we use the standard conv-bn-relu order. Parameter count is unchanged.
@@ -89,6 +90,7 @@ class ThinResNet34(nn.Module):
         pooling: str = "sap",
         frequency: str = "mean",
         band_stats: bool = False,
+        band_stats_dropout: float = 0.0,
     ):
         super().__init__()
         if pooling not in POOLINGS:
@@ -113,6 +115,7 @@ class ThinResNet34(nn.Module):
         self.pool = POOLINGS[pooling](widths[-1] * (rows if frequency == "flatten" else 1))
         n_stats = 2 * fbank_cfg.n_mels if band_stats else 0
         self.band_norm = nn.BatchNorm1d(n_stats) if band_stats else None
+        self.band_stats_dropout = float(band_stats_dropout)
         self.fc = nn.Linear(self.pool.out_dim + n_stats, self.embedding_dim)
         self._init_weights()
 
@@ -126,6 +129,7 @@ class ThinResNet34(nn.Module):
             pooling=cfg.model.pooling,
             frequency=cfg.model.frequency,
             band_stats=cfg.model.band_stats,
+            band_stats_dropout=cfg.model.band_stats_dropout,
         )
 
     def _init_weights(self) -> None:
@@ -158,7 +162,11 @@ class ThinResNet34(nn.Module):
             if self.band_norm is not None:
                 if band_stats is None:
                     raise ValueError("this model was built with band_stats: pass the fbank's band statistics")
-                pooled = torch.cat([pooled, self.band_norm(band_stats.float())], dim=1)
+                stats = self.band_norm(band_stats.float())
+                if self.training and self.band_stats_dropout > 0:  # whole branch, per clip: 0 or 1 / (1 - p)
+                    keep = stats.new_ones(stats.shape[0], 1)
+                    stats = stats * nn.functional.dropout(keep, self.band_stats_dropout, training=True)
+                pooled = torch.cat([pooled, stats], dim=1)
             return self.fc(pooled)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
