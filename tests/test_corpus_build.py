@@ -105,6 +105,16 @@ def test_missing_engine_is_named_with_its_package(monkeypatch):
     assert engines.missing_requirements(BY_NAME["espeak_default"]) == []
 
 
+def test_build_with_a_missing_engine_exits_2_before_making_a_clip(tmp_path, monkeypatch, capsys):
+    from sourcetrace.cli import main
+
+    monkeypatch.setattr(engines.shutil, "which", lambda cmd: None if cmd == "pico2wave" else "/bin/true")
+    assert main(["corpus", "build", "--out", str(tmp_path / "c"), "--preset", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "TTS engines missing" in err and "pico_griffinlim" in err and "libttspico-utils" in err
+    assert not list((tmp_path / "c").rglob("*.wav"))
+
+
 def test_engine_failure_names_engine_system_and_text(tmp_path, monkeypatch):
     calls = []
 

@@ -188,3 +188,25 @@ def test_band_stats_give_back_what_instance_norm_removes():
         assert (with_stats(wave) - with_stats(wave * 4)).abs().max() > 1e-3
     with pytest.raises(ValueError, match="built with band_stats"):
         with_stats.embed_fbank(x)
+
+
+def test_band_stats_dropout_drops_whole_branch_of_some_training_clips():
+    cfg = {"model.channels": 8, "model.band_stats": True, "model.band_stats_dropout": 0.5}
+    model = build_model(Config.from_dict(cfg))
+    seen = []
+    model.fc.register_forward_pre_hook(lambda mod, args: seen.append(args[0][:, -80:].detach()))
+    wave = torch.randn(64, 8000)
+    model.train()(wave)
+    model.eval()(wave)
+    dropped = [int((stats.abs().sum(1) == 0).sum()) for stats in seen]
+    assert 16 <= dropped[0] <= 48 and dropped[1] == 0  # about half while training, none when embedding
+    kept = seen[0][seen[0].abs().sum(1) > 0]
+    assert kept.std(0).mean() > 1.5  # batch-normalised, then scaled by 1 / (1 - p) = 2
+
+
+def test_band_stats_dropout_out_of_range_is_a_config_error():
+    from sourcetrace.errors import ConfigError
+    from sourcetrace.validation import validate
+
+    with pytest.raises(ConfigError, match="model.band_stats_dropout=1.0 is out of range"):
+        validate(Config.from_dict({"model.band_stats_dropout": 1.0}))

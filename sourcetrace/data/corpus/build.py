@@ -21,7 +21,7 @@ import soundfile as sf
 
 from sourcetrace.data.corpus import engines
 from sourcetrace.data.corpus.canonical import RATE, canonicalise
-from sourcetrace.data.corpus.engines import EngineError
+from sourcetrace.data.corpus.engines import EngineError, MissingEngineError
 from sourcetrace.data.corpus.systems import BY_NAME, PRESETS, Clip, plan
 from sourcetrace.data.protocol import CONDITIONS, SPLITS
 from sourcetrace.errors import SourcetraceError, first_lines
@@ -99,7 +99,7 @@ def _check_engines(clips: list[Clip]) -> None:
     lacks = {s: engines.missing_requirements(BY_NAME[s]) for s in sorted({c.system for c in clips})}
     lines = [f"  {s}: {', '.join(m)}" for s, m in lacks.items() if m]
     if lines:
-        raise EngineError("TTS engines missing for these systems (run `make engines`):\n" + "\n".join(lines))
+        raise MissingEngineError("TTS engines missing for these systems (run `make engines`):\n" + "\n".join(lines))
 
 
 def _synthesise(root: Path, todo: list[Clip], workers: int, progress: bool) -> tuple[dict, list[str]]:

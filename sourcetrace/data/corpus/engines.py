@@ -22,9 +22,15 @@ from sourcetrace.errors import SourcetraceError
 
 
 class EngineError(SourcetraceError, RuntimeError):
-    """A TTS engine is missing or failed to make a clip."""
+    """A TTS engine failed to make a clip."""
 
     exit_code = 1
+
+
+class MissingEngineError(EngineError):
+    """A TTS engine the corpus needs is not installed: found before any clip is made (exit 2, fix the setup)."""
+
+    exit_code = 2
 
 
 _ESPEAK_LANG = {"en": "en-us", "de": "de", "fr": "fr-fr", "es": "es", "it": "it", "nl": "nl", "pt": "pt", "pl": "pl"}
