@@ -163,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("sweep_file", help="path to a sweeps/*.py file")
     _add_data_args(s)
     s.add_argument("--smoke", action="store_true", help="run the sweep's smoke-sized variant")
-    s.add_argument("--address", default=None, help="Ray cluster address (default: local embedded Ray)")
+    s.add_argument(
+        "--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS if set, else local embedded Ray)"
+    )
     s.add_argument(
         "--resume", action="store_true", help="restore an interrupted sweep of the same name, retrying failed trials"
     )

@@ -215,3 +215,14 @@ def test_doc_commands_parse(doc):
     parser = build_parser()
     for argv in commands:
         parser.parse_args(argv)  # SystemExit (a failure) on an unknown flag
+
+
+def test_ray_address_in_the_environment_means_a_cluster(monkeypatch):
+    """RAY_ADDRESS without --address joins that cluster with the cluster's settings (runtime env, node checks)."""
+    from sourcetrace.sweep.run import cluster_address
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert cluster_address(None) is None
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    assert cluster_address(None) == "10.0.0.5:6379"
+    assert cluster_address("head:6379") == "head:6379"

@@ -293,8 +293,9 @@ def cluster(tiny_corpus):
         assert not leftovers, f"process groups still alive after teardown: {leftovers}"
 
 
-def sweep_cmd(c: LocalCluster, sweep_file: Path, root: Path, name: str, *extra: str) -> list[str]:
-    return [
+def sweep_cmd(c: LocalCluster, sweep_file: Path, root: Path, name: str, *extra: str, env_address=False) -> list[str]:
+    """The driver's command; ``env_address``: no --address (run_sweep then passes the cluster as RAY_ADDRESS)."""
+    cmd = [
         sys.executable,
         "-m",
         "sourcetrace",
@@ -313,15 +314,15 @@ def sweep_cmd(c: LocalCluster, sweep_file: Path, root: Path, name: str, *extra: 
         "--no-analyze",
         *extra,
     ]
+    return [a for a in cmd if a not in ("--address", c.address)] if env_address else cmd
 
 
 def run_sweep(c: LocalCluster, cmd: list[str], timeout: float, during=None) -> subprocess.CompletedProcess:
     """Run a sweep driver in its own process group; ``during(proc)`` is polled while it runs."""
     log_path = c.base / f"{cmd[cmd.index('--name') + 1]}.driver.log"
+    env = c.env if "--address" in cmd else c.env | {"RAY_ADDRESS": c.address}
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            cmd, env=c.env, cwd=c.base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        proc = subprocess.Popen(cmd, env=env, cwd=c.base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         end = time.monotonic() + timeout
         while proc.poll() is None:
@@ -453,7 +454,9 @@ def test_sweep_spreads_over_nodes_and_survives_losing_one(cluster, tiny_corpus):
                 killed.update(trial=tid, epoch=last["epoch"])
                 return
 
-    done = run_sweep(c, sweep_cmd(c, sweep_file, tiny_corpus, "failover"), timeout=300, during=kill_worker_when_busy)
+    # this driver finds the cluster through RAY_ADDRESS alone, as `ray job submit` and Ray's own tools set it
+    cmd = sweep_cmd(c, sweep_file, tiny_corpus, "failover", env_address=True)
+    done = run_sweep(c, cmd, timeout=300, during=kill_worker_when_busy)
     assert killed, f"no trial ran on node b before the sweep ended:\n{done.stdout[-3000:]}"
     assert done.returncode == 0, done.stdout[-4000:]
     states = check_exactly_once(c, storage / "failover", n_trials=3)

@@ -37,7 +37,14 @@ MODELS: dict[str, Callable[[Config], nn.Module]] = {
 
 # Config keys (a section "ssl." or one key) each backbone reads besides model.name and model.embedding_dim.
 MODEL_PARAMS: dict[str, tuple[str, ...]] = {
-    "thin_resnet34": ("model.channels", "model.frequency", "model.pooling", "model.band_stats", "model.band_stats_dropout", "features."),
+    "thin_resnet34": (
+        "model.channels",
+        "model.frequency",
+        "model.pooling",
+        "model.band_stats",
+        "model.band_stats_dropout",
+        "features.",
+    ),
     "w2v2_aasist": ("ssl.",),
 }
 

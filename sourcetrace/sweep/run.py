@@ -32,6 +32,11 @@ def quiet_ray(verbose: bool) -> None:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
+def cluster_address(address: str | None) -> str | None:
+    """The Ray cluster to join: ``--address``, else Ray's own ``RAY_ADDRESS``, else None (local embedded Ray)."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
 def start_ray(address: str | None, verbose: bool = False, dashboard: bool = False) -> bool:
     """Local embedded Ray bound to 127.0.0.1 with Ray's token auth, or a cluster; True if this call started it.
 
@@ -207,10 +212,11 @@ def cli_sweep(args) -> int:
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(sweep.tune["snapshot_period_s"])
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # frequent on purpose
     quiet_ray(args.verbose)
-    started = start_ray(args.address, args.verbose, args.dashboard)
+    address = cluster_address(args.address)  # RAY_ADDRESS alone gets the cluster's settings, not local-only ones
+    started = start_ray(address, args.verbose, args.dashboard)
     try:
-        check_resources(sweep.resources, local=args.address is None)
-        if args.address is not None:  # every node type sees the sweep folder and the data, before fit
+        check_resources(sweep.resources, local=address is None)
+        if address is not None:  # every node type sees the sweep folder and the data, before fit
             check_nodes(exp_dir, sweep.base["data.root"], sweep.base.get("data.protocol"))
         if not resume:
             write_record(exp_dir, sweep, store, args)
