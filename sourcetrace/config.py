@@ -72,6 +72,7 @@ class ModelConfig:
     pooling: str = "sap"  # sap | asp
     band_stats: bool = False  # also feed each log-Mel band's mean and std over time (pre-norm) to the last layer
     band_stats_dropout: float = 0.0  # probability of dropping that branch for a training clip
+    band_stats_dim: int = 0  # 0: all 2 x n_mels statistics; k > 0: a linear projection of them to k numbers
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,7 @@ def _check_ranges(cfg: Config) -> None:
         ("loss.scale", cfg.loss.scale > 0),
         ("loss.margin", cfg.loss.margin >= 0),
         ("model.band_stats_dropout", 0 <= cfg.model.band_stats_dropout < 1),
+        ("model.band_stats_dim", cfg.model.band_stats_dim >= 0),
     ]
     for key, ok in checks:
         if not ok:

@@ -210,3 +210,13 @@ def test_band_stats_dropout_out_of_range_is_a_config_error():
 
     with pytest.raises(ConfigError, match="model.band_stats_dropout=1.0 is out of range"):
         validate(Config.from_dict({"model.band_stats_dropout": 1.0}))
+
+
+def test_band_stats_dim_projects_the_statistics_to_k_numbers():
+    cfg = {"model.channels": 8, "model.band_stats": True, "model.band_stats_dim": 8}
+    model = build_model(Config.from_dict(cfg)).eval()
+    plain = build_model(Config.from_dict({"model.channels": 8})).eval()
+    assert model.fc.in_features == plain.fc.in_features + 8
+    assert n_params(model) == n_params(plain) + 2 * 80 + (80 * 8 + 8) + 8 * 50
+    with torch.no_grad():
+        assert model(torch.randn(3, 16000)).shape == (3, 50)

@@ -43,6 +43,7 @@ MODEL_PARAMS: dict[str, tuple[str, ...]] = {
         "model.pooling",
         "model.band_stats",
         "model.band_stats_dropout",
+        "model.band_stats_dim",
         "features.",
     ),
     "w2v2_aasist": ("ssl.",),

@@ -11,7 +11,8 @@ log-Mel band, taken before the instance norm, batch-normalised and concatenated 
 before the last linear layer. The trunk still sees the normalised spectrogram; the head gets back the
 long-term band levels and dynamics that the norm removes (the voice and vocoder colouring that the MFCC
 baseline scores). ``band_stats_dropout`` p drops the whole branch of a training clip with probability p
-(inverted dropout), so the trunk must also tell systems apart on its own.
+(inverted dropout), so the trunk must also tell systems apart on its own; ``band_stats_dim`` k > 0 projects
+the normalised statistics to k numbers first, so they can add only a few directions to the embedding.
 
 One deliberate difference: voxceleb_trainer's SEBasicBlock applies ReLU *before* its first
 BatchNorm (conv-relu-bn); we use the standard conv-bn-relu order. Parameter count is unchanged.
@@ -91,6 +92,7 @@ class ThinResNet34(nn.Module):
         frequency: str = "mean",
         band_stats: bool = False,
         band_stats_dropout: float = 0.0,
+        band_stats_dim: int = 0,
     ):
         super().__init__()
         if pooling not in POOLINGS:
@@ -114,7 +116,12 @@ class ThinResNet34(nn.Module):
         rows = -(-fbank_cfg.n_mels // 8)  # frequency rows left after the strides (2, 2, 2)
         self.pool = POOLINGS[pooling](widths[-1] * (rows if frequency == "flatten" else 1))
         n_stats = 2 * fbank_cfg.n_mels if band_stats else 0
-        self.band_norm = nn.BatchNorm1d(n_stats) if band_stats else None
+        self.band_norm: nn.Module | None = None
+        if band_stats and band_stats_dim:  # normalised, then projected to band_stats_dim numbers
+            self.band_norm = nn.Sequential(nn.BatchNorm1d(n_stats), nn.Linear(n_stats, band_stats_dim))
+            n_stats = band_stats_dim
+        elif band_stats:
+            self.band_norm = nn.BatchNorm1d(n_stats)
         self.band_stats_dropout = float(band_stats_dropout)
         self.fc = nn.Linear(self.pool.out_dim + n_stats, self.embedding_dim)
         self._init_weights()
@@ -130,6 +137,7 @@ class ThinResNet34(nn.Module):
             frequency=cfg.model.frequency,
             band_stats=cfg.model.band_stats,
             band_stats_dropout=cfg.model.band_stats_dropout,
+            band_stats_dim=cfg.model.band_stats_dim,
         )
 
     def _init_weights(self) -> None:
