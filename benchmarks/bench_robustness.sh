@@ -16,8 +16,8 @@ COMMON=(--set model.channels=8 --set features.instance_norm=false --set model.fr
         --set train.batch_size=24 --set train.lr=2e-3 --set train.warmup_epochs=2 --set train.epochs=$EPOCHS
         --set train.eval_every=4 --set data.crop_seconds=2.0 --set data.eval_seconds=3.0
         --set data.short_clips=pad --set train.num_threads=1)
-AUGMENT=(--set augment.mp3_32=0.15 --set augment.opus_16=0.15 --set augment.amr_nb=0.15
-         --set augment.replay=0.15 --set augment.noise=0.2)
+AUGMENT=(--set augment.mp3_32=0.08 --set augment.opus_16=0.08 --set augment.amr_nb=0.08
+         --set augment.replay=0.08 --set augment.noise=0.1)
 DEGRADE=mp3_32,opus_16,amr_nb,replay,mp3_64,gsm  # the last two are never seen in training
 one() {  # train and evaluate one run: NAME [extra train args]
     local run="$1"; shift
