@@ -71,7 +71,7 @@ class LogMelFbank(nn.Module):
         return torch.view_as_real(stft).pow(2).sum(-1)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.with_band_stats(wave)[0]
+        return self._normalise(self._log_mel(wave))
 
     def with_band_stats(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log-Mel [B, n_mels, frames] as ``forward``, band statistics [B, 2 n_mels]): the mean and the
@@ -81,11 +81,19 @@ class LogMelFbank(nn.Module):
         >>> tuple(stats.shape), bool(x.mean(-1).abs().max() < 1e-4)
         ((3, 80), True)
         """
+        x = self._log_mel(wave)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            std, mean = torch.std_mean(x, dim=-1)
+        return self._normalise(x), torch.cat([mean, std], dim=1)
+
+    def _log_mel(self, wave: torch.Tensor) -> torch.Tensor:
         if wave.dim() != 2:
             raise ValueError(f"LogMelFbank expects a waveform batch [B, T], got shape {tuple(wave.shape)}")
         with torch.autocast(device_type=wave.device.type, enabled=False):
-            x = torch.log(self.mel.mel_scale(self._power(self.pre_emphasis(wave.float()))) + 1e-6)
-            std, mean = torch.std_mean(x, dim=-1)
-            if self.instance_norm:  # per utterance and mel bin over time, like nn.InstanceNorm1d
-                x = F.instance_norm(x, eps=1e-5)
-        return x, torch.cat([mean, std], dim=1)
+            return torch.log(self.mel.mel_scale(self._power(self.pre_emphasis(wave.float()))) + 1e-6)
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.instance_norm:
+            return x
+        with torch.autocast(device_type=x.device.type, enabled=False):  # per utterance and mel bin over time
+            return F.instance_norm(x, eps=1e-5)  # like nn.InstanceNorm1d
