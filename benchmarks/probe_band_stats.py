@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +37,9 @@ from sourcetrace.features import LogMelFbank  # noqa: E402
 RATE = 16000
 
 
-def band_stats(fbank: LogMelFbank, bank: WaveBank, seconds: float, rows=None) -> torch.Tensor:
+def band_stats(fbank: LogMelFbank, bank: WaveBank, seconds: float) -> torch.Tensor:
     """[n, 2 n_mels]: each clip's band means then band stds over its centred ``seconds`` window."""
-    rows = np.arange(len(bank)) if rows is None else np.asarray(rows)
+    rows = np.arange(len(bank))
     out = []
     with torch.no_grad():
         for i in range(0, len(rows), 64):
@@ -52,15 +53,17 @@ def pause_share(wave: np.ndarray) -> float:
     return float((level < level.max() - 40).mean())
 
 
-def describe_systems(table, bank: WaveBank, systems: list[str], seconds: float, features: FeaturesConfig) -> None:
-    fbank = LogMelFbank(FeaturesConfig(**{**features.__dict__, "instance_norm": False}), sample_rate=RATE)
-    n = features.n_mels
+def describe_systems(table, bank: WaveBank, systems: list[str], seconds: float) -> None:
+    fbank = LogMelFbank(replace(FeaturesConfig(), instance_norm=False), sample_rate=RATE)
+    n = fbank.n_mels
     for name in systems:
         rows = np.flatnonzero(table["system"].to_numpy() == name)
         if not len(rows):
             raise SystemExit(f"no clips of system {name!r} in this split")
-        st = band_stats(fbank, bank, seconds, rows).numpy()
-        pauses = [pause_share(bank.center_crops(np.array([r]), int(seconds * RATE))[0].numpy()) for r in rows]
+        waves = bank.center_crops(rows, int(seconds * RATE))
+        with torch.no_grad():
+            st = fbank.with_band_stats(waves)[1].numpy()
+        pauses = [pause_share(w.numpy()) for w in waves]
         print(f"{name}: {len(rows)} clips, pauses {np.mean(pauses):.2f} of frames")
         print("  band means (every 4th)", np.round(st[:, :n].mean(0)[::4], 1))
         print("  band stds  (every 4th)", np.round(st[:, n:].mean(0)[::4], 1))
@@ -104,7 +107,7 @@ def main(argv=None) -> int:
     table = read_corpus(args.root, None, args.split)[0]
     bank = WaveBank.load(list(table["file"]), sample_rate=RATE)
     if args.systems:
-        describe_systems(table, bank, args.systems, args.seconds, FeaturesConfig())
+        describe_systems(table, bank, args.systems, args.seconds)
     if args.model:
         probe_model(table, bank, args.model)
     return 0
