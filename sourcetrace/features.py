@@ -7,6 +7,8 @@ InstanceNorm1d). The SSL (wav2vec2) front end lives with its model in ``models/`
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -38,9 +40,12 @@ class LogMelFbank(nn.Module):
     (3, 40, 201)
     """
 
-    def __init__(self, cfg: FeaturesConfig, sample_rate: int = 16000, pre_emphasis: float = 0.97):
+    def __init__(
+        self, cfg: FeaturesConfig, sample_rate: int = 16000, pre_emphasis: float = 0.97, band_eq_db: float = 0.0
+    ):
         super().__init__()
         self.n_mels, self.hop_length, self.instance_norm = cfg.n_mels, cfg.hop_length, cfg.instance_norm
+        self.band_eq = float(band_eq_db) * math.log(10) / 10  # dB of power -> natural-log units of the log-Mel
         self.pre_emphasis = PreEmphasis(pre_emphasis) if pre_emphasis else nn.Identity()
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=sample_rate,
@@ -71,7 +76,7 @@ class LogMelFbank(nn.Module):
         return torch.view_as_real(stft).pow(2).sum(-1)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self._normalise(self._log_mel(wave))
+        return self._normalise(self._equalise(self._log_mel(wave)))
 
     def with_band_stats(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log-Mel [B, n_mels, frames] as ``forward``, band statistics [B, 2 n_mels]): the mean and the
@@ -81,7 +86,7 @@ class LogMelFbank(nn.Module):
         >>> tuple(stats.shape), bool(x.mean(-1).abs().max() < 1e-4)
         ((3, 80), True)
         """
-        x = self._log_mel(wave)
+        x = self._equalise(self._log_mel(wave))
         with torch.autocast(device_type=x.device.type, enabled=False):
             std, mean = torch.std_mean(x, dim=-1)
         return self._normalise(x), torch.cat([mean, std], dim=1)
@@ -91,6 +96,15 @@ class LogMelFbank(nn.Module):
             raise ValueError(f"LogMelFbank expects a waveform batch [B, T], got shape {tuple(wave.shape)}")
         with torch.autocast(device_type=wave.device.type, enabled=False):
             return torch.log(self.mel.mel_scale(self._power(self.pre_emphasis(wave.float()))) + 1e-6)
+
+    def _equalise(self, x: torch.Tensor) -> torch.Tensor:
+        """While training with ``band_eq_db`` a: add to each clip's log-Mel a gain g and a tilt t (low bands
+        -t/2, high bands +t/2), both uniform in [-a, a] dB, drawn from torch's generator (seeded per epoch)."""
+        if not (self.training and self.band_eq > 0):
+            return x
+        gain, tilt = (torch.rand(2, x.shape[0], 1, 1, device=x.device) * 2 - 1) * self.band_eq
+        ramp = torch.linspace(-0.5, 0.5, x.shape[1], device=x.device)[:, None]
+        return x + gain + tilt * ramp
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         if not self.instance_norm:

@@ -27,6 +27,11 @@ def validate(cfg: Config, n_classes: int | None = None) -> Config:
     loss_cls = lookup(LOSSES, cfg.loss.name, "loss")
     lookup(SAMPLERS, cfg.sampler.name, "sampler")
     cfg.check_ranges()
+    if cfg.augment.band_eq_db > 0 and "augment.band_eq_db" not in MODEL_PARAMS.get(cfg.model.name, ()):
+        raise ConfigError(
+            f"augment.band_eq_db={cfg.augment.band_eq_db} equalises log-Mel bands, which model.name="
+            f"{cfg.model.name!r} does not have; set it to 0 or use model.name=thin_resnet34"
+        )
     need = loss_cls.min_per_class
     if need > 1:
         if cfg.sampler.name != "balanced":
@@ -65,13 +70,16 @@ _ALWAYS = ("data.", "train.", "model.name", "model.embedding_dim", "loss.name", 
 
 
 def used_params(cfg: Config) -> dict[str, Any]:
-    """The flat settings the trial's parts read: an AAM ResNet run has no ``ssl.*`` or ``loss.init_w``.
+    """The flat settings the trial's parts read: an AAM ResNet run has no ``ssl.*`` or ``loss.init_w``, and a
+    run without augmentation no ``augment.*``.
 
     >>> sorted(k for k in used_params(Config()) if k.startswith(("loss.", "ssl.", "sampler.")))
     ['loss.margin', 'loss.name', 'loss.scale', 'sampler.name']
     """
+    augmenting = cfg.augment.active or cfg.augment.band_eq_db > 0
     used = (
         *_ALWAYS,
+        *(("augment.",) if augmenting else ()),
         *MODEL_PARAMS.get(cfg.model.name, ()),
         *(f"loss.{k}" for k in lookup(LOSSES, cfg.loss.name, "loss").params),
         *(f"sampler.{k}" for k in lookup(SAMPLERS, cfg.sampler.name, "sampler").params),

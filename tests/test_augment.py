@@ -1,6 +1,7 @@
 """augment.* keys: validated before any compute, off by default, and drawing training crops from real renderings."""
 
 import json
+import math
 from dataclasses import fields
 from types import SimpleNamespace
 
@@ -113,3 +114,36 @@ def test_training_with_augmentation_trains_on_other_crops(tiny_corpus, tmp_path,
     aug = train(Config.from_dict(quick | {"augment.amr_nb": 1.0}), tmp_path / "aug")
     assert aug.history[0]["train_loss"] != plain
     assert json.loads((tmp_path / "aug" / "config.json").read_text())["augment.amr_nb"] == 1.0
+
+
+def test_band_eq_shifts_each_training_clip_by_a_gain_and_a_tilt_within_the_bound():
+    """augment.band_eq_db: per clip, log-Mel + g + t * ramp (|g|, |t| <= a dB) while training; nothing at eval."""
+    from sourcetrace.models import build_model
+
+    a_db = 6.0
+    model = build_model(Config.from_dict({"model.channels": 8, "augment.band_eq_db": a_db}))
+    wave = torch.randn(1, 16000).repeat(64, 1)  # one clip, 64 times: the differences are the EQ's alone
+    model.fbank.instance_norm = False  # the default norm would take the shift straight back out
+    ref = model.eval().fbank(wave)
+    shifted = model.train().fbank(wave) - ref  # [64, 40, frames]
+    assert shifted.std(-1).max() < 1e-4  # the same shift in every frame
+    band = shifted.mean(-1)  # [64, 40]: linear in the band index
+    gain, tilt = band.mean(1), band[:, -1] - band[:, 0]
+    torch.testing.assert_close(band, gain[:, None] + tilt[:, None] * torch.linspace(-0.5, 0.5, 40), atol=1e-4, rtol=0)
+    bound = a_db * math.log(10) / 10
+    assert gain.abs().max() <= bound and tilt.abs().max() <= bound
+    assert gain.abs().max() > 0.7 * bound and gain.std() > 0.3 * bound  # drawn per clip over the whole range
+    torch.testing.assert_close(model.eval().fbank(wave), ref)
+
+
+def test_band_eq_is_validated_and_logged_as_a_used_param():
+    from sourcetrace.validation import used_params, validate
+
+    with pytest.raises(ConfigError, match=r"augment.band_eq_db=-1.0 is negative"):
+        Config.from_dict({"augment.band_eq_db": -1}).check_ranges()
+    with pytest.raises(ConfigError, match=r"model.name='w2v2_aasist' does not have"):
+        validate(Config.from_dict({"augment.band_eq_db": 3, "model.name": "w2v2_aasist"}))
+    assert used_params(Config.from_dict({"augment.band_eq_db": 3}))["augment.band_eq_db"] == 3.0
+    assert "augment.mp3_32" not in used_params(Config())
+    assert used_params(Config.from_dict({"augment.mp3_32": 0.1}))["augment.mp3_32"] == 0.1  # MLflow sees the recipe
+    assert "augment.band_eq_db" not in used_params(Config.from_dict({"model.name": "w2v2_aasist"}))

@@ -4,7 +4,10 @@ Each degradation key is the probability that a training clip is drawn from its r
 degradation (rendered once per clip and cached, see ``render``); at most one applies to a clip, so the
 probabilities sum to at most 1 and a clip stays clean with the rest. ``augment.noise`` is the
 probability of additive white noise at an SNR drawn from [noise_snr_min, noise_snr_max] dB, applied on
-the fly on top. A sweep searches these keys like any other.
+the fly on top. ``augment.band_eq_db`` is a random equaliser on the log-Mel bands of every training clip
+(a gain and a spectral tilt, each drawn from [-a, a] dB; Thin-ResNet-34 only): it keeps a model from
+telling its training systems apart by their exact recording level and colouring, which new systems do
+not share. A sweep searches these keys like any other.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class AugmentConfig:
     noise_snr_min: float = 5.0
     noise_snr_max: float = 30.0
     seed: int = 0  # rendering seed (rooms and noise of the replayed copies)
+    band_eq_db: float = 0.0  # random log-Mel gain and tilt, each in [-a, a] dB, per training clip (0: off)
 
     def rendered(self) -> dict[str, float]:
         """{degradation: probability} of the degradations in use."""
@@ -50,6 +54,8 @@ def check_augment(aug: AugmentConfig) -> None:
     if sum(used.values()) > 1.0 + 1e-9:
         listed = ", ".join(f"augment.{n}={p}" for n, p in used.items())
         raise ConfigError(f"at most one degradation applies to a clip, so {listed} must sum to <= 1")
+    if not aug.band_eq_db >= 0:
+        raise ConfigError(f"augment.band_eq_db={aug.band_eq_db!r} is negative; it is the largest gain and tilt in dB")
     if aug.noise_snr_min > aug.noise_snr_max:
         raise ConfigError(
             f"augment.noise_snr_min={aug.noise_snr_min} is above augment.noise_snr_max={aug.noise_snr_max}"

@@ -44,6 +44,7 @@ MODEL_PARAMS: dict[str, tuple[str, ...]] = {
         "model.band_stats",
         "model.band_stats_dropout",
         "model.band_stats_dim",
+        "augment.band_eq_db",
         "features.",
     ),
     "w2v2_aasist": ("ssl.",),

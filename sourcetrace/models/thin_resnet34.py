@@ -93,6 +93,7 @@ class ThinResNet34(nn.Module):
         band_stats: bool = False,
         band_stats_dropout: float = 0.0,
         band_stats_dim: int = 0,
+        band_eq_db: float = 0.0,
     ):
         super().__init__()
         if pooling not in POOLINGS:
@@ -101,7 +102,7 @@ class ThinResNet34(nn.Module):
             raise ValueError(f"unknown frequency head {frequency!r}; valid: mean, flatten")
         self.frequency = frequency
         self.embedding_dim = int(embedding_dim)
-        self.fbank = LogMelFbank(features or FeaturesConfig(), sample_rate=sample_rate)
+        self.fbank = LogMelFbank(features or FeaturesConfig(), sample_rate=sample_rate, band_eq_db=band_eq_db)
         widths = [channels * f for f in (1, 2, 4, 8)]
         self.conv1 = nn.Conv2d(1, widths[0], kernel_size=7, stride=(2, 1), padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -138,6 +139,7 @@ class ThinResNet34(nn.Module):
             band_stats=cfg.model.band_stats,
             band_stats_dropout=cfg.model.band_stats_dropout,
             band_stats_dim=cfg.model.band_stats_dim,
+            band_eq_db=cfg.augment.band_eq_db,
         )
 
     def _init_weights(self) -> None:
