@@ -243,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also score after these degradations, comma-separated (mp3_32,mp3_64,opus_16,amr_nb,gsm,g711,replay)",
     )
+    ev.add_argument(
+        "--eval-seconds",
+        type=float,
+        default=None,
+        help="centred window the model and the baseline embed, 0 = whole clip (default: the model's data.eval_seconds)",
+    )
     ev.add_argument("--out", default=None, help="output folder (default: MODEL/evaluate_<corpus>_<split>)")
 
     tr = _command(

@@ -77,6 +77,27 @@ def test_baseline_column_is_the_standardised_mfcc_statistics(model_run, mlaad_co
     assert res["metrics"]["baseline"]["eer"] == pytest.approx(all_pairs_eer(emb, table["system"]), abs=1e-6)
 
 
+def test_eval_seconds_sets_the_window_of_model_and_baseline(model_run, mlaad_corpus, tmp_path, capsys):
+    """--eval-seconds 0 embeds whole clips for both scorers (recorded in metrics.json); a bad value is exit 2."""
+    from sourcetrace.data.protocol import read_protocol
+    from sourcetrace.evaluation.eer import all_pairs_eer
+
+    out = tmp_path / "whole"
+    args = ["evaluate", "--model", str(model_run), "--root", str(mlaad_corpus), "--out", str(out)]
+    assert main([*args, "--eval-seconds", "0"]) == 0
+    res = _metrics(out)
+    assert res["eval_seconds"] == 0.0
+    import soundfile as sf
+
+    table = read_protocol(mlaad_corpus, splits=("eval",)).tables["eval"]
+    emb = standardise(clip_features([sf.read(f, dtype="float32")[0] for f in table["file"]], seconds=0))
+    assert res["metrics"]["baseline"]["eer"] == pytest.approx(all_pairs_eer(emb, table["system"]), abs=1e-6)
+    assert _metrics(out)["metrics"] != score(model_run, mlaad_corpus, out=tmp_path / "default")["metrics"]
+    capsys.readouterr()
+    assert main([*args[:-1], str(tmp_path / "bad"), "--eval-seconds", "-1"]) == 2
+    assert "--eval-seconds -1.0 is not a length" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
 def test_no_train_split_gives_verification_metrics_only(model_run, mlaad_corpus, tmp_path, capsys):
     root = shutil.copytree(mlaad_corpus, tmp_path / "c")
     (root / "protocol_mlaad" / "train.csv").unlink()  # fine/ files still give the conditions

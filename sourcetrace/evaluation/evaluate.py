@@ -12,6 +12,7 @@ reference beside it. Every input is checked before anything is computed or writt
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from sourcetrace.data.protocol import CONDITIONS, protocol_folder, read_protocol
 from sourcetrace.degrade import check_names
 from sourcetrace.degrade.codecs import require
 from sourcetrace.device import autocast_dtype, flag_device
-from sourcetrace.errors import ProtocolError, SourcetraceError
+from sourcetrace.errors import ConfigError, ProtocolError, SourcetraceError
 from sourcetrace.evaluation.baseline import clip_features, standardise
 from sourcetrace.evaluation.conditions import split_metrics
 from sourcetrace.evaluation.degraded import format_degraded
@@ -88,8 +89,12 @@ def score(
     batch_size: int = 64,
     degrade: str | list[str] | None = None,
     degrade_seed: int = 0,
+    eval_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Score the model and the baseline on ``split`` of the corpus at ``root``; write metrics.json/.parquet.
+
+    ``eval_seconds``: the centred window both embed (0 = the whole clip); default the model's
+    ``data.eval_seconds``, the window it was selected on.
 
     ``degrade`` (names or "mp3_32,replay"): also score the split's clips after each degradation (rendered
     and cached by ``sourcetrace.degrade``), against the same clean training references.
@@ -97,6 +102,8 @@ def score(
     from sourcetrace.degrade.render import render_files
 
     root = str(root)
+    if eval_seconds is not None and not (math.isfinite(eval_seconds) and eval_seconds >= 0):
+        raise ConfigError(f"--eval-seconds {eval_seconds!r} is not a length in seconds >= 0 (0 = whole clip)")
     names = check_names(degrade) if degrade else []
     require(names)  # a missing encoder is named before the model is loaded or a clip decoded
     if not Path(root).is_dir():
@@ -107,7 +114,8 @@ def score(
     out = Path(out) if out else Path(loaded.path) / f"evaluate_{Path(root).resolve().name}_{split}"
 
     cfg = loaded.config
-    sr, seconds, cache = cfg.data.sample_rate, cfg.data.eval_seconds, os.environ.get("SOURCETRACE_CACHE") or None
+    seconds = cfg.data.eval_seconds if eval_seconds is None else float(eval_seconds)
+    sr, cache = cfg.data.sample_rate, os.environ.get("SOURCETRACE_CACHE") or None
     amp = autocast_dtype(cfg.train.precision, dev)
     banks = {"split": WaveBank.load(list(table["file"]), sample_rate=sr, cache_dir=cache)}
     if train is not None:
@@ -138,6 +146,7 @@ def score(
         "corpus": str(Path(root).resolve()),
         "split": split,
         "n_clips": int(len(table)),
+        "eval_seconds": seconds,
         "n_systems": int(table["system"].nunique()),
         "conditions_from": source,
         "notes": notes,
@@ -204,7 +213,9 @@ def cli_evaluate(args) -> int:
     """``sourcetrace evaluate --model MODEL --root DIR [--protocol P] [--split eval] [--out DIR]``."""
     if not args.model:
         raise SourcetraceError("--model is required (a run or checkpoint folder)")
-    res = score(args.model, args.root, args.protocol, args.split, args.out, degrade=args.degrade)
+    res = score(
+        args.model, args.root, args.protocol, args.split, args.out, degrade=args.degrade, eval_seconds=args.eval_seconds
+    )
     print(format_table(res))
     if res.get("degraded"):
         print(format_degraded(res))
