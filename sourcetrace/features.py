@@ -41,11 +41,18 @@ class LogMelFbank(nn.Module):
     """
 
     def __init__(
-        self, cfg: FeaturesConfig, sample_rate: int = 16000, pre_emphasis: float = 0.97, band_eq_db: float = 0.0
+        self,
+        cfg: FeaturesConfig,
+        sample_rate: int = 16000,
+        pre_emphasis: float = 0.97,
+        band_eq_db: float = 0.0,
+        freq_mask: int = 0,
+        time_mask: int = 0,
     ):
         super().__init__()
         self.n_mels, self.hop_length, self.instance_norm = cfg.n_mels, cfg.hop_length, cfg.instance_norm
         self.band_eq = float(band_eq_db) * math.log(10) / 10  # dB of power -> natural-log units of the log-Mel
+        self.freq_mask, self.time_mask = int(freq_mask), int(time_mask)
         self.pre_emphasis = PreEmphasis(pre_emphasis) if pre_emphasis else nn.Identity()
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=sample_rate,
@@ -76,7 +83,7 @@ class LogMelFbank(nn.Module):
         return torch.view_as_real(stft).pow(2).sum(-1)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self._normalise(self._equalise(self._log_mel(wave)))
+        return self._mask(self._normalise(self._equalise(self._log_mel(wave))))
 
     def with_band_stats(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log-Mel [B, n_mels, frames] as ``forward``, band statistics [B, 2 n_mels]): the mean and the
@@ -89,7 +96,7 @@ class LogMelFbank(nn.Module):
         x = self._equalise(self._log_mel(wave))
         with torch.autocast(device_type=x.device.type, enabled=False):
             std, mean = torch.std_mean(x, dim=-1)
-        return self._normalise(x), torch.cat([mean, std], dim=1)
+        return self._mask(self._normalise(x)), torch.cat([mean, std], dim=1)
 
     def _log_mel(self, wave: torch.Tensor) -> torch.Tensor:
         if wave.dim() != 2:
@@ -105,6 +112,21 @@ class LogMelFbank(nn.Module):
         gain, tilt = (torch.rand(2, x.shape[0], 1, 1, device=x.device) * 2 - 1) * self.band_eq
         ramp = torch.linspace(-0.5, 0.5, x.shape[1], device=x.device)[:, None]
         return x + gain + tilt * ramp
+
+    def _mask(self, x: torch.Tensor) -> torch.Tensor:
+        """While training with ``freq_mask`` / ``time_mask``: SpecAugment, one band of up to that many Mel bins /
+        frames per clip (torchaudio's iid masks, torch's generator) set to the clip's mean; the band statistics
+        are taken before, from the whole clip."""
+        if not (self.training and (self.freq_mask or self.time_mask)):
+            return x
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            keep = torch.ones_like(x[:, None])  # [B, 1, n_mels, frames]: the masks' (..., freq, time)
+            if self.freq_mask:
+                keep = torchaudio.functional.mask_along_axis_iid(keep, self.freq_mask, 0.0, axis=2)
+            if self.time_mask:
+                keep = torchaudio.functional.mask_along_axis_iid(keep, self.time_mask, 0.0, axis=3)
+            keep = keep[:, 0]
+            return x * keep + x.mean(dim=(1, 2), keepdim=True) * (1 - keep)
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         if not self.instance_norm:

@@ -27,10 +27,15 @@ def validate(cfg: Config, n_classes: int | None = None) -> Config:
     loss_cls = lookup(LOSSES, cfg.loss.name, "loss")
     lookup(SAMPLERS, cfg.sampler.name, "sampler")
     cfg.check_ranges()
-    if cfg.augment.band_eq_db > 0 and "augment.band_eq_db" not in MODEL_PARAMS.get(cfg.model.name, ()):
+    for key, value in cfg.augment.log_mel().items():
+        if f"augment.{key}" not in MODEL_PARAMS.get(cfg.model.name, ()):
+            raise ConfigError(
+                f"augment.{key}={value} acts on log-Mel bands, which model.name={cfg.model.name!r} does not "
+                "have; set it to 0 or use model.name=thin_resnet34"
+            )
+    if cfg.augment.freq_mask >= cfg.features.n_mels:
         raise ConfigError(
-            f"augment.band_eq_db={cfg.augment.band_eq_db} equalises log-Mel bands, which model.name="
-            f"{cfg.model.name!r} does not have; set it to 0 or use model.name=thin_resnet34"
+            f"augment.freq_mask={cfg.augment.freq_mask} would mask every one of features.n_mels={cfg.features.n_mels} bins"
         )
     need = loss_cls.min_per_class
     if need > 1:
@@ -76,7 +81,7 @@ def used_params(cfg: Config) -> dict[str, Any]:
     >>> sorted(k for k in used_params(Config()) if k.startswith(("loss.", "ssl.", "sampler.")))
     ['loss.margin', 'loss.name', 'loss.scale', 'sampler.name']
     """
-    augmenting = cfg.augment.active or cfg.augment.band_eq_db > 0
+    augmenting = cfg.augment.active or bool(cfg.augment.log_mel())
     used = (
         *_ALWAYS,
         *(("augment.",) if augmenting else ()),

@@ -141,9 +141,45 @@ def test_band_eq_is_validated_and_logged_as_a_used_param():
 
     with pytest.raises(ConfigError, match=r"augment.band_eq_db=-1.0 is negative"):
         Config.from_dict({"augment.band_eq_db": -1}).check_ranges()
-    with pytest.raises(ConfigError, match=r"model.name='w2v2_aasist' does not have"):
+    with pytest.raises(ConfigError, match=r"augment.band_eq_db=3.0 acts on log-Mel bands, which model.name=.w2v2_aasist. does not"):
         validate(Config.from_dict({"augment.band_eq_db": 3, "model.name": "w2v2_aasist"}))
     assert used_params(Config.from_dict({"augment.band_eq_db": 3}))["augment.band_eq_db"] == 3.0
     assert "augment.mp3_32" not in used_params(Config())
     assert used_params(Config.from_dict({"augment.mp3_32": 0.1}))["augment.mp3_32"] == 0.1  # MLflow sees the recipe
     assert "augment.band_eq_db" not in used_params(Config.from_dict({"model.name": "w2v2_aasist"}))
+
+
+def test_spec_masks_blank_one_band_and_one_stretch_per_training_clip():
+    """augment.freq_mask / time_mask: per clip at most that many whole Mel rows / frame columns set to the
+    clip's mean while training; nothing at eval; band statistics still see the whole clip."""
+    from sourcetrace.models import build_model
+
+    cfg = {"model.channels": 8, "model.band_stats": True, "augment.freq_mask": 8, "augment.time_mask": 20}
+    model = build_model(Config.from_dict(cfg))
+    wave = torch.randn(1, 16000).repeat(32, 1) * torch.linspace(0.1, 1.0, 16000)
+    ref, ref_stats = model.eval().fbank.with_band_stats(wave)
+    x, stats = model.train().fbank.with_band_stats(wave)
+    torch.testing.assert_close(stats, ref_stats)
+    changed = (x - ref).abs() > 1e-6  # [32, 40, frames]
+    rows, cols = changed.all(-1).sum(1), changed.all(1).sum(1)
+    assert rows.max() <= 8 and cols.max() <= 20 and rows.float().mean() > 1 and cols.float().mean() > 3
+    blanked = changed.all(-1)  # a masked row holds one value, the clip's mean
+    for b in range(4):
+        if blanked[b].any():
+            torch.testing.assert_close(x[b][blanked[b]], torch.full_like(x[b][blanked[b]], x[b][blanked[b]][0, 0].item()))
+    torch.testing.assert_close(model.eval().fbank.with_band_stats(wave)[0], ref)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"augment.freq_mask": -1}, r"augment.freq_mask=-1 is negative"),
+        ({"augment.freq_mask": 40}, r"augment.freq_mask=40 would mask every one of features.n_mels=40 bins"),
+        ({"augment.time_mask": 5, "model.name": "w2v2_aasist"}, r"augment.time_mask=5 acts on log-Mel bands"),
+    ],
+)
+def test_bad_spec_masks_are_config_errors(values, message):
+    from sourcetrace.validation import validate
+
+    with pytest.raises(ConfigError, match=message):
+        validate(Config.from_dict(values))

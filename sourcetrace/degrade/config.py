@@ -5,9 +5,12 @@ degradation (rendered once per clip and cached, see ``render``); at most one app
 probabilities sum to at most 1 and a clip stays clean with the rest. ``augment.noise`` is the
 probability of additive white noise at an SNR drawn from [noise_snr_min, noise_snr_max] dB, applied on
 the fly on top. ``augment.band_eq_db`` is a random equaliser on the log-Mel bands of every training clip
-(a gain and a spectral tilt, each drawn from [-a, a] dB; Thin-ResNet-34 only): it keeps a model from
-telling its training systems apart by their exact recording level and colouring, which new systems do
-not share. A sweep searches these keys like any other.
+(a gain and a spectral tilt, each drawn from [-a, a] dB): it keeps a model from telling its training
+systems apart by their exact recording level and colouring, which new systems do not share.
+``augment.freq_mask`` / ``augment.time_mask`` are SpecAugment's masks on the network's log-Mel input
+(torchaudio's ``mask_along_axis_iid``: per clip, one band of up to that many Mel bins / frames is set to
+the clip's mean). The log-Mel keys (``LOG_MEL_KEYS``) need a log-Mel model (Thin-ResNet-34). A sweep
+searches these keys like any other.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from dataclasses import dataclass, fields
 
 from sourcetrace.degrade import DEGRADATIONS
 from sourcetrace.errors import ConfigError
+
+
+LOG_MEL_KEYS = ("band_eq_db", "freq_mask", "time_mask")
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,12 @@ class AugmentConfig:
     noise_snr_max: float = 30.0
     seed: int = 0  # rendering seed (rooms and noise of the replayed copies)
     band_eq_db: float = 0.0  # random log-Mel gain and tilt, each in [-a, a] dB, per training clip (0: off)
+    freq_mask: int = 0  # SpecAugment: mask up to this many Mel bins of each training clip (0: off)
+    time_mask: int = 0  # SpecAugment: mask up to this many frames of each training clip (0: off)
+
+    def log_mel(self) -> dict[str, float]:
+        """{key: value} of the log-Mel augmentations in use (they act inside the model's front end)."""
+        return {k: getattr(self, k) for k in LOG_MEL_KEYS if getattr(self, k) > 0}
 
     def rendered(self) -> dict[str, float]:
         """{degradation: probability} of the degradations in use."""
@@ -56,6 +68,9 @@ def check_augment(aug: AugmentConfig) -> None:
         raise ConfigError(f"at most one degradation applies to a clip, so {listed} must sum to <= 1")
     if not aug.band_eq_db >= 0:
         raise ConfigError(f"augment.band_eq_db={aug.band_eq_db!r} is negative; it is the largest gain and tilt in dB")
+    for name in ("freq_mask", "time_mask"):
+        if getattr(aug, name) < 0:
+            raise ConfigError(f"augment.{name}={getattr(aug, name)!r} is negative; it is a mask's largest width")
     if aug.noise_snr_min > aug.noise_snr_max:
         raise ConfigError(
             f"augment.noise_snr_min={aug.noise_snr_min} is above augment.noise_snr_max={aug.noise_snr_max}"

@@ -45,6 +45,8 @@ MODEL_PARAMS: dict[str, tuple[str, ...]] = {
         "model.band_stats_dropout",
         "model.band_stats_dim",
         "augment.band_eq_db",
+        "augment.freq_mask",
+        "augment.time_mask",
         "features.",
     ),
     "w2v2_aasist": ("ssl.",),

@@ -94,6 +94,8 @@ class ThinResNet34(nn.Module):
         band_stats_dropout: float = 0.0,
         band_stats_dim: int = 0,
         band_eq_db: float = 0.0,
+        freq_mask: int = 0,
+        time_mask: int = 0,
     ):
         super().__init__()
         if pooling not in POOLINGS:
@@ -102,7 +104,13 @@ class ThinResNet34(nn.Module):
             raise ValueError(f"unknown frequency head {frequency!r}; valid: mean, flatten")
         self.frequency = frequency
         self.embedding_dim = int(embedding_dim)
-        self.fbank = LogMelFbank(features or FeaturesConfig(), sample_rate=sample_rate, band_eq_db=band_eq_db)
+        self.fbank = LogMelFbank(
+            features or FeaturesConfig(),
+            sample_rate=sample_rate,
+            band_eq_db=band_eq_db,
+            freq_mask=freq_mask,
+            time_mask=time_mask,
+        )
         widths = [channels * f for f in (1, 2, 4, 8)]
         self.conv1 = nn.Conv2d(1, widths[0], kernel_size=7, stride=(2, 1), padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -140,6 +148,8 @@ class ThinResNet34(nn.Module):
             band_stats_dropout=cfg.model.band_stats_dropout,
             band_stats_dim=cfg.model.band_stats_dim,
             band_eq_db=cfg.augment.band_eq_db,
+            freq_mask=cfg.augment.freq_mask,
+            time_mask=cfg.augment.time_mask,
         )
 
     def _init_weights(self) -> None:
