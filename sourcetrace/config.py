@@ -131,6 +131,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
     num_threads: int = 0  # torch CPU threads; 0 = leave torch's default
     grad_clip: float = 0.0  # 0 = off
+    language_adversary: float = 0.0  # weight of a gradient-reversed language classifier (losses/adversary.py); 0 = off
     compile: bool = False  # torch.compile the model for the training steps
 
 
@@ -233,6 +234,7 @@ def _check_ranges(cfg: Config) -> None:
         ("loss.scale", cfg.loss.scale > 0),
         ("loss.margin", cfg.loss.margin >= 0),
         ("model.band_stats_dropout", 0 <= cfg.model.band_stats_dropout < 1),
+        ("train.language_adversary", cfg.train.language_adversary >= 0),
         ("model.band_stats_dim", cfg.model.band_stats_dim >= 0),
     ]
     for key, ok in checks:

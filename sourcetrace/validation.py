@@ -35,7 +35,8 @@ def validate(cfg: Config, n_classes: int | None = None) -> Config:
             )
     if cfg.augment.freq_mask >= cfg.features.n_mels:
         raise ConfigError(
-            f"augment.freq_mask={cfg.augment.freq_mask} would mask every one of features.n_mels={cfg.features.n_mels} bins"
+            f"augment.freq_mask={cfg.augment.freq_mask} would mask every one of "
+            f"features.n_mels={cfg.features.n_mels} bins"
         )
     need = loss_cls.min_per_class
     if need > 1:

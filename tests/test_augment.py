@@ -141,7 +141,9 @@ def test_band_eq_is_validated_and_logged_as_a_used_param():
 
     with pytest.raises(ConfigError, match=r"augment.band_eq_db=-1.0 is negative"):
         Config.from_dict({"augment.band_eq_db": -1}).check_ranges()
-    with pytest.raises(ConfigError, match=r"augment.band_eq_db=3.0 acts on log-Mel bands, which model.name=.w2v2_aasist. does not"):
+    with pytest.raises(
+        ConfigError, match=r"augment.band_eq_db=3.0 acts on log-Mel bands, which model.name=.w2v2_aasist. does not"
+    ):
         validate(Config.from_dict({"augment.band_eq_db": 3, "model.name": "w2v2_aasist"}))
     assert used_params(Config.from_dict({"augment.band_eq_db": 3}))["augment.band_eq_db"] == 3.0
     assert "augment.mp3_32" not in used_params(Config())
@@ -166,7 +168,9 @@ def test_spec_masks_blank_one_band_and_one_stretch_per_training_clip():
     blanked = changed.all(-1)  # a masked row holds one value, the clip's mean
     for b in range(4):
         if blanked[b].any():
-            torch.testing.assert_close(x[b][blanked[b]], torch.full_like(x[b][blanked[b]], x[b][blanked[b]][0, 0].item()))
+            torch.testing.assert_close(
+                x[b][blanked[b]], torch.full_like(x[b][blanked[b]], x[b][blanked[b]][0, 0].item())
+            )
     torch.testing.assert_close(model.eval().fbank.with_band_stats(wave)[0], ref)
 
 

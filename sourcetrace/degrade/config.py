@@ -20,7 +20,6 @@ from dataclasses import dataclass, fields
 from sourcetrace.degrade import DEGRADATIONS
 from sourcetrace.errors import ConfigError
 
-
 LOG_MEL_KEYS = ("band_eq_db", "freq_mask", "time_mask")
 
 

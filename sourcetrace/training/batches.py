@@ -45,7 +45,8 @@ def plan_epoch(sampler, steps: int, bank: WaveBank, n_samples: int, rng: np.rand
 
 
 class Crops:
-    """Float32 crops [B, n_samples] and int64 labels [B] of planned steps, on ``device``."""
+    """Float32 crops [B, n_samples] and int64 labels [B] (or [B, 2]: system, language) of planned steps, on
+    ``device``."""
 
     def __init__(
         self, bank: WaveBank, labels: np.ndarray, n_samples: int, device: torch.device, resident: bool | None = None

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from sourcetrace.config import Config
@@ -28,6 +29,7 @@ from sourcetrace.evaluation.conditions import split_metrics
 from sourcetrace.evaluation.embed import embed_waves
 from sourcetrace.evaluation.openset import openset_metrics, reference_rows
 from sourcetrace.losses import LOSSES
+from sourcetrace.losses.adversary import LanguageAdversary
 from sourcetrace.models import build_model
 from sourcetrace.registry import lookup
 from sourcetrace.training.augment import train_crops
@@ -144,10 +146,16 @@ def train(
     model = build_model(cfg).to(device)
     step_model = speed_up(model, cfg, device)  # cuDNN autotune, channels-last, torch.compile if asked
     n_classes = len(data.known_systems)
-    loss_fn = lookup(LOSSES, cfg.loss.name, "loss")(model.embedding_dim, n_classes, cfg.loss).to(device)
+    loss_fn = lookup(LOSSES, cfg.loss.name, "loss")(model.embedding_dim, n_classes, cfg.loss)
+    labels = data.train.labels
+    crop_labels = labels
+    if cfg.train.language_adversary > 0:  # the batches carry (system, language); the loss adds the adversary
+        languages, names = pd.factorize(data.train.table["language"], sort=True)
+        loss_fn = LanguageAdversary(loss_fn, len(names), cfg.train.language_adversary)
+        crop_labels = np.stack([labels, languages.astype(np.int64)], axis=1)
+    loss_fn = loss_fn.to(device)
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
     optimizer = optimizer_for(cfg, params, device)
-    labels = data.train.labels
     sampler = lookup(SAMPLERS, cfg.sampler.name, "sampler")(
         labels, cfg.train.batch_size, cfg.sampler.per_class, cfg.train.seed
     )
@@ -160,7 +168,7 @@ def train(
     amp = autocast_dtype(cfg.train.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     crop = int(round(cfg.data.crop_seconds * cfg.data.sample_rate))
-    crops = train_crops(cfg, data.train, labels, crop, device)  # clean: on a GPU the bank lives there
+    crops = train_crops(cfg, data.train, crop_labels, crop, device)  # clean: on a GPU the bank lives there
     meta = {"known_systems": list(data.known_systems), "embedding_dim": model.embedding_dim}
 
     start, best_eer, best_epoch, best_metrics, history = 1, math.inf, 0, {}, []

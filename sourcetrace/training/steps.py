@@ -50,9 +50,12 @@ def train_epoch(
     seen = 0
     for s in range(len(plan)):
         wave, target = crops.batch(plan, uploaded, s)
+        extra = ()
+        if target.dim() == 2:  # (system, language) rows: the loss has a language adversary
+            target, extra = target[:, 0], (target[:, 1],)
         with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
             emb = step_model(wave)
-        out = loss_fn(emb.float(), target)
+        out = loss_fn(emb.float(), target, *extra)
         guard.record(s + 1, out.loss, emb, scheduler.get_last_lr()[0])
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(out.loss).backward()
