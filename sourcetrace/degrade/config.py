@@ -65,11 +65,9 @@ def check_augment(aug: AugmentConfig) -> None:
     if sum(used.values()) > 1.0 + 1e-9:
         listed = ", ".join(f"augment.{n}={p}" for n, p in used.items())
         raise ConfigError(f"at most one degradation applies to a clip, so {listed} must sum to <= 1")
-    if not aug.band_eq_db >= 0:
-        raise ConfigError(f"augment.band_eq_db={aug.band_eq_db!r} is negative; it is the largest gain and tilt in dB")
-    for name in ("freq_mask", "time_mask"):
+    for name in LOG_MEL_KEYS:  # largest EQ in dB, largest mask widths
         if getattr(aug, name) < 0:
-            raise ConfigError(f"augment.{name}={getattr(aug, name)!r} is negative; it is a mask's largest width")
+            raise ConfigError(f"augment.{name}={getattr(aug, name)!r} is negative; 0 turns it off")
     if aug.noise_snr_min > aug.noise_snr_max:
         raise ConfigError(
             f"augment.noise_snr_min={aug.noise_snr_min} is above augment.noise_snr_max={aug.noise_snr_max}"

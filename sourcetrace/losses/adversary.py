@@ -45,7 +45,6 @@ class LanguageAdversary(nn.Module):
         self.classifier = nn.Sequential(
             nn.Linear(loss.embedding_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, n_languages)
         )
-        self.embedding_dim, self.n_classes = loss.embedding_dim, loss.n_classes
 
     def forward(self, emb: Tensor, labels: Tensor, languages: Tensor) -> LossOutput:
         out = self.loss(emb, labels)
