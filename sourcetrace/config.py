@@ -234,8 +234,8 @@ def _check_ranges(cfg: Config) -> None:
         ("loss.scale", cfg.loss.scale > 0),
         ("loss.margin", cfg.loss.margin >= 0),
         ("model.band_stats_dropout", 0 <= cfg.model.band_stats_dropout < 1),
-        ("train.language_adversary", cfg.train.language_adversary >= 0),
         ("model.band_stats_dim", cfg.model.band_stats_dim >= 0),
+        ("train.language_adversary", cfg.train.language_adversary >= 0),
     ]
     for key, ok in checks:
         if not ok:
