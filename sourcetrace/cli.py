@@ -29,8 +29,9 @@ HANDLERS = {
     "enroll": "sourcetrace.attribution:cli_enroll",
     "trace": "sourcetrace.attribution:cli_trace",
     "export": "sourcetrace.bundle.export:cli_export",
+    "fuse": "sourcetrace.fusion:cli_fuse",
 }
-MODEL_HELP = "a bundle, or a run, checkpoint or sweep folder (exported to a bundle on first use)"
+MODEL_HELP = "a bundle, or a run, checkpoint, fusion or sweep folder (exported to a bundle on first use)"
 EXIT_CODES = """exit codes:
   0    done
   1    partial or runtime failure (some trials or clips failed, training diverged, a TTS engine failed)
@@ -270,12 +271,23 @@ def build_parser() -> argparse.ArgumentParser:
         "Write a portable bundle of a checkpoint, run or sweep.",
         "sourcetrace export --model runs/ge2e --out models/ge2e --onnx",
     )
-    _add_model_arg(x, "checkpoint, run or sweep folder", positional=True)
+    _add_model_arg(x, "checkpoint, run, fusion or sweep folder", positional=True)
     x.add_argument("--out", required=True, help="bundle folder to create")
     x.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     x.add_argument("--onnx", action="store_true", help="also write OUT/embedding.onnx (parity-checked)")
     x.add_argument("--scorer", default=None, help="open-set scorer (default: the package's DEFAULT_SCORER)")
     _add_data_args(x, required=False)  # default: the data the model was trained on (its config.json)
+
+    fu = _command(
+        sub,
+        "fuse",
+        "Make one model of several trained on the same systems: their cosine scores averaged (score fusion).",
+        "sourcetrace fuse runs/logmel runs/bands --out runs/fused",
+        "sourcetrace fuse runs/logmel runs/bands --weights 0.7,0.3 --out runs/fused",
+    )
+    fu.add_argument("members", nargs="+", help="two or more run or checkpoint folders")
+    fu.add_argument("--out", required=True, help="fusion folder to write (a model argument everywhere)")
+    fu.add_argument("--weights", default=None, help="one positive weight per member, comma-separated (default: equal)")
     return parser
 
 

@@ -20,9 +20,15 @@ import numpy as np
 import pandas as pd
 
 from sourcetrace.errors import SourcetraceError
-from sourcetrace.evaluation.baseline import NAME as BASELINE
-from sourcetrace.evaluation.comparison import baseline_cells, compare_best, format_comparison, read_baseline
+from sourcetrace.evaluation.comparison import (
+    baseline_cells,
+    compare_best,
+    format_comparison,
+    fusion_label,
+    read_baseline,
+)
 from sourcetrace.sweep import RECORD
+from sourcetrace.sweep.fuse import read_sweep_fusion
 from sourcetrace.sweep.spec import TrialSpec
 from sourcetrace.sweep.status import UNFINISHED, error_reason, trial_status
 from sourcetrace.validation import used_params
@@ -200,11 +206,14 @@ def write_reports(
         runs = runs_frame(tracking_uri, record.get("experiment", exp.name)).drop_duplicates("trial_id")
         trials = trials.merge(runs, on="trial_id", how="left")
     cells = table1_cells(trials)
-    baseline = read_baseline(exp)
+    baseline, fusion = read_baseline(exp), read_sweep_fusion(exp)
+    dims = sorted(cells["dim"].unique())
+    if fusion is not None:
+        cells = pd.concat([cells, baseline_cells(fusion, dims, fusion_label(fusion))], ignore_index=True)
     if baseline is not None:
-        cells = pd.concat([cells, baseline_cells(baseline, sorted(cells["dim"].unique()))], ignore_index=True)
+        cells = pd.concat([cells, baseline_cells(baseline, dims)], ignore_index=True)
     wide = table1_wide(cells)
-    comparison = compare_best(trials, baseline) if baseline is not None else None
+    comparison = compare_best(trials, baseline, fusion) if baseline is not None else None
     out_dir = Path(out) if out else exp / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     trials.to_parquet(out_dir / "trials.parquet", index=False)
@@ -227,7 +236,7 @@ def format_table1(reports: Reports) -> str:
         head,
     ]
     for key, group in cells.groupby(KEYS[:3] + ["variant"], sort=True):
-        text = f"{key[0]:<15}{key[1]:<12}{key[2]:<10}" if key[0] != BASELINE else f"{key[0]:<37}"
+        text = f"{key[0]:<15}{key[1]:<12}{key[2]:<10}" if key[1] else f"{key[0]:<37}"  # baseline, fusion: no loss
         for split in ("dev", "test"):
             for dim in dims:
                 c = group[(group["split"] == split) & (group["dim"] == dim)]

@@ -1,16 +1,21 @@
-"""The demo sweep (`make demo`): a short search whose winner trains long enough to beat the baseline.
+"""The demo sweep (`make demo`): two front ends, a short search in each, their winners fused.
 
 Four trials of the narrow Thin-ResNet-34 (model.channels=8, log-Mel without instance norm, rows-kept
-attentive-statistics head: ~65 clips/s on one idle core) with the two
-metric-learning losses (GE2E, Angular Prototypical; balanced 12 classes x 2 clips, lr 2e-3, 2 warm-up
-epochs) at two embedding sizes, two at a time (one core each). Synchronous successive halving
-(sourcetrace/sweep/halving.py; rungs at epochs 4, 8 and 16, factor 2): every trial reaches a rung, paused
-there on its checkpoint, before the worse half stops, so the sweep makes the same choices however
-the two cores interleave its trials; two trials stop at epoch 4, one at 8, and the winner trains all
-24 epochs (864 steps, cosine schedule). Why this budget: 6-epoch trials never learn to beat the
-featureless baseline on unseen systems, while one GE2E run of this model reaches it in ~20 epochs
-(benchmarks/README.md). dev/test EER at every 4th epoch with 3 s crops; the final table sets the
-best trial beside the baseline, per condition.
+attentive-statistics head: ~65 clips/s on one idle core) with Angular Prototypical (balanced 12 classes x 2
+clips, lr 2e-3, 2 warm-up epochs): two front ends x two embedding sizes, two at a time (one core each).
+The front ends fail in opposite places (benchmarks/README.md, "Front end and head"): the plain log-Mel
+model wins outside the corpus but loses the unseen-language, unseen-system cell, which the featureless
+baseline's MFCC means win; with per-band log-Mel statistics, random band EQ and SpecAugment masks, the
+model wins that cell but loses outside the corpus. Their cosine scores averaged win both.
+
+So the sweep halves within each front end (TUNE fuse; synchronous successive halving,
+sourcetrace/sweep/halving.py, rungs at epochs 4, 8 and 16, factor 2): each front end's worse embedding
+size stops at epoch 4, when every trial of the front end has reached it, so the choices do not depend on
+how the two cores interleave the trials. Each winner then trains all 24 epochs (864 steps, cosine
+schedule) on its own core, and the sweep hands over their equal-weight fusion (sourcetrace/fusion.py),
+measured on dev and test as a trial is. Why this budget: 6-epoch trials never learn to beat the
+featureless baseline on unseen systems (benchmarks/README.md). dev/test EER at every 4th epoch with 3 s
+crops; the final table sets the fusion and each trial beside the baseline, per condition.
 """
 
 from ray import tune
@@ -25,6 +30,7 @@ BASE = {
     "features.instance_norm": False,
     "model.frequency": "flatten",
     "model.pooling": "asp",
+    "loss.name": "angleproto",
     "sampler.name": "balanced",
     "sampler.per_class": 2,
     "train.batch_size": 24,
@@ -39,14 +45,21 @@ BASE = {
 }
 
 BUNDLES = {
-    "recipe": {
-        "ge2e/balanced": {"loss.name": "ge2e"},
-        "angleproto/balanced": {"loss.name": "angleproto"},
+    "front": {
+        "log-mel": {},
+        # per-band mean and std of the log-Mel beside the trunk; each training clip's bands get a random
+        # gain and tilt (+-8.7 dB), and SpecAugment masks (8 bands, 20 frames) hide parts of the trunk's input
+        "log-mel+bands": {
+            "model.band_stats": True,
+            "augment.band_eq_db": 8.7,
+            "augment.freq_mask": 8,
+            "augment.time_mask": 20,
+        },
     }
 }
 
 SPACE = {
-    "recipe": tune.grid_search(list(BUNDLES["recipe"])),
+    "front": tune.grid_search(list(BUNDLES["front"])),
     "model.embedding_dim": tune.grid_search([50, 10]),
 }
 
@@ -57,6 +70,7 @@ TUNE = {
     "reduction_factor": 2,
     "max_failures": 1,
     "keep_checkpoints": 1,
+    "fuse": "front",
 }
 
 RESOURCES = {"cpu": 1, "gpu": 0}

@@ -63,7 +63,7 @@ def test_table1_has_the_baseline_row_and_the_best_trial_beside_it(tmp_path):
     assert test.loc["all", "model_eer"] == 13.0 and test.loc["all", "baseline_eer"] == 20.0  # best eval: epoch 4
     assert test["model_wins"].all()
     text = format_table1(reports)
-    assert NAME in text and "verdict: the best model BEATS the baseline on eval" in text
+    assert NAME in text and "verdict: the model handed over BEATS the baseline on eval" in text
 
 
 def test_verdict_names_the_condition_the_baseline_wins(tmp_path):

@@ -80,7 +80,8 @@ def model_card(loaded, metrics: dict, train, proto, threshold: dict, scorer: str
             "loss": cfg.loss.name,
             "sampler": cfg.sampler.name,
             "epoch": loaded.meta.get("epoch"),
-        },
+        }
+        | _fusion(loaded),
         "training_corpus": {
             "root": cfg.data.root,
             "protocol": cfg.data.protocol or None,
@@ -98,10 +99,29 @@ def model_card(loaded, metrics: dict, train, proto, threshold: dict, scorer: str
     return card, _markdown(card)
 
 
+def _fusion(loaded) -> dict:
+    """The members of a fused model (``sourcetrace/fusion.py``): checkpoint, weight and recipe of each."""
+    members = loaded.meta.get("fusion")
+    if not members:
+        return {}
+    out = []
+    for m, cfg in zip(members, loaded.model.configs):
+        recipe = {"name": cfg.model.name, "embedding_dim": cfg.model.embedding_dim, "loss": cfg.loss.name}
+        out.append(m | recipe | {"band_stats": cfg.model.band_stats, "band_eq_db": cfg.augment.band_eq_db})
+    return {"fusion": out}
+
+
 def _markdown(card: dict) -> str:
     corpus, m = card["training_corpus"], card["model"]
+    title = f"{m['name']}, {m['loss']} loss, {m['embedding_dim']}-d"
+    if m.get("fusion"):
+        title = "score fusion of " + " and ".join(
+            f"{f['name']} ({f['loss']}, {f['embedding_dim']}-d{', band statistics' if f['band_stats'] else ''}) "
+            f"x {f['weight']:.2g}"
+            for f in m["fusion"]
+        )
     lines = [
-        f"# sourcetrace model: {m['name']}, {m['loss']} loss, {m['embedding_dim']}-d",
+        f"# sourcetrace model: {title}",
         "",
         f"Exported {card['created']} with sourcetrace {card['sourcetrace_version']} "
         f"(commit {card['git_commit'] or 'unknown'}) from {card['source']['path']}.",

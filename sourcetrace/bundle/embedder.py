@@ -9,6 +9,7 @@ the clip, their unit embeddings averaged: long clips are heard whole at the trai
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,22 +27,9 @@ BATCH = 64
 
 
 def build_network(cfg, weights: dict, extras: dict, folder: Path):
-    """The backbone of ``cfg`` with ``weights`` loaded strictly (eval mode, CPU)."""
-    from sourcetrace.models import build_model
-
-    if cfg.model.name == "w2v2_aasist":
-        from transformers import Wav2Vec2Config
-
-        from sourcetrace.models.aasist import W2V2AASIST
-
-        model = W2V2AASIST.from_config(cfg, Wav2Vec2Config(**extras["w2v2_config"]))
-        if not any(k.startswith("frontend.model.encoder.layer_norm.") for k in weights):
-            import torch.nn as nn
-
-            model.frontend.model.encoder.layer_norm = nn.Identity()
-        model.frontend.normalize = bool(extras.get("w2v2_normalize", model.frontend.normalize))
-    else:
-        model = build_model(cfg)
+    """The backbone of ``cfg`` (or the fused network that ``extras`` describes) with ``weights`` loaded
+    strictly (eval mode, CPU)."""
+    model = _network(cfg, extras, weights, "", folder)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:
@@ -50,8 +38,48 @@ def build_network(cfg, weights: dict, extras: dict, folder: Path):
     return model.eval()
 
 
+def _network(cfg, extras: dict, weights: dict, prefix: str, folder: Path):
+    """The untrained network whose state dict (keys under ``prefix`` in ``weights``) the bundle holds."""
+    from sourcetrace.models import build_model
+
+    if "fusion" in extras:
+        from sourcetrace.config import Config
+        from sourcetrace.fusion import FusedNetwork
+
+        try:
+            spec = extras["fusion"]
+            configs = [Config.from_dict(m["config"]) for m in spec["members"]]
+            members = [
+                _network(c, m.get("network", {}), weights, f"{prefix}members.{i}.", folder)
+                for i, (c, m) in enumerate(zip(configs, spec["members"]))
+            ]
+            return FusedNetwork(members, spec["weights"], configs)
+        except (KeyError, TypeError, SourcetraceError) as err:
+            raise BundleError(f"{folder}/bundle.json: its fusion's members cannot be rebuilt: {err}") from None
+    if cfg.model.name != "w2v2_aasist":
+        return build_model(cfg)
+    from transformers import Wav2Vec2Config
+
+    from sourcetrace.models.aasist import W2V2AASIST
+
+    model = W2V2AASIST.from_config(cfg, Wav2Vec2Config(**extras["w2v2_config"]))
+    if not any(k.startswith(prefix + "frontend.model.encoder.layer_norm.") for k in weights):
+        import torch.nn as nn
+
+        model.frontend.model.encoder.layer_norm = nn.Identity()
+    model.frontend.normalize = bool(extras.get("w2v2_normalize", model.frontend.normalize))
+    return model
+
+
 def network_extras(model) -> dict[str, Any]:
-    """What rebuilding ``model`` needs beyond config.json (the wav2vec2 architecture: no hub access later)."""
+    """What rebuilding ``model`` needs beyond config.json: the wav2vec2 architecture (no hub access later);
+    for a fused network, every member's config and extras, and the weights."""
+    from sourcetrace.fusion import FusedNetwork
+
+    if isinstance(model, FusedNetwork):
+        pairs = zip(model.configs, model.members)
+        members = [{"config": json.loads(c.to_json()), "network": network_extras(m)} for c, m in pairs]
+        return {"fusion": {"weights": list(model.weights), "members": members}}
     frontend = getattr(model, "frontend", None)
     if frontend is None or not hasattr(frontend, "model"):
         return {}

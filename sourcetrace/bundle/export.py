@@ -9,6 +9,7 @@ renamed into place, so a failed export never leaves half a bundle.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -30,19 +31,24 @@ OPERATING_POINT, TARGET = "fur", 0.05
 class Resolved:
     """What a model argument names: a bundle, or a checkpoint (from itself, a run folder or a sweep)."""
 
-    kind: str  # bundle | checkpoint | run | sweep
+    kind: str  # bundle | checkpoint | run | sweep | fusion
     path: Path  # as given
-    checkpoint: Path | None  # the checkpoint folder (None for a bundle)
+    checkpoint: Path | None  # the checkpoint (or fusion) folder; None for a bundle
     bundle: Path  # the bundle to use: the path itself, or where its export lives
 
 
 def resolve_model(path: str | os.PathLike) -> Resolved:
-    """A bundle, a checkpoint folder, a run folder (its ``best/``) or a sweep folder (its best trial)."""
+    """A bundle, a checkpoint folder, a run folder (its ``best/``), a fusion folder (``fusion.json``) or a
+    sweep folder (the fusion it made, else its best trial)."""
+    from sourcetrace.fusion import is_fusion
+
     path = Path(path)
     if files.is_bundle(path):
         return Resolved("bundle", path, None, path)
     if not path.exists():
         raise SourcetraceError(f"model {path}: does not exist")
+    if is_fusion(path):
+        return Resolved("fusion", path, path, path / CHECKPOINT_BUNDLE)
     if (path / RECORD).is_file():
         return Resolved("sweep", path, best_checkpoint(path), path / SWEEP_BUNDLE)
     from sourcetrace.training.checkpoint import resolve_checkpoint
@@ -58,9 +64,14 @@ def resolve_model(path: str | os.PathLike) -> Resolved:
 
 
 def best_checkpoint(sweep: Path) -> Path:
-    """The checkpoint of the sweep's best evaluation (lowest dev EER) that still exists."""
+    """What the sweep hands over: its fusion folder when it fused trials, else the checkpoint of its best
+    evaluation (lowest dev EER) that still exists."""
+    from sourcetrace.fusion import is_fusion
     from sourcetrace.report import trials_frame
+    from sourcetrace.sweep.fuse import FUSION_DIR
 
+    if is_fusion(sweep / FUSION_DIR):
+        return sweep / FUSION_DIR
     frame = trials_frame(sweep)
     rows = frame.dropna(subset=["dev_eer", "checkpoint"]) if "checkpoint" in frame else frame.iloc[:0]
     if rows.empty:
@@ -119,8 +130,7 @@ def export(
         fit_scorer,
         reference_table,
     )
-    from sourcetrace.models import build_model
-    from sourcetrace.training.checkpoint import LoadedModel, load_state
+    from sourcetrace.training.checkpoint import load_model
 
     res = resolve_model(source)
     if res.kind == "bundle":
@@ -132,14 +142,12 @@ def export(
     if out.exists() and any(out.iterdir()) and not (overwrite and files.is_bundle(out)):
         raise SourcetraceError(f"--out {out} exists and is not empty; choose a new folder")
     dev = flag_device(device)
-    cfg, state, meta = load_state(res.checkpoint)
+    loaded = load_model(res.checkpoint, dev)
     if announce:
         print(f"note: exporting {res.path} to the bundle {out} (once; needs the training data)", file=sys.stderr)
-    model = build_model(cfg)
-    model.load_state_dict(state["model"])
-    model.to(dev).eval()
-    known = [files.check_name(s, "training system name", strict=False) for s in meta["known_systems"]]
-    loaded = LoadedModel(model, cfg, tuple(known), res.checkpoint, meta)
+    model, cfg = loaded.model, loaded.config
+    known = [files.check_name(s, "training system name", strict=False) for s in loaded.known_systems]
+    loaded = dataclasses.replace(loaded, known_systems=tuple(known))
     root, protocol = loaded.data_location(root, protocol)
     proto = read_checked(root, protocol, (cfg.data.train_split, cfg.data.dev_split))
     train = reference_table(proto.tables[cfg.data.train_split], known)  # as analyze and training metrics
@@ -158,7 +166,7 @@ def export(
     arrays = {k: v for k, v in scorer_state.items() if hasattr(v, "dtype") and hasattr(v, "shape")}
     plain = {k: v for k, v in scorer_state.items() if k not in arrays}
     threshold = thr.to_dict() | {"description": thr.describe(), "scorer": name}
-    card_json, card_md = model_card(loaded, state.get("best_metrics", {}), train, proto, threshold, name, res)
+    card_json, card_md = model_card(loaded, loaded.metrics, train, proto, threshold, name, res)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=files.TMP_PREFIX + out.name + "."))
@@ -177,7 +185,7 @@ def export(
             "format_version": files.FORMAT_VERSION,
             "known_systems": known,
             "embedding_dim": int(getattr(model, "embedding_dim", cfg.model.embedding_dim)),
-            "model": cfg.model.name,
+            "model": cfg.model.name if "fusion" not in loaded.meta else "fusion",
             "scorer": name,
             "network": network_extras(model),
             "created": card_json["created"],
@@ -199,19 +207,28 @@ def export(
 
 
 def export_best(exp_dir: Path, trials, store=None) -> Path | None:
-    """A finished sweep's best trial (lowest dev EER) -> ``EXP/best_model``, printed and logged to the
-    trial's MLflow run as the ``bundle`` artifact folder. A failure is a note: the sweep's results stand."""
-    rows = trials.dropna(subset=["dev_eer", "checkpoint"]) if "checkpoint" in trials else trials.iloc[:0]
-    if rows.empty:
-        return None
-    best = rows.loc[rows["dev_eer"].idxmin()]
+    """What a finished sweep hands over -> ``EXP/best_model``: its fusion (``sweep/fuse.py``) when it made
+    one, else its best trial (lowest dev EER); printed and logged to that MLflow run as the ``bundle``
+    artifact folder. A failure is a note: the sweep's results stand."""
+    from sourcetrace.sweep.fuse import read_sweep_fusion
+
+    fusion = read_sweep_fusion(exp_dir)
+    if fusion is not None:
+        source, run_id = fusion["folder"], fusion.get("run_id")
+        what = f"{fusion['name']}, dev EER {fusion['metrics'].get('dev_eer', float('nan')):.2f}%"
+    else:
+        rows = trials.dropna(subset=["dev_eer", "checkpoint"]) if "checkpoint" in trials else trials.iloc[:0]
+        if rows.empty:
+            return None
+        best = rows.loc[rows["dev_eer"].idxmin()]
+        source, run_id = best["checkpoint"], best.get("run_id")
+        what = f"trial {best['trial_name']}, dev EER {best['dev_eer']:.2f}%"
     try:
-        out = export(best["checkpoint"], Path(exp_dir) / SWEEP_BUNDLE, overwrite=True)
+        out = export(source, Path(exp_dir) / SWEEP_BUNDLE, overwrite=True)
     except SourcetraceError as err:
         print(f"note: the best model's bundle was not written: {err}", file=sys.stderr)
         return None
-    print(f"best model bundle: {out}  (trial {best['trial_name']}, dev EER {best['dev_eer']:.2f}%)", flush=True)
-    run_id = best.get("run_id")
+    print(f"best model bundle: {out}  ({what})", flush=True)
     if store is not None and isinstance(run_id, str) and run_id:
         from sourcetrace.tracking.store import log_artifact_dir
 

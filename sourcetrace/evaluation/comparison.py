@@ -25,15 +25,16 @@ def read_baseline(exp: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def baseline_cells(baseline: dict, dims: list) -> pd.DataFrame:
-    """Rows shaped like ``table1_cells``' (backbone = the baseline's name) for every dim of the table."""
+def baseline_cells(baseline: dict, dims: list, name: str = NAME) -> pd.DataFrame:
+    """Rows shaped like ``table1_cells``' (backbone = ``name``, no loss) for every dim of the table: the
+    baseline's, or a sweep fusion's (``reference_cells``)."""
     m, rows = baseline["metrics"], []
     for dim in dims:
         for split in ("dev", "test"):
             value = m.get(f"{split}_eer", np.nan)
             rows.append(
                 {
-                    "backbone": NAME,
+                    "backbone": name,
                     "loss": "",
                     "sampler": "",
                     "variant": "",
@@ -52,12 +53,21 @@ def baseline_cells(baseline: dict, dims: list) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def compare_best(trials: pd.DataFrame, baseline: dict) -> pd.DataFrame | None:
-    """(split, condition, model_eer, baseline_eer, model_wins, trial_name, checkpoint) of the best trial."""
-    rows = trials[trials["best"]].dropna(subset=["dev_eer"])
-    if rows.empty:
-        return None
-    best = rows.loc[rows["dev_eer"].idxmin()]
+def fusion_label(fusion: dict) -> str:
+    """The Table-1 row of a sweep's fusion: short, the members are named in the comparison."""
+    return f"fusion (best per {fusion.get('key', 'group')})"
+
+
+def compare_best(trials: pd.DataFrame, baseline: dict, fusion: dict | None = None) -> pd.DataFrame | None:
+    """(split, condition, model_eer, baseline_eer, model_wins, trial_name, checkpoint) of the model the sweep
+    hands over: its fusion when it made one (``sweep/fuse.py``), else the best trial."""
+    if fusion is not None:
+        best = pd.Series({**fusion["metrics"], "trial_name": fusion["name"], "checkpoint": fusion.get("folder")})
+    else:
+        rows = trials[trials["best"]].dropna(subset=["dev_eer"])
+        if rows.empty:
+            return None
+        best = rows.loc[rows["dev_eer"].idxmin()]
     base, out = baseline["metrics"], []
     for split in ("dev", "test"):
         for key in sorted(k for k in base if k == f"{split}_eer" or k.startswith(f"{split}_eer.")):
@@ -85,15 +95,19 @@ def verdict_line(comparison: pd.DataFrame) -> str:
     lost = test.loc[~test["model_wins"], "condition"].tolist()
     names = ", ".join(test["condition"])
     if not lost:
-        return f"verdict: the best model BEATS the baseline on eval ({names})"
-    return f"verdict: the best model does NOT beat the baseline on eval: {', '.join(lost)} (compared: {names})"
+        return f"verdict: the model handed over BEATS the baseline on eval ({names})"
+    return f"verdict: the model handed over does NOT beat the baseline on eval: {', '.join(lost)} (compared: {names})"
 
 
 def format_comparison(comparison: pd.DataFrame) -> str:
     """The best trial's EER beside the baseline's, per split and condition, then the verdict."""
     first = comparison.iloc[0]
     lines = [
-        f"best trial {first['trial_name']} (lowest dev EER) vs {NAME}, EER %:",
+        (
+            f"the sweep's {first['trial_name']} vs {NAME}, EER %:"
+            if str(first["trial_name"]).startswith("fusion")
+            else f"best trial {first['trial_name']} (lowest dev EER) vs {NAME}, EER %:"
+        ),
         f"  {'split':<6}{'condition':<34}{'model':>8}{'baseline':>10}",
     ]
     for _, r in comparison.iterrows():

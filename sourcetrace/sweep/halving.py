@@ -8,6 +8,9 @@ reported; then the best ``ceil(n / reduction_factor)`` go on and the others stop
 deterministic for a seed, so the whole sweep is. Rungs are ``grace, grace*rf, grace*rf^2 ...`` below
 ``max_t``; the last survivors train to their own ``train.epochs``.
 
+``GroupedHalving`` halves within each group of trials (the values of a sweep's TUNE ``fuse`` key): each
+group keeps its own best, so the sweep can fuse one trial per group.
+
 After a driver crash Tune restores trials but not a scheduler's memory: a resumed trial's first
 evaluation at or past a rung stands for that rung (ASHA forgets the same way).
 
@@ -20,6 +23,7 @@ evaluation at or past a rung stands for that rung (ASHA forgets the same way).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
@@ -140,3 +144,47 @@ class SyncHalvingScheduler(FIFOScheduler):
     def debug_string(self) -> str:
         alive = ", ".join(f"{t.trial_id}@{self._rungs[min(self._level[t], len(self._rungs) - 1)]}" for t in self._live)
         return f"Synchronous successive halving, rungs {self._rungs}, factor {self._rf}: live {alive or 'none'}"
+
+
+class GroupedHalving(FIFOScheduler):
+    """One ``SyncHalvingScheduler`` per group of trials: a rung of one group never waits for another."""
+
+    def __init__(self, group: Callable[[Trial], str], sizes: dict[str, int], **halving):
+        super().__init__()
+        self._group = group
+        self._subs = {g: SyncHalvingScheduler(n_trials=n, **halving) for g, n in sizes.items()}
+
+    @property
+    def stopped(self) -> list[tuple[str, int, float]]:
+        return [s for sub in self._subs.values() for s in sub.stopped]
+
+    def _sub(self, trial: Trial) -> SyncHalvingScheduler:
+        return self._subs[self._group(trial)]
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        return True
+
+    def on_trial_add(self, tune_controller, trial: Trial) -> None:
+        self._sub(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
+        return self._sub(trial).on_trial_result(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial: Trial) -> None:
+        self._sub(trial).on_trial_remove(tune_controller, trial)
+
+    def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
+        self._sub(trial).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_error(self, tune_controller, trial: Trial) -> None:
+        self._sub(trial).on_trial_error(tune_controller, trial)
+
+    def choose_trial_to_run(self, tune_controller):
+        for sub in self._subs.values():  # a pending trial first (any sub finds it), then a resumed winner
+            trial = sub.choose_trial_to_run(tune_controller)
+            if trial is not None:
+                return trial
+        return None
+
+    def debug_string(self) -> str:
+        return "; ".join(f"{g or 'all'}: {sub.debug_string()}" for g, sub in self._subs.items())

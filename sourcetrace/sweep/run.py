@@ -116,8 +116,9 @@ def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: b
     from ray.tune import CLIReporter
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from sourcetrace.sweep.halving import SyncHalvingScheduler
+    from sourcetrace.sweep.halving import GroupedHalving, SyncHalvingScheduler
     from sourcetrace.sweep.progress import ProgressLines
+    from sourcetrace.sweep.spec import fuse_groups, group_of
     from sourcetrace.tracking.callback import MlflowTrialCallback
     from sourcetrace.training.retry import CodeErrorLimit, NoRetryCallback, failure_config
     from sourcetrace.training.trainable import CHECKPOINT_SCORE, run_trial
@@ -135,10 +136,15 @@ def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: b
             time_attr=s["time_attr"], max_t=epochs, grace_period=grace, reduction_factor=s["reduction_factor"]
         )
     elif s["scheduler"] == "halving":
-        n_trials = len(configs) * s["num_samples"]
-        scheduler = SyncHalvingScheduler(
-            s["time_attr"], s["metric"], s["mode"], grace, s["reduction_factor"], epochs, n_trials
-        )
+        halving = dict(
+            time_attr=s["time_attr"], metric=s["metric"], mode=s["mode"], grace=grace,
+            reduction_factor=s["reduction_factor"], max_t=epochs,
+        )  # fmt: skip
+        if s["fuse"]:  # each value of the fused key keeps its own best trial
+            key = s["fuse"]
+            scheduler = GroupedHalving(lambda t: group_of(key, t.config), fuse_groups(sweep, configs), **halving)
+        else:
+            scheduler = SyncHalvingScheduler(n_trials=len(configs) * s["num_samples"], **halving)
     tune_config = tune.TuneConfig(
         metric=s["metric"],
         mode=s["mode"],
@@ -245,6 +251,8 @@ def _finish(args, exp_dir: Path, store, sweep: SweepFile) -> int:
         sweep_baseline(exp_dir, sweep.base, store.uri, sweep.name)  # the featureless row of Table 1, an MLflow run
     except SourcetraceError as err:  # the trials' results still get their report
         print(f"note: no baseline row: {err}", file=sys.stderr)
+    if sweep.tune["fuse"]:
+        _fuse(exp_dir, store, sweep)
     try:
         reports = report_with_or_without_mlflow(exp_dir, store)
     except OSError as err:
@@ -256,25 +264,47 @@ def _finish(args, exp_dir: Path, store, sweep: SweepFile) -> int:
 
     export_best(exp_dir, reports.trials, store)  # the portable bundle of the best trial, logged to its run
     if not args.no_analyze:
-        _analyze_best(reports, sweep, store)
+        _analyze_best(exp_dir, reports, sweep, store)
     if status.isin(["running", "pending", "interrupted"]).any():
         print("sweep interrupted: continue it with --resume (same --name/--storage)", file=sys.stderr)
         return 130
     return 1 if (status == "failed").any() else 0
 
 
-def _analyze_best(reports, sweep: SweepFile, store) -> None:
+def _fuse(exp_dir: Path, store, sweep: SweepFile) -> None:
+    """Fuse the best trial of each value of TUNE fuse once every trial has ended (``sweep/fuse.py``)."""
+    from sourcetrace.report import trials_frame
+    from sourcetrace.sweep.fuse import sweep_fusion
+    from sourcetrace.sweep.status import UNFINISHED
+
+    key = sweep.tune["fuse"]
+    try:
+        trials = trials_frame(exp_dir)
+        if trials["status"].isin(["running", *UNFINISHED]).any():
+            return  # fused when the resumed sweep ends
+        sweep_fusion(exp_dir, trials, key, sweep.space[key]["grid_search"], store.uri, sweep.name)
+    except SourcetraceError as err:  # the trials' results still get their report
+        print(f"note: no fusion of the best trial per {key}: {err}", file=sys.stderr)
+
+
+def _analyze_best(exp_dir: Path, reports, sweep: SweepFile, store) -> None:
     """Linear probe / confusion / UMAP of the best trial's best checkpoint (as ``sourcetrace analyze``),
     logged to its MLflow run."""
     from sourcetrace.evaluation.analyze import analyze, summary
+    from sourcetrace.sweep.fuse import read_sweep_fusion
     from sourcetrace.tracking.store import log_artifact_dir
 
-    rows = reports.trials.dropna(subset=["dev_eer", "checkpoint"])
-    if rows.empty:
-        return
-    best = rows.loc[rows["dev_eer"].idxmin()]
+    fusion = read_sweep_fusion(exp_dir)
+    if fusion is not None:  # the model handed over
+        model, run_id = fusion["folder"], fusion.get("run_id")
+    else:
+        rows = reports.trials.dropna(subset=["dev_eer", "checkpoint"])
+        if rows.empty:
+            return
+        best = rows.loc[rows["dev_eer"].idxmin()]
+        model, run_id = best["checkpoint"], best.get("run_id")
     root, protocol = sweep.base["data.root"], sweep.base.get("data.protocol")
-    res = analyze(best["checkpoint"], root, protocol, "dev", reports.out_dir / "best_analysis")
+    res = analyze(model, root, protocol, "dev", reports.out_dir / "best_analysis")
     print(summary(res, "dev"))
-    if isinstance(best.get("run_id"), str):  # the plots and tables beside the best trial's run in MLflow
-        log_artifact_dir(store, best["run_id"], res["out"], "best_analysis")
+    if isinstance(run_id, str):  # the plots and tables beside the model's run in MLflow
+        log_artifact_dir(store, run_id, res["out"], "best_analysis")

@@ -47,6 +47,9 @@ TUNE_DEFAULTS: dict[str, Any] = {
     "snapshot_period_s": 2,  # experiment snapshot period: what a killed driver can lose at most
     "seed": 0,  # Optuna sampler seed
     "log_checkpoint": True,  # upload each trial's best checkpoint to MLflow
+    # "" or a SPACE key searched by tune.grid_search: halving runs within each of its values, and the sweep
+    # hands over the equal-weight score fusion of each value's best trial (sourcetrace/fusion.py)
+    "fuse": "",
 }
 _SECTIONS = ("BASE", "BUNDLES", "SPACE", "TUNE", "RESOURCES")
 MAX_VALIDATED = 20000
@@ -148,9 +151,41 @@ def load_sweep(path: str | Path, smoke: bool = False) -> SweepFile:
     if settings["scheduler"] == "halving" and (settings["search"] != "grid" or settings["max_concurrent"]):
         # halving waits for every trial at each rung: all must exist, and paused ones would hold a concurrency slot
         raise SourcetraceError(f"{path}: TUNE scheduler 'halving' needs search 'grid' and max_concurrent 0")
+    _check_fuse(path, settings, parts["SPACE"])
     resources = {"cpu": 1} | parts["RESOURCES"]
     name = path.stem + ("_smoke" if smoke else "")
     return SweepFile(name, path, parts["BASE"], parts["BUNDLES"], parts["SPACE"], settings, resources, smoke)
+
+
+def _check_fuse(path: Path, settings: dict[str, Any], space: dict[str, Any]) -> None:
+    """TUNE["fuse"] names a SPACE key whose grid has two or more values, under grid search, halving or fifo."""
+    key = settings["fuse"]
+    if not key:
+        return
+    grid = space.get(key) if isinstance(key, str) else None
+    if not (isinstance(grid, dict) and set(grid) == {"grid_search"} and len(grid["grid_search"]) >= 2):
+        raise SourcetraceError(
+            f"{path}: TUNE fuse={key!r} must name a SPACE key searched by tune.grid_search over two or more values"
+        )
+    if settings["search"] != "grid" or settings["scheduler"] == "asha":
+        raise SourcetraceError(
+            f"{path}: TUNE fuse needs search 'grid' and scheduler 'halving' or 'fifo' (ASHA cannot halve "
+            "within each fused value)"
+        )
+
+
+def fuse_groups(sweep: SweepFile, configs: list[tuple[dict[str, Any], Any]]) -> dict[str, int]:
+    """Trials per value of the fused key (one group of all trials when the sweep fuses nothing)."""
+    counts: dict[str, int] = {}
+    for trial_config, _ in configs:
+        group = group_of(sweep.tune["fuse"], trial_config)
+        counts[group] = counts.get(group, 0) + sweep.tune["num_samples"]
+    return counts
+
+
+def group_of(key: str, trial_config: Mapping[str, Any]) -> str:
+    """The fusion group of a trial config: its value of ``key`` as text ("" when the sweep fuses nothing)."""
+    return str(trial_config.get(key, "")) if key else ""
 
 
 def _axis(key: str, value: Any) -> list[Any]:
@@ -217,6 +252,9 @@ def pin_overrides(sweep: SweepFile, assignments: list[str]) -> None:
         if key in sweep.space:
             print(f"note: --set {key}={value} pins a key the sweep searches", file=sys.stderr)
             del sweep.space[key]
+            if sweep.tune["fuse"] == key:
+                print(f"note: {key} is pinned, so nothing is fused: the best trial is handed over", file=sys.stderr)
+                sweep.tune["fuse"] = ""
         for labels in sweep.bundles.values():
             for keys in labels.values():
                 keys.pop(key, None)

@@ -13,7 +13,7 @@ import json
 import os
 import pickle
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,9 @@ class LoadedModel:
     model: torch.nn.Module
     config: Config
     known_systems: tuple[str, ...]
-    path: Path  # the checkpoint folder
+    path: Path  # the checkpoint folder (or fusion folder)
     meta: dict[str, Any]
+    metrics: dict[str, float] = field(default_factory=dict)  # those of its best evaluation, when recorded
 
     def data_location(
         self, root: str | os.PathLike | None, protocol: str | os.PathLike | None
@@ -131,12 +132,16 @@ def load_state(folder: str | Path) -> tuple[Config, dict[str, Any], dict[str, An
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """The backbone of a checkpoint or run folder, in eval mode, with its config and known systems."""
+    """The backbone of a checkpoint or run folder (or the fused network of a fusion folder), in eval mode,
+    with its config and known systems."""
+    from sourcetrace.fusion import is_fusion, load_fused
     from sourcetrace.models import build_model
 
+    if is_fusion(path):
+        return load_fused(path, device)
     folder = resolve_checkpoint(path)
     cfg, state, meta = load_state(folder)
     model = build_model(cfg)
     model.load_state_dict(state["model"])
     model.to(device).eval()
-    return LoadedModel(model, cfg, tuple(meta["known_systems"]), folder, meta)
+    return LoadedModel(model, cfg, tuple(meta["known_systems"]), folder, meta, dict(state.get("best_metrics", {})))

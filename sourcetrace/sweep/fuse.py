@@ -1,0 +1,98 @@
+"""The sweep's fusion (TUNE ``fuse``): the best trial of each fused value, scored as one model.
+
+After the trials end, each value of the fused key (a front end, a backbone ...) contributes its best
+trial, the lowest dev EER at its best evaluation, the checkpoint the reports name. They become the
+members of ``EXP/fusion`` with equal weights (``sourcetrace/fusion.py``). No weight is tuned: the dev
+split would choose it on the very clips that chose the members. The fused network is evaluated exactly
+as a trial evaluates (``training.loop.evaluate``: dev and test, the same crops, references and open-set
+scorer), logged as a run of the sweep's MLflow experiment, and recorded in ``fusion.json``. The reports set
+it beside the trials and the baseline, and it is what the sweep hands over (``best_model``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from sourcetrace.errors import SourcetraceError
+
+FUSION_DIR = "fusion"  # EXP/fusion/fusion.json
+
+
+def fusion_name(labels: list[str]) -> str:
+    return "fusion: " + " + ".join(labels)
+
+
+def pick_members(trials: pd.DataFrame, key: str, values: list) -> list[pd.Series]:
+    """The best evaluation with a checkpoint of each value of ``key``, in the SPACE's order."""
+    col = f"param:{key}"
+    if col not in trials:
+        return []
+    rows = trials[trials["best"]].dropna(subset=["dev_eer", "checkpoint"])
+    out = []
+    for value in values:
+        group = rows[rows[col].astype(str) == str(value)]
+        if not group.empty:
+            out.append(group.loc[group["dev_eer"].idxmin()])
+    return out
+
+
+def sweep_fusion(exp_dir: Path, trials: pd.DataFrame, key: str, values: list, tracking_uri=None, experiment=None):
+    """Write (or reuse) ``EXP/fusion/fusion.json`` with the fusion's dev/test metrics; None when fewer than
+    two values have a trial with a checkpoint (the best trial is then handed over, as without ``fuse``)."""
+    from sourcetrace.fusion import FUSION_FILE, read_fusion, write_fusion
+
+    members = pick_members(trials, key, values)
+    if len(members) < 2:
+        print(f"note: fewer than two values of {key} have a trained trial: nothing to fuse", file=sys.stderr)
+        return None
+    folder = Path(exp_dir) / FUSION_DIR
+    checkpoints = [str(Path(m["checkpoint"]).absolute()) for m in members]
+    if (folder / FUSION_FILE).is_file():
+        record = read_fusion(folder)
+        if [m["checkpoint"] for m in record["members"]] == checkpoints and record.get("metrics"):
+            return record  # a report run again, or a resumed sweep that changed nothing
+    labels = [f"{key}={m[f'param:{key}']}" for m in members]
+    name = fusion_name(labels)
+    trial_names = [str(m["trial_name"]) for m in members]
+    write_fusion(folder, checkpoints, name=name, key=key, labels=labels, trials=trial_names)
+    metrics = measure(folder)
+    extra = {"name": name, "key": key, "labels": labels, "trials": trial_names, "metrics": metrics}
+    if tracking_uri and experiment:
+        from sourcetrace.tracking.store import log_reference_run
+
+        params = {"fusion.key": key, "fusion.weights": "equal"} | {
+            f"fusion.member{i}": f"{label} ({t})" for i, (label, t) in enumerate(zip(labels, trial_names))
+        }
+        extra["run_id"] = log_reference_run(tracking_uri, experiment, name, params, metrics)
+    write_fusion(folder, checkpoints, **extra)
+    return read_fusion(folder)
+
+
+def measure(folder: Path) -> dict[str, float]:
+    """dev_* and test_* metrics of a fusion folder, computed as a trial's evaluation computes its own."""
+    import torch
+
+    from sourcetrace.training.checkpoint import load_model
+    from sourcetrace.training.data import prepare_data
+    from sourcetrace.training.loop import evaluate
+
+    loaded = load_model(folder, "cpu")
+    try:
+        data = prepare_data(loaded.config)
+    except SourcetraceError as err:
+        raise SourcetraceError(f"the fusion {folder} cannot be scored on its training corpus: {err}") from None
+    metrics = evaluate(loaded.model, data, loaded.config, torch.device("cpu"))
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def read_sweep_fusion(exp: str | Path) -> dict | None:
+    """The measured fusion record of a sweep folder, or None."""
+    path = Path(exp) / FUSION_DIR / "fusion.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record | {"folder": str(path.parent)} if record.get("metrics") else None
