@@ -19,7 +19,8 @@
 # Reads the parquet reports of a sweep (written at the end of `sourcetrace sweep` into
 # `STORAGE/NAME/report/`, or by `sourcetrace report RUN --out DIR`): `trials.parquet` (one row per trial
 # and evaluation), `table1_cells.parquet` (mean and 95 % CI over seeds per cell, the featureless
-# baseline's row included) and `comparison.parquet` (the best trial beside the baseline).
+# baseline's row included, and the row of the sweep's fusion when it made one) and `comparison.parquet` (the
+# model the sweep hands over beside the baseline).
 #
 # It opens from any working directory. `REPORT_DIR` (environment variable `SOURCETRACE_REPORT`) names
 # the report folder; a relative path that does not exist from the working directory is taken from the
@@ -137,7 +138,8 @@ per_trial.loc[per_trial["status"] != "finished", ["trial_name", "loss", "sampler
 # %% [markdown]
 # ## Per condition
 # The same table for each seen/unseen language x system condition (MLAAD's `fine/` protocol), at the
-# same best evaluation of each trial; the baseline's row comes from `comparison.parquet`.
+# same best evaluation of each trial; the baseline's row, and the fusion's when the sweep handed one over,
+# come from `comparison.parquet`.
 
 # %%
 conditions = sorted({c.partition(".")[2] for c in trials.columns if c.startswith(("dev_eer.", "test_eer."))})
@@ -152,12 +154,16 @@ for condition in conditions:
         base = comparison[comparison["condition"] == condition]
         metrics = {f"{r.split}_eer": r.baseline_eer for r in base.itertuples()}
         part = pd.concat([part, baseline_cells({"metrics": metrics}, dims)], ignore_index=True)
+        if len(base) and str(base["trial_name"].iloc[0]).startswith("fusion"):  # the model handed over
+            fused = {f"{r.split}_eer": r.model_eer for r in base.itertuples()}
+            part = pd.concat([part, baseline_cells({"metrics": fused}, dims, "fusion")], ignore_index=True)
     per_condition[condition] = part
     display(styled_table(part, f"{condition}: EER % (mean ± 95 % CI over seeds)"))
 
 # %% [markdown]
-# ## The best trial beside the featureless baseline
-# The checkpoint the sweep hands over (lowest dev EER) against the baseline, per split and condition.
+# ## The model handed over beside the featureless baseline
+# What the sweep hands over (its fusion when it made one, else the checkpoint with the lowest dev EER)
+# against the baseline, per split and condition.
 
 # %%
 comparison.drop(columns=["checkpoint"]).round(2) if comparison is not None else "no baseline in this report"

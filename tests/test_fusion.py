@@ -167,6 +167,31 @@ def test_the_fuse_setting_names_a_grid_key_and_is_dropped_with_it(tmp_path, caps
     assert demo.tune["fuse"] == "front" and demo.tune["scheduler"] == "halving"
 
 
+def test_the_reports_set_a_sweeps_fusion_beside_the_trials_and_judge_it_against_the_baseline(tmp_path):
+    from test_baseline import UNSEEN, _baseline, _experiment
+
+    from sourcetrace.report import format_table1, write_reports
+    from sourcetrace.sweep.fuse import FUSION_DIR
+
+    exp = _experiment(tmp_path)  # one trial: test EER 13 overall and 10 on the unseen systems
+    _baseline(exp, test_unseen=(5.0, 30.0))  # the baseline wins the first unseen-system cell against it
+    metrics = {"dev_eer": 7.0, "test_eer": 6.0} | {f"test_eer.{c}": 4.0 for c in UNSEEN}
+    (exp / FUSION_DIR).mkdir()
+    record = {"format": "sourcetrace-fusion", "members": [], "name": "fusion: front=a + front=b", "key": "front"}
+    (exp / FUSION_DIR / FUSION_FILE).write_text(json.dumps(record | {"metrics": metrics}))
+    reports = write_reports(exp)
+    row = reports.table1[reports.table1["backbone"] == "fusion (best per front)"]
+    assert len(row) == 1 and row["test@10"].item() == 6.0
+    test = reports.comparison[reports.comparison["split"] == "test"].set_index("condition")
+    assert test.loc["all", "model_eer"] == 6.0 and test["model_wins"].all()
+    assert set(test["checkpoint"]) == {str(exp / FUSION_DIR)}
+    text = format_table1(reports)
+    assert "the sweep's fusion: front=a + front=b vs baseline" in text
+    assert "verdict: the model handed over BEATS the baseline on eval" in text
+    (exp / FUSION_DIR / FUSION_FILE).write_text(json.dumps(record))  # not measured (killed while scoring)
+    assert "verdict: the model handed over does NOT beat" in format_table1(write_reports(exp))
+
+
 @pytest.mark.slow
 def test_the_demo_smoke_sweep_hands_over_and_logs_the_fusion_of_its_front_ends(tiny_corpus, tmp_path):
     from mlflow import MlflowClient

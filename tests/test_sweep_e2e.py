@@ -88,7 +88,10 @@ def check_runs(tmp, name, exp_dir):
     """One MLflow run per Tune trial, ended, with params and one metric point per epoch."""
     client, runs = mlflow_runs(tmp, name)
     ref = [r for r in runs if "reference" in r.data.tags]  # the featureless baseline's run, beside the trials
-    assert [r.info.run_name for r in ref] == [BASELINE] and ref[0].data.metrics["dev_eer"] > 0
+    base = [r for r in ref if r.info.run_name == BASELINE]
+    assert len(base) == 1 and base[0].data.metrics["dev_eer"] > 0
+    fused = [r.info.run_name for r in ref if r.info.run_name != BASELINE]  # and a fused sweep's fusion, once
+    assert len(fused) == (exp_dir / "fusion").is_dir() and all(n.startswith("fusion: ") for n in fused)
     runs = [r for r in runs if "reference" not in r.data.tags]
     states = trial_states(exp_dir)
     assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(states)
@@ -197,7 +200,11 @@ def test_optuna_sweep_with_asha(tiny_corpus, tmp_path, grid):
 
 
 def test_killed_driver_resumes_every_trial_exactly_once(tiny_corpus, tmp_path):
-    (tmp_path / "grid.py").write_text(GRID.replace("SCHED", "fifo"))
+    """SIGKILL the driver mid-sweep, then --resume: every trial runs once, and the fusion (TUNE fuse) is made
+    once, after the resumed trials end."""
+    (tmp_path / "grid.py").write_text(
+        GRID.replace("SCHED", "fifo").replace('"keep_checkpoints"', '"fuse": "recipe", "keep_checkpoints"')
+    )
     cmd = sweep_cmd(tmp_path / "grid.py", tiny_corpus, tmp_path, "--name", "killme")
     exp_dir = tmp_path / "ray" / "killme"
     log = open(tmp_path / "driver.log", "w")
@@ -235,6 +242,8 @@ def test_killed_driver_resumes_every_trial_exactly_once(tiny_corpus, tmp_path):
     assert len(runs) == 4 and {r.data.tags["status"] for r in runs} == {"finished"}
     trials = pd.read_parquet(exp_dir / "report" / "trials.parquet")
     assert (trials.drop_duplicates("trial_id")["epoch_reached"] == QUICK["train.epochs"]).all()
+    fusion = json.loads((exp_dir / "fusion" / "fusion.json").read_text())
+    assert fusion["labels"] == ["recipe=aamsoftmax/random", "recipe=ge2e/balanced"] and fusion["metrics"]["test_eer"]
 
 
 def _free_port():

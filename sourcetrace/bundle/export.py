@@ -66,12 +66,12 @@ def resolve_model(path: str | os.PathLike) -> Resolved:
 def best_checkpoint(sweep: Path) -> Path:
     """What the sweep hands over: its fusion folder when it fused trials, else the checkpoint of its best
     evaluation (lowest dev EER) that still exists."""
-    from sourcetrace.fusion import is_fusion
     from sourcetrace.report import trials_frame
-    from sourcetrace.sweep.fuse import FUSION_DIR
+    from sourcetrace.sweep.fuse import read_sweep_fusion
 
-    if is_fusion(sweep / FUSION_DIR):
-        return sweep / FUSION_DIR
+    fusion = read_sweep_fusion(sweep)
+    if fusion is not None:
+        return Path(fusion["folder"])
     frame = trials_frame(sweep)
     rows = frame.dropna(subset=["dev_eer", "checkpoint"]) if "checkpoint" in frame else frame.iloc[:0]
     if rows.empty:
@@ -210,26 +210,19 @@ def export_best(exp_dir: Path, trials, store=None) -> Path | None:
     """What a finished sweep hands over -> ``EXP/best_model``: its fusion (``sweep/fuse.py``) when it made
     one, else its best trial (lowest dev EER); printed and logged to that MLflow run as the ``bundle``
     artifact folder. A failure is a note: the sweep's results stand."""
-    from sourcetrace.sweep.fuse import read_sweep_fusion
+    from sourcetrace.sweep.fuse import handed_over
 
-    fusion = read_sweep_fusion(exp_dir)
-    if fusion is not None:
-        source, run_id = fusion["folder"], fusion.get("run_id")
-        what = f"{fusion['name']}, dev EER {fusion['metrics'].get('dev_eer', float('nan')):.2f}%"
-    else:
-        rows = trials.dropna(subset=["dev_eer", "checkpoint"]) if "checkpoint" in trials else trials.iloc[:0]
-        if rows.empty:
-            return None
-        best = rows.loc[rows["dev_eer"].idxmin()]
-        source, run_id = best["checkpoint"], best.get("run_id")
-        what = f"trial {best['trial_name']}, dev EER {best['dev_eer']:.2f}%"
+    model = handed_over(exp_dir, trials)
+    if model is None:
+        return None
+    source, run_id, what = model
     try:
         out = export(source, Path(exp_dir) / SWEEP_BUNDLE, overwrite=True)
     except SourcetraceError as err:
         print(f"note: the best model's bundle was not written: {err}", file=sys.stderr)
         return None
     print(f"best model bundle: {out}  ({what})", flush=True)
-    if store is not None and isinstance(run_id, str) and run_id:
+    if store is not None and run_id:
         from sourcetrace.tracking.store import log_artifact_dir
 
         log_artifact_dir(store, run_id, out, "bundle")

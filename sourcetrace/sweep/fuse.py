@@ -96,3 +96,22 @@ def read_sweep_fusion(exp: str | Path) -> dict | None:
         return None
     record = json.loads(path.read_text())
     return record | {"folder": str(path.parent)} if record.get("metrics") else None
+
+
+def handed_over(exp: str | Path, trials: pd.DataFrame) -> tuple[str, str | None, str] | None:
+    """(model folder, MLflow run id, what it is) of what a sweep hands over: its measured fusion, else its
+    best trial's best checkpoint (lowest dev EER); None before any trial has one."""
+    fusion = read_sweep_fusion(exp)
+    if fusion is not None:
+        dev = fusion["metrics"].get("dev_eer", float("nan"))
+        return fusion["folder"], fusion.get("run_id"), f"{fusion['name']}, dev EER {dev:.2f}%"
+    rows = trials.dropna(subset=["dev_eer", "checkpoint"]) if "checkpoint" in trials else trials.iloc[:0]
+    if rows.empty:
+        return None
+    best = rows.loc[rows["dev_eer"].idxmin()]
+    run_id = best.get("run_id")
+    return (
+        best["checkpoint"],
+        run_id if isinstance(run_id, str) else None,
+        (f"trial {best['trial_name']}, dev EER {best['dev_eer']:.2f}%"),
+    )

@@ -23,7 +23,6 @@ evaluation at or past a rung stands for that rung (ASHA forgets the same way).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
@@ -149,9 +148,9 @@ class SyncHalvingScheduler(FIFOScheduler):
 class GroupedHalving(FIFOScheduler):
     """One ``SyncHalvingScheduler`` per group of trials: a rung of one group never waits for another."""
 
-    def __init__(self, group: Callable[[Trial], str], sizes: dict[str, int], **halving):
+    def __init__(self, key: str, sizes: dict[str, int], **halving):
         super().__init__()
-        self._group = group
+        self._key = key  # the trial config key whose value (spec.group_of) names a trial's group
         self._subs = {g: SyncHalvingScheduler(n_trials=n, **halving) for g, n in sizes.items()}
 
     @property
@@ -159,7 +158,9 @@ class GroupedHalving(FIFOScheduler):
         return [s for sub in self._subs.values() for s in sub.stopped]
 
     def _sub(self, trial: Trial) -> SyncHalvingScheduler:
-        return self._subs[self._group(trial)]
+        from sourcetrace.sweep.spec import group_of
+
+        return self._subs[group_of(self._key, trial.config)]
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
         return True

@@ -118,7 +118,7 @@ def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: b
 
     from sourcetrace.sweep.halving import GroupedHalving, SyncHalvingScheduler
     from sourcetrace.sweep.progress import ProgressLines
-    from sourcetrace.sweep.spec import fuse_groups, group_of
+    from sourcetrace.sweep.spec import fuse_groups
     from sourcetrace.tracking.callback import MlflowTrialCallback
     from sourcetrace.training.retry import CodeErrorLimit, NoRetryCallback, failure_config
     from sourcetrace.training.trainable import CHECKPOINT_SCORE, run_trial
@@ -141,8 +141,7 @@ def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: b
             reduction_factor=s["reduction_factor"], max_t=epochs,
         )  # fmt: skip
         if s["fuse"]:  # each value of the fused key keeps its own best trial
-            key = s["fuse"]
-            scheduler = GroupedHalving(lambda t: group_of(key, t.config), fuse_groups(sweep, configs), **halving)
+            scheduler = GroupedHalving(s["fuse"], fuse_groups(sweep, configs), **halving)
         else:
             scheduler = SyncHalvingScheduler(n_trials=len(configs) * s["num_samples"], **halving)
     tune_config = tune.TuneConfig(
@@ -262,7 +261,7 @@ def _finish(args, exp_dir: Path, store, sweep: SweepFile) -> int:
     status = reports.trials.drop_duplicates("trial_id")["status"]
     from sourcetrace.bundle.export import export_best
 
-    export_best(exp_dir, reports.trials, store)  # the portable bundle of the best trial, logged to its run
+    export_best(exp_dir, reports.trials, store)  # the portable bundle of the model handed over, logged to its run
     if not args.no_analyze:
         _analyze_best(exp_dir, reports, sweep, store)
     if status.isin(["running", "pending", "interrupted"]).any():
@@ -288,23 +287,18 @@ def _fuse(exp_dir: Path, store, sweep: SweepFile) -> None:
 
 
 def _analyze_best(exp_dir: Path, reports, sweep: SweepFile, store) -> None:
-    """Linear probe / confusion / UMAP of the best trial's best checkpoint (as ``sourcetrace analyze``),
-    logged to its MLflow run."""
+    """Linear probe / confusion / UMAP of the model the sweep hands over (as ``sourcetrace analyze``), logged
+    to its MLflow run."""
     from sourcetrace.evaluation.analyze import analyze, summary
-    from sourcetrace.sweep.fuse import read_sweep_fusion
+    from sourcetrace.sweep.fuse import handed_over
     from sourcetrace.tracking.store import log_artifact_dir
 
-    fusion = read_sweep_fusion(exp_dir)
-    if fusion is not None:  # the model handed over
-        model, run_id = fusion["folder"], fusion.get("run_id")
-    else:
-        rows = reports.trials.dropna(subset=["dev_eer", "checkpoint"])
-        if rows.empty:
-            return
-        best = rows.loc[rows["dev_eer"].idxmin()]
-        model, run_id = best["checkpoint"], best.get("run_id")
+    chosen = handed_over(exp_dir, reports.trials)
+    if chosen is None:
+        return
+    model, run_id, _ = chosen
     root, protocol = sweep.base["data.root"], sweep.base.get("data.protocol")
     res = analyze(model, root, protocol, "dev", reports.out_dir / "best_analysis")
     print(summary(res, "dev"))
-    if isinstance(run_id, str):  # the plots and tables beside the model's run in MLflow
+    if run_id:  # the plots and tables beside the model's run in MLflow
         log_artifact_dir(store, run_id, res["out"], "best_analysis")
