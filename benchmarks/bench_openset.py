@@ -38,20 +38,19 @@ def embeddings(args) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     if args.cache and Path(args.cache).is_file():
         with np.load(args.cache, allow_pickle=False) as z:
             return {k: (z[f"{k}_x"], z[f"{k}_s"], z[f"{k}_l"]) for k in ("ref", "dev", "eval")}
-    from sourcetrace.evaluation.analyze import data_location, embed_table, read_split_tables
-    from sourcetrace.evaluation.openset import reference_rows
-    from sourcetrace.training.checkpoint import load_model
-    from sourcetrace.training.loop import resolve_device
+    from sourcetrace.bundle.export import load_any
+    from sourcetrace.data.protocol import read_checked
+    from sourcetrace.device import flag_device
+    from sourcetrace.evaluation.embed import embed_table
+    from sourcetrace.evaluation.openset import reference_table
 
-    device = resolve_device(args.device)
-    loaded = load_model(args.model, device)
-    root, protocol = data_location(loaded, args.root, args.protocol)
+    device = flag_device(args.device)
+    loaded = load_any(args.model, device)  # a run, checkpoint, fusion, sweep folder or bundle
+    root, protocol = loaded.data_location(args.root, args.protocol)
     cfg = loaded.config
-    proto = read_split_tables(root, protocol, (cfg.data.train_split, cfg.data.dev_split, args.eval_split))
-    train = proto.tables[cfg.data.train_split]
-    train = train[train["system"].isin(loaded.known_systems)]
+    proto = read_checked(root, protocol, (cfg.data.train_split, cfg.data.dev_split, args.eval_split))
     tables = {
-        "ref": train.iloc[reference_rows(train)],
+        "ref": reference_table(proto.tables[cfg.data.train_split], loaded.known_systems),
         "dev": proto.tables[cfg.data.dev_split],
         "eval": proto.tables[args.eval_split],
     }
