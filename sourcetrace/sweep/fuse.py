@@ -73,19 +73,20 @@ def sweep_fusion(exp_dir: Path, trials: pd.DataFrame, key: str, values: list, tr
 
 
 def measure(folder: Path) -> dict[str, float]:
-    """dev_* and test_* metrics of a fusion folder, computed as a trial's evaluation computes its own."""
-    import torch
-
+    """dev_* and test_* metrics of a fusion folder, computed as a trial's evaluation computes its own, on the
+    driver's GPU when it has one (as ``export`` does)."""
+    from sourcetrace.device import resolve_device
     from sourcetrace.training.checkpoint import load_model
     from sourcetrace.training.data import prepare_data
     from sourcetrace.training.loop import evaluate
 
-    loaded = load_model(folder, "cpu")
+    device = resolve_device("auto")
+    loaded = load_model(folder, device)
     try:
         data = prepare_data(loaded.config)
     except SourcetraceError as err:
         raise SourcetraceError(f"the fusion {folder} cannot be scored on its training corpus: {err}") from None
-    metrics = evaluate(loaded.model, data, loaded.config, torch.device("cpu"))
+    metrics = evaluate(loaded.model, data, loaded.config, device)
     return {k: float(v) for k, v in metrics.items()}
 
 
