@@ -199,11 +199,13 @@ def test_optuna_sweep_with_asha(tiny_corpus, tmp_path, grid):
     assert trials["trial_id"].nunique() == 6
 
 
-def test_killed_driver_resumes_every_trial_exactly_once(tiny_corpus, tmp_path):
+@pytest.mark.parametrize("scheduler,kill_after", [("fifo", 3), ("halving", 5)])
+def test_killed_driver_resumes_every_trial_exactly_once(tiny_corpus, tmp_path, scheduler, kill_after):
     """SIGKILL the driver mid-sweep, then --resume: every trial runs once, and the fusion (TUNE fuse) is made
-    once, after the resumed trials end."""
+    once, after the resumed trials end. Under halving the kill comes after a rung has stopped trials: the
+    restored scheduler must not wait for them (it did, forever, before they were left out of its rungs)."""
     (tmp_path / "grid.py").write_text(
-        GRID.replace("SCHED", "fifo").replace('"keep_checkpoints"', '"fuse": "recipe", "keep_checkpoints"')
+        GRID.replace("SCHED", scheduler).replace('"keep_checkpoints"', '"fuse": "recipe", "keep_checkpoints"')
     )
     cmd = sweep_cmd(tmp_path / "grid.py", tiny_corpus, tmp_path, "--name", "killme")
     exp_dir = tmp_path / "ray" / "killme"
@@ -217,8 +219,9 @@ def test_killed_driver_resumes_every_trial_exactly_once(tiny_corpus, tmp_path):
             evaluated = [
                 sum('"dev_eer"' in ln for ln in p.read_text().splitlines()) for p in exp_dir.glob("*/result.json")
             ]
-            if sum(evaluated) >= 3 and list(exp_dir.glob("experiment_state-*.json")):
-                break
+            if sum(evaluated) >= kill_after and list(exp_dir.glob("experiment_state-*.json")):
+                if scheduler == "fifo" or "TERMINATED" in _states_now(exp_dir):  # halving: a rung stopped some
+                    break
             time.sleep(0.5)
         assert driver.poll() is None, (
             "the sweep ended before it could be killed:\n" + (tmp_path / "driver.log").read_text()[-3000:]
@@ -239,11 +242,22 @@ def test_killed_driver_resumes_every_trial_exactly_once(tiny_corpus, tmp_path):
     assert len(states) == 4 and set(states.values()) == {"TERMINATED"}
     assert len([p for p in exp_dir.iterdir() if p.is_dir() and p.name.startswith("run_trial")]) == 4
     runs = check_runs(tmp_path, "killme", exp_dir)
-    assert len(runs) == 4 and {r.data.tags["status"] for r in runs} == {"finished"}
-    trials = pd.read_parquet(exp_dir / "report" / "trials.parquet")
-    assert (trials.drop_duplicates("trial_id")["epoch_reached"] == QUICK["train.epochs"]).all()
+    ended = {"fifo": {"finished"}, "halving": {"finished", "early_stopped"}}[scheduler]
+    assert len(runs) == 4 and {r.data.tags["status"] for r in runs} == ended
+    trials = pd.read_parquet(exp_dir / "report" / "trials.parquet").drop_duplicates("trial_id")
+    finished = trials[trials["status"] == "finished"]
+    assert len(finished) == (4 if scheduler == "fifo" else 2)  # halving: one trial of each recipe goes on
+    assert (finished["epoch_reached"] == QUICK["train.epochs"]).all()
     fusion = json.loads((exp_dir / "fusion" / "fusion.json").read_text())
     assert fusion["labels"] == ["recipe=aamsoftmax/random", "recipe=ge2e/balanced"] and fusion["metrics"]["test_eer"]
+
+
+def _states_now(exp_dir) -> set:
+    """Trial states of the newest snapshot, empty while it is being replaced."""
+    try:
+        return set(trial_states(exp_dir).values())
+    except (ValueError, OSError):
+        return set()
 
 
 def _free_port():

@@ -12,7 +12,8 @@ deterministic for a seed, so the whole sweep is. Rungs are ``grace, grace*rf, gr
 group keeps its own best, so the sweep can fuse one trial per group.
 
 After a driver crash Tune restores trials but not a scheduler's memory: a resumed trial's first
-evaluation at or past a rung stands for that rung (ASHA forgets the same way).
+evaluation at or past a rung stands for that rung (ASHA forgets the same way), and the trials that had
+already ended (finished, or stopped by a rung) are counted but hold no rung: they never report again.
 
 >>> rungs(grace=4, reduction_factor=2, max_t=20)
 [4, 8, 16]
@@ -65,6 +66,8 @@ class SyncHalvingScheduler(FIFOScheduler):
 
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
         self._added += 1
+        if trial.status == Trial.TERMINATED:  # restored after a driver crash, ended (finished or stopped by a
+            return  # rung): it will never report again, so no rung may wait for it
         self._live.append(trial)
         self._level[trial] = 0
 
