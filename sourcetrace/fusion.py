@@ -77,10 +77,14 @@ def is_fusion(path: str | os.PathLike) -> bool:
 
 
 def write_fusion(
-    out: str | os.PathLike, checkpoints: Sequence[str | os.PathLike], weights: Sequence[float] | None = None, **extra
+    out: str | os.PathLike,
+    checkpoints: Sequence[str | os.PathLike],
+    weights: Sequence[float] | None = None,
+    check: bool = True,
+    **extra,
 ) -> Path:
-    """Write ``out/fusion.json`` naming ``checkpoints`` (checked to load and to agree) with ``weights``
-    (default equal); ``extra`` keys (labels, metrics) are recorded beside them. Returns ``out``."""
+    """Write ``out/fusion.json`` naming ``checkpoints`` (with ``check``: loaded and checked to agree first)
+    with ``weights`` (default equal); ``extra`` keys (labels, metrics) are recorded beside them."""
     from sourcetrace.training.checkpoint import resolve_checkpoint
 
     folders = []
@@ -92,7 +96,8 @@ def write_fusion(
     weights = check_weights(weights if weights is not None else [1.0] * len(folders), len(folders))
     record = {"format": FORMAT, "members": [{"checkpoint": str(f), "weight": w} for f, w in zip(folders, weights)]}
     record |= extra
-    load_fused_record(record, Path(out), "cpu")  # every member loads and they agree, before anything is written
+    if check:  # every member loads and they agree, before anything is written
+        load_fused_record(record, Path(out), "cpu")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (FUSION_FILE + ".tmp")

@@ -68,7 +68,7 @@ def sweep_fusion(exp_dir: Path, trials: pd.DataFrame, key: str, values: list, tr
             f"fusion.member{i}": f"{label} ({t})" for i, (label, t) in enumerate(zip(labels, trial_names))
         }
         extra["run_id"] = log_reference_run(tracking_uri, experiment, name, params, metrics)
-    write_fusion(folder, checkpoints, **extra)
+    write_fusion(folder, checkpoints, check=False, **extra)  # the members were checked by the first write
     return read_fusion(folder)
 
 
@@ -110,9 +110,5 @@ def handed_over(exp: str | Path, trials: pd.DataFrame) -> tuple[str, str | None,
     if rows.empty:
         return None
     best = rows.loc[rows["dev_eer"].idxmin()]
-    run_id = best.get("run_id")
-    return (
-        best["checkpoint"],
-        run_id if isinstance(run_id, str) else None,
-        (f"trial {best['trial_name']}, dev EER {best['dev_eer']:.2f}%"),
-    )
+    run_id = best.get("run_id") if isinstance(best.get("run_id"), str) else None
+    return best["checkpoint"], run_id, f"trial {best['trial_name']}, dev EER {best['dev_eer']:.2f}%"
