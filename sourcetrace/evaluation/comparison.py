@@ -27,7 +27,7 @@ def read_baseline(exp: str | Path) -> dict | None:
 
 def baseline_cells(baseline: dict, dims: list, name: str = NAME) -> pd.DataFrame:
     """Rows shaped like ``table1_cells``' (backbone = ``name``, no loss) for every dim of the table: the
-    baseline's, or a sweep fusion's (``reference_cells``)."""
+    baseline's, or a sweep fusion's."""
     m, rows = baseline["metrics"], []
     for dim in dims:
         for split in ("dev", "test"):
