@@ -190,6 +190,9 @@ def test_the_reports_set_a_sweeps_fusion_beside_the_trials_and_judge_it_against_
     assert "verdict: the model handed over BEATS the baseline on eval" in text
     (exp / FUSION_DIR / FUSION_FILE).write_text(json.dumps(record))  # not measured (killed while scoring)
     assert "verdict: the model handed over does NOT beat" in format_table1(write_reports(exp))
+    (exp / FUSION_DIR / FUSION_FILE).write_text('{"format": "sourcetrace-fus')  # damaged: the best trial stands
+    text = format_table1(write_reports(exp))
+    assert "best trial" in text and "fusion" not in text
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ it beside the trials and the baseline, and it is what the sweep hands over (``be
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -52,7 +51,10 @@ def sweep_fusion(exp_dir: Path, trials: pd.DataFrame, key: str, values: list, tr
     folder = Path(exp_dir) / FUSION_DIR
     checkpoints = [str(Path(m["checkpoint"]).absolute()) for m in members]
     if (folder / FUSION_FILE).is_file():
-        record = read_fusion(folder)
+        try:
+            record = read_fusion(folder)
+        except SourcetraceError:  # damaged: made again below
+            record = {"members": []}
         if [m["checkpoint"] for m in record["members"]] == checkpoints and record.get("metrics"):
             return record  # a report run again, or a resumed sweep that changed nothing
     labels = [f"{key}={m[f'param:{key}']}" for m in members]
@@ -91,12 +93,19 @@ def measure(folder: Path) -> dict[str, float]:
 
 
 def read_sweep_fusion(exp: str | Path) -> dict | None:
-    """The measured fusion record of a sweep folder, or None."""
-    path = Path(exp) / FUSION_DIR / "fusion.json"
-    if not path.is_file():
+    """The measured fusion record of a sweep folder, or None (a damaged record is a note: the best trial
+    is then reported and handed over, and the next run of the sweep fuses again)."""
+    from sourcetrace.fusion import is_fusion, read_fusion
+
+    folder = Path(exp) / FUSION_DIR
+    if not is_fusion(folder):
         return None
-    record = json.loads(path.read_text())
-    return record | {"folder": str(path.parent)} if record.get("metrics") else None
+    try:
+        record = read_fusion(folder)
+    except SourcetraceError as err:
+        print(f"note: {err}", file=sys.stderr)
+        return None
+    return record | {"folder": str(folder)} if record.get("metrics") else None
 
 
 def handed_over(exp: str | Path, trials: pd.DataFrame) -> tuple[str, str | None, str] | None:
