@@ -41,6 +41,29 @@ def driver_version() -> str:
     return "no NVIDIA driver found (no /proc/driver/nvidia/version, no nvidia-smi)"
 
 
+def nvidia_gpu_present() -> bool:
+    """Whether this machine has an NVIDIA GPU, whatever torch can do with it (the driver's files or nvidia-smi)."""
+    if os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidia0"):
+        return True
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+        return out.returncode == 0 and "GPU" in out.stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def device_report(name: str | None, device: torch.device) -> list[str]:
+    """What a run prints about its device: ``device: ...``, and a warning when ``auto`` fell back to the CPU on a
+    machine that has an NVIDIA GPU (a torch build the driver cannot run, typically: README, GPU section)."""
+    lines = [f"device: {device_name(device)}"]
+    if (name or "auto") == "auto" and device.type == "cpu" and nvidia_gpu_present():
+        lines.append(
+            f"warning: train.device=auto runs on the CPU although this machine has an NVIDIA GPU: {no_cuda_reason()}; "
+            "install the torch build for this driver (make setup TORCH_INDEX=..., README: GPU) or set train.device=cpu"
+        )
+    return lines
+
+
 def no_cuda_reason() -> str:
     """Why CUDA is unusable here: the torch build's CUDA version and the driver."""
     build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU build"
@@ -108,17 +131,23 @@ def trial_device(name: str, gpus: float) -> torch.device:
     return resolve_device("cuda" if name == "auto" else name)
 
 
+def cuda_index(device: torch.device) -> int:
+    """The index of a CUDA ``device``: its own, or the current device for a bare ``cuda`` (as
+    ``resolve_device("auto")`` returns it; torch's per-device calls refuse a device without an index)."""
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 def share_gpu_memory(device: torch.device, gpus: float) -> None:
     """Cap this process's CUDA memory on ``device`` to its share of the GPU when it holds a fraction of one."""
     if device.type == "cuda" and 0 < gpus < 1:
-        torch.cuda.set_per_process_memory_fraction(gpus, device)
+        torch.cuda.set_per_process_memory_fraction(gpus, cuda_index(device))
 
 
 def device_name(device: torch.device) -> str:
     """``NVIDIA H100 80GB HBM3 (cuda:0)`` or ``cpu``."""
     if device.type != "cuda":
         return "cpu"
-    index = device.index if device.index is not None else torch.cuda.current_device()
+    index = cuda_index(device)
     return f"{torch.cuda.get_device_name(index)} (cuda:{index})"
 
 

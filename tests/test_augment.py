@@ -90,6 +90,23 @@ def test_augmentation_changes_the_training_batch(split, tmp_path, monkeypatch):
     assert any(same) and not all(same)  # some clips replayed, the others clean (drawn per clip)
 
 
+def test_augmented_batches_land_on_the_models_device(split, tmp_path, monkeypatch):
+    """The batch is cut on the host but the model lives on the trial's device: the step gets both tensors
+    there. ``meta`` stands in for a GPU (a device that is not the host's, present on every machine)."""
+    monkeypatch.setenv("SOURCETRACE_CACHE", str(tmp_path))
+    cfg = Config.from_dict({"augment.replay": 0.5, "augment.noise": 0.5})
+    device = torch.device("meta")
+    crops = train_crops(cfg, split, np.zeros(6, dtype=np.int64), 10 * 16000, device)
+    rng = np.random.default_rng(0)
+    idx = np.arange(6)
+    plan = EpochPlan(idx, crops.bank.crop_starts(idx, 10 * 16000, rng), np.array([0, 6]))
+    crops.begin_epoch(rng)
+    wave, target = crops.batch(plan, crops.upload(plan), 0)
+    model = torch.nn.Linear(10 * 16000, 4, device=device)
+    assert wave.device == target.device == next(model.parameters()).device
+    assert model(wave).shape == (6, 4)  # the step's first op runs where the model is
+
+
 def torch_equal(a, b) -> bool:
     return bool((a == b).all())
 

@@ -4,12 +4,14 @@ never touches CUDA; ``cuda:N`` is checked against the device count; a fractional
 Without a GPU here, ``torch.cuda`` queries are patched only where a GPU would have to exist.
 """
 
+import importlib
 import os
 
 import pytest
 import torch
 
-from sourcetrace.device import device_name, resolve_device, share_gpu_memory, trial_device
+import sourcetrace.device as device_module
+from sourcetrace.device import device_name, device_report, resolve_device, share_gpu_memory, trial_device
 from sourcetrace.errors import ConfigError, SourcetraceError, TrainingError
 
 NO_GPU = not torch.cuda.is_available()
@@ -64,15 +66,41 @@ def test_explicit_cuda_without_cuda_names_the_build(no_cuda):
     assert resolve_device("auto") == torch.device("cpu")
 
 
-def test_memory_is_capped_to_the_fractional_share_only(monkeypatch):
+@pytest.fixture
+def real_memory_fraction(monkeypatch):
+    """torch's own ``set_per_process_memory_fraction`` with its argument checks; only the CUDA runtime beneath it
+    (lazy init, the current device, the allocator call) is replaced, since no GPU exists here."""
     calls = []
-    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, d: calls.append((f, d)))
-    cuda = torch.device("cuda")
-    share_gpu_memory(cuda, 0.25)
-    share_gpu_memory(cuda, 1.0)  # a whole GPU: no cap
+    module = importlib.import_module(torch.cuda.set_per_process_memory_fraction.__module__)
+    monkeypatch.setattr(module, "_lazy_init", lambda: None)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch._C, "_cuda_setMemoryFraction", lambda f, d: calls.append((f, d)), raising=False)
+    return calls
+
+
+def test_memory_is_capped_to_the_fractional_share_only(real_memory_fraction):
+    # a bare "cuda" (what resolve_device("auto") returns) has no index: torch refuses it, so the share names one
+    with pytest.raises(ValueError, match="specified index"):
+        torch.cuda.set_per_process_memory_fraction(0.25, torch.device("cuda"))
+    share_gpu_memory(torch.device("cuda"), 0.25)
+    share_gpu_memory(torch.device("cuda:1"), 0.5)
+    share_gpu_memory(torch.device("cuda"), 1.0)  # a whole GPU: no cap
     share_gpu_memory(torch.device("cpu"), 0.5)
-    assert calls == [(0.25, cuda)]
+    assert real_memory_fraction == [(0.25, 0), (0.5, 1)]
     assert device_name(torch.device("cpu")) == "cpu"
+
+
+def test_auto_on_the_cpu_of_a_machine_with_an_nvidia_gpu_is_a_warning(monkeypatch, no_cuda):
+    """A torch build the driver cannot run leaves CUDA unavailable: auto then trains on the CPU, and says so."""
+    monkeypatch.setattr(device_module, "nvidia_gpu_present", lambda: True)  # the one thing no CPU machine has
+    cpu = resolve_device("auto")
+    lines = device_report("auto", cpu)
+    assert lines[0] == "device: cpu"
+    assert lines[1].startswith("warning: train.device=auto runs on the CPU although this machine has an NVIDIA GPU")
+    assert "torch " in lines[1] and "TORCH_INDEX" in lines[1]
+    assert device_report("cpu", cpu) == ["device: cpu"]  # asked for: no warning
+    monkeypatch.setattr(device_module, "nvidia_gpu_present", lambda: False)
+    assert device_report("auto", cpu) == ["device: cpu"]  # no GPU at all: nothing to say
 
 
 @pytest.mark.slow

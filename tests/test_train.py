@@ -48,6 +48,7 @@ def test_cli_train_writes_config_metrics_results_and_checkpoints(tiny_corpus, tm
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "dev EER" in printed and "best dev EER" in printed
+    assert printed.splitlines()[0] == "device: cpu"  # train says where it runs
     cfg = Config.from_json((out / "config.json").read_text())
     assert cfg.loss.name == overrides[0].split("=")[1]
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -44,8 +44,8 @@ def train_crops(cfg: Config, split, labels: np.ndarray, n_samples: int, device: 
 class AugmentedCrops(Crops):
     """Each clip of a step cut from the clean bank or one rendering (same planned start), noise on top.
 
-    Cut on the host (renderings are not made device-resident); the draws come from the epoch's generator
-    after the plan's crop starts, so a resumed run sees the same batches.
+    Cut on the host (renderings are not made device-resident), then moved to the trial's device; the draws
+    come from the epoch's generator after the plan's crop starts, so a resumed run sees the same batches.
     """
 
     def __init__(self, banks: list[WaveBank], probs: list[float], cfg: Config, labels, n_samples: int, device):
@@ -66,7 +66,16 @@ class AugmentedCrops(Crops):
             r = np.flatnonzero(which == k)
             out[r] = self.banks[k].crops_at(idx[r], starts[r], self.n)
         out = add_noise(out, self.aug.noise, self.aug.noise_snr_min, self.aug.noise_snr_max, self.rng)
-        return out, torch.from_numpy(self.labels[idx])
+        return to_device(out, self.device), to_device(torch.from_numpy(self.labels[idx]), self.device)
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on the trial's device (through page-locked memory on a GPU, so the copy is asynchronous)."""
+    if t.device == device:
+        return t
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=device.type == "cuda")
 
 
 def add_noise(wave: torch.Tensor, p: float, snr_min: float, snr_max: float, rng: np.random.Generator) -> torch.Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import torch
 
 from sourcetrace.config import Config
 from sourcetrace.data.samplers import SAMPLERS, voxceleb_epoch_steps
-from sourcetrace.device import autocast_dtype, resolve_device
+from sourcetrace.device import autocast_dtype, device_report, resolve_device
 from sourcetrace.errors import AudioError, DivergenceError, ProtocolError, TrainingError
 from sourcetrace.evaluation.conditions import split_metrics
 from sourcetrace.evaluation.embed import embed_waves
@@ -270,8 +271,11 @@ def cli_train(args) -> int:
             line += f"  dev EER {m['dev_eer']:.2f}%" + (f"  test EER {m['test_eer']:.2f}%" if "test_eer" in m else "")
         print(line, flush=True)
 
+    device = resolve_device(cfg.train.device)
+    for line in device_report(cfg.train.device, device):
+        print(line, file=sys.stderr if line.startswith("warning") else sys.stdout, flush=True)
     try:
-        result = train(cfg, out, on_epoch=show, resume_from=resume)
+        result = train(cfg, out, on_epoch=show, resume_from=resume, device=device)
     except (AudioError, ProtocolError):
         from sourcetrace.data.check import preflight
 
