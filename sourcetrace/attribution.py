@@ -87,12 +87,12 @@ def render(results, tracer, fmt: str, crop: str, crop_given: bool = True) -> str
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(
             ["path", "decision", *[f"{c}{i}" for i in range(1, k + 1) for c in ("system", "score")]]
-            + ["knownness", "threshold", "error"]
+            + ["knownness", "threshold", "error", "input"]
         )
         for r in results:
             top = [x for s, v in r.top for x in (s, f"{v:.4f}")] + [""] * (2 * (k - len(r.top)))
             known = "" if r.knownness is None else f"{r.knownness:.4f}"
-            w.writerow([r.path, r.decision or "", *top, known, f"{thr:.4f}", r.error or ""])
+            w.writerow([r.path, r.decision or "", *top, known, f"{thr:.4f}", r.error or "", "; ".join(r.input)])
         return buf.getvalue().rstrip("\n")
     lines = _header(tracer, crop, crop_given) + ["# path\tdecision\ttop-k systems (score)"]
     for r in results:
@@ -100,7 +100,8 @@ def render(results, tracer, fmt: str, crop: str, crop_given: bool = True) -> str
             lines.append(f"{escape(r.path)}\tERROR\t{escape(r.error)}")
         else:
             tops = "  ".join(f"{escape(s)} {v:.3f}" for s, v in r.top)
-            lines.append(f"{escape(r.path)}\t{escape(r.decision)}\t{tops}")
+            said = f"\t({escape('; '.join(r.input))})" if r.input else ""
+            lines.append(f"{escape(r.path)}\t{escape(r.decision)}\t{tops}{said}")
     return "\n".join(lines)
 
 
@@ -125,7 +126,7 @@ def cli_trace(args) -> int:
 
         bar = tqdm(total=len(clips), unit="clip", file=sys.stderr, desc="trace")
     try:
-        results = tracer.trace(clips, args.top_k, crop, progress=bar)
+        results = tracer.trace(clips, args.top_k, crop, progress=bar, strict=args.strict)
     finally:
         if bar is not None:
             bar.close()

@@ -242,7 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--degrade",
         default=None,
-        help="also score after these degradations, comma-separated (mp3_32,mp3_64,opus_16,amr_nb,gsm,g711,replay)",
+        help="also score after these degradations, comma-separated (mp3_32, mp3_64, opus_16, amr_nb, gsm, g711, "
+        "replay, gain, band_8k); chains apply left to right (replay+amr_nb: replayed, then coded); short_1s / "
+        "short_2s score the centred 1 s / 2 s window (alone, or last in a chain: amr_nb+short_1s); the set "
+        "'everyday' is gain, short_1s, short_2s, band_8k, mp3_32, opus_16, amr_nb, gsm, replay (mix it with others: "
+        "everyday,g711)",
     )
     ev.add_argument(
         "--eval-seconds",
@@ -262,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--top-k", type=int, default=3, help="systems listed per clip")
     tr.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    tr.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse clips below the model's rate or with several channels (default: resample / mix down, and say so)",
+    )
     _add_trace_args(tr)
     tr.add_argument("clips", nargs="+", help="audio files, folders (recursive), globs or @list.txt")
 

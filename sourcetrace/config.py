@@ -57,6 +57,10 @@ class FeaturesConfig:
     f_min: float = 20.0
     f_max: float = 7600.0
     instance_norm: bool = True
+    # input level: "rms" scales every input waveform (each crop) to LEVEL_RMS_DBFS before the log-Mel, in the
+    # model itself, so training, evaluation, bundles and the ONNX graph treat any recording level alike; "none"
+    # feeds it as it comes (what stored models from before this key did)
+    level: str = "rms"
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,11 @@ SECTIONS: dict[str, type] = {
 }
 
 
+# key -> its value for a stored config written before the key existed
+STORED_BEFORE: dict[str, Any] = {"features.level": "none"}
+LEVELS = ("rms", "none")
+
+
 @dataclass(frozen=True)
 class Config:
     """A whole trial. Build it with ``from_dict`` / ``with_overrides``; read it as ``cfg.loss.margin``."""
@@ -190,7 +199,15 @@ class Config:
 
     @classmethod
     def from_json(cls, text: str) -> Config:
-        return cls.from_dict(json.loads(text))
+        return cls.stored(json.loads(text))
+
+    @classmethod
+    def stored(cls, values: Mapping[str, Any]) -> Config:
+        """A config read back from a model's files (checkpoint, bundle, fusion member). Keys added since it
+        was written take the value that reproduces the stored model, not today's default."""
+        flat = _flatten(values)
+        legacy = {k: v for k, v in STORED_BEFORE.items() if k not in flat}
+        return cls.from_dict(flat | legacy)
 
     # -- checking -------------------------------------------------------------------------
     def check_ranges(self) -> Config:
@@ -247,6 +264,7 @@ def _check_ranges(cfg: Config) -> None:
         "ssl.finetune": ("full", "frozen", "top"),
         "model.frequency": ("mean", "flatten"),
         "model.pooling": ("sap", "asp"),
+        "features.level": LEVELS,
         "data.short_clips": ("error", "pad", "drop"),
         "train.epoch_steps": ("sampler", "clips", "voxceleb"),
     }

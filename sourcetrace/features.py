@@ -2,7 +2,10 @@
 
 ``LogMelFbank`` is the ResNet's: 40 log-Mel filterbanks with per-utterance instance normalisation,
 the voxceleb_trainer ResNetSE34L recipe (pre-emphasis 0.97, Hamming window, log(x + 1e-6),
-InstanceNorm1d). The SSL (wav2vec2) front end lives with its model in ``models/``.
+InstanceNorm1d). With ``features.level=rms`` (the default) each input waveform is first brought to one
+RMS level (``set_level``), inside the model: training crops, evaluation, bundles and the ONNX graph all
+go through it, so a clip's recording level does not reach the embedding. The SSL (wav2vec2) front end
+lives with its model in ``models/``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,24 @@ class PreEmphasis(nn.Module):
         return padded[:, 1:] - self.coef * padded[:, :-1]
 
 
+LEVEL_RMS_DBFS = -20.0  # the input level of features.level=rms: speech peak-normalised to -1 dBFS sits near it
+_SILENT_RMS = 1e-5  # -100 dBFS: a row quieter than this is left as it is (not blown up to the target level)
+
+
+def set_level(wave: torch.Tensor) -> torch.Tensor:
+    """Each row of a waveform batch [B, T] scaled to an RMS of ``LEVEL_RMS_DBFS`` (in fp32): the same
+    clip at any gain gives the same rows, up to rounding.
+
+    >>> x = torch.randn(2, 16000)
+    >>> bool(torch.allclose(set_level(x), set_level(0.01 * x), atol=1e-6))
+    True
+    """
+    x = wave.float()
+    rms = x.pow(2).mean(dim=-1, keepdim=True).sqrt()
+    target = 10.0 ** (LEVEL_RMS_DBFS / 20.0)
+    return x * torch.where(rms > _SILENT_RMS, target / rms.clamp_min(_SILENT_RMS), torch.ones_like(rms))
+
+
 class LogMelFbank(nn.Module):
     """Waveform [B, T] -> log-Mel [B, n_mels, frames]; frames = T // hop_length + 1 (centred STFT).
 
@@ -51,6 +72,7 @@ class LogMelFbank(nn.Module):
     ):
         super().__init__()
         self.n_mels, self.hop_length, self.instance_norm = cfg.n_mels, cfg.hop_length, cfg.instance_norm
+        self.level = cfg.level == "rms"
         self.band_eq = float(band_eq_db) * math.log(10) / 10  # dB of power -> natural-log units of the log-Mel
         self.freq_mask, self.time_mask = int(freq_mask), int(time_mask)
         self.pre_emphasis = PreEmphasis(pre_emphasis) if pre_emphasis else nn.Identity()
@@ -102,7 +124,8 @@ class LogMelFbank(nn.Module):
         if wave.dim() != 2:
             raise ValueError(f"LogMelFbank expects a waveform batch [B, T], got shape {tuple(wave.shape)}")
         with torch.autocast(device_type=wave.device.type, enabled=False):
-            return torch.log(self.mel.mel_scale(self._power(self.pre_emphasis(wave.float()))) + 1e-6)
+            wave = set_level(wave) if self.level else wave.float()
+            return torch.log(self.mel.mel_scale(self._power(self.pre_emphasis(wave))) + 1e-6)
 
     def _equalise(self, x: torch.Tensor) -> torch.Tensor:
         """While training with ``band_eq_db`` a: add to each clip's log-Mel a gain g and a tilt t (low bands

@@ -128,3 +128,33 @@ def test_resample_equals_torchaudio(orig):
 def test_resampled_length_matches_torchaudio(frames, orig, new):
     out = torchaudio.functional.resample(torch.zeros(frames), orig, new)
     assert resampled_length(frames, orig, new) == out.shape[-1]
+
+
+def test_clips_as_they_arrive_are_mixed_down_and_resampled_and_say_so(tmp_path):
+    """``read_as_it_comes`` (trace's reader): a stereo or 8 kHz clip is read, not refused, with a note for each
+    change; ``strict`` keeps the corpus's refusal; other problems stay errors."""
+    from sourcetrace.data.audio import read_as_it_comes
+
+    mono = write_tone(tmp_path / "mono.wav", amplitude=0.5)
+    wave, notes = read_as_it_comes(mono, 16000)
+    assert notes == [] and np.array_equal(wave, load_audio(mono))
+    stereo = tmp_path / "stereo.wav"
+    t = np.arange(16000) / 16000
+    left, right = 0.4 * np.sin(2 * np.pi * 440 * t), 0.2 * np.sin(2 * np.pi * 440 * t)
+    sf.write(stereo, np.stack([left, right], 1), 16000, subtype="PCM_16")
+    wave, notes = read_as_it_comes(stereo, 16000)
+    assert notes == ["mixed down from 2 channels"]
+    np.testing.assert_allclose(wave, (left + right) / 2, atol=1e-4)
+    low = write_tone(tmp_path / "phone.wav", sample_rate=8000)
+    wave, notes = read_as_it_comes(low, 16000)
+    assert len(wave) == 16000 and notes == [
+        "narrow-band: recorded at 8000 Hz, resampled to 16000 Hz (nothing above 4000 Hz)"
+    ]
+    spectrum = np.abs(np.fft.rfft(wave))
+    assert spectrum[4100:].max() < 1e-3 * spectrum.max()  # upsampling invents nothing above 4 kHz
+    with pytest.raises(AudioError, match="2 channels, but clips must be mono"):
+        read_as_it_comes(stereo, 16000, strict=True)
+    with pytest.raises(AudioError, match="sample rate 8000 Hz is below the target"):
+        read_as_it_comes(low, 16000, strict=True)
+    with pytest.raises(AudioError, match="digital silence"):
+        read_as_it_comes(write_tone(tmp_path / "zero.wav", amplitude=0.0), 16000)

@@ -310,6 +310,89 @@ def test_onnx_export_matches_pytorch(exported, tmp_path):
     assert path.is_file() and diff <= TOLERANCE
 
 
+GAINS_DB = (-40.0, -27.0, -12.5, -3.0, 0.0)
+
+
+def test_a_clip_at_any_level_gets_the_same_embedding_and_decision_from_a_bundle_and_its_onnx(exported, clips, tmp_path):
+    """features.level=rms (the default) sets the input level inside the network: a clip scaled by any gain in
+    [-40, 0] dB embeds the same through the bundle (waveforms to 1e-4; 16-bit files to the same decision and
+    top system) and through the ONNX graph exported from it."""
+    import onnxruntime as ort
+
+    from sourcetrace.bundle.onnx_export import export_onnx
+    from sourcetrace.data.audio import load_audio
+
+    tracer = sourcetrace.load(exported, device="cpu")
+    assert tracer.config.features.level == "rms"
+    paths = clips[1]["sam"][:2] + clips[1]["flite_awb"][:2]
+    waves = [load_audio(p, 16000) for p in paths]
+    ref = tracer.embed(waves)
+    for db in GAINS_DB:
+        g = 10 ** (db / 20)
+        np.testing.assert_allclose(tracer.embed([w * g for w in waves]), ref, atol=1e-4)
+    # as files: float WAVs embed the same at every gain; 16-bit ones keep their decisions down to -20 dB
+    # (below that a 16-bit file has lost bits before anything reads it)
+    decisions = [(r.decision, r.top[0][0]) for r in tracer.trace(paths)]
+    for db in GAINS_DB:
+        as_float, as_16 = [], []
+        for i, w in enumerate(waves):
+            for subtype, group in (("FLOAT", as_float), ("PCM_16", as_16)):
+                f = tmp_path / f"{i}_{db}_{subtype}.wav"
+                sf.write(f, w * 10 ** (db / 20), 16000, subtype=subtype)
+                group.append(str(f))
+        np.testing.assert_allclose(tracer.embed(as_float), ref, atol=1e-4)
+        if db >= -20:
+            assert [(r.decision, r.top[0][0]) for r in tracer.trace(as_16)] == decisions
+    bundle = tmp_path / "b"
+    shutil.copytree(exported, bundle)
+    onnx_path, _ = export_onnx(bundle, bundle / "embedding.onnx")
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    crop = waves[0][None, : 2 * 16000].astype(np.float32)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    base = unit(session.run(None, {"wave": crop})[0])
+    for db in GAINS_DB:
+        got = unit(session.run(None, {"wave": (crop * 10 ** (db / 20)).astype(np.float32)})[0])
+        np.testing.assert_allclose(got, base, atol=1e-4)
+
+
+def test_trace_reads_phone_band_and_stereo_clips_and_says_so_unless_strict(exported, clips, tmp_path, capsys):
+    """An 8 kHz clip is resampled (its output says narrow-band) and a stereo one mixed down (said too), in
+    every format; --strict refuses both as before (exit 1, the others still traced)."""
+    import torchaudio
+
+    from sourcetrace.data.audio import load_audio
+
+    src = clips[1]["sam"][0]
+    wave = load_audio(src, 16000)
+    phone, stereo = tmp_path / "phone.wav", tmp_path / "stereo.wav"
+    sf.write(phone, torchaudio.functional.resample(torch_tensor(wave), 16000, 8000).numpy(), 8000, subtype="PCM_16")
+    sf.write(stereo, np.stack([wave, 0.5 * wave], 1), 16000, subtype="PCM_16")
+    args = ["trace", "--model", str(exported), "--no-progress"]
+    assert main(args + ["--format", "json", src, str(phone), str(stereo)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["input"] for r in rows] == [
+        [],
+        ["narrow-band: recorded at 8000 Hz, resampled to 16000 Hz (nothing above 4000 Hz)"],
+        ["mixed down from 2 channels"],
+    ]
+    assert all(r["decision"] and not r["error"] for r in rows)
+    assert rows[2]["top"][0]["system"] == rows[0]["top"][0]["system"]  # same clip, same level-free embedding
+    assert main(args + ["--format", "table", str(phone)]) == 0
+    assert "(narrow-band: recorded at 8000 Hz" in capsys.readouterr().out
+    assert main(args + ["--format", "csv", str(stereo)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith(",mixed down from 2 channels")
+    assert main(args + ["--strict", "--format", "json", src, str(phone), str(stereo)]) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["decision"] and "below the target 16000 Hz" in rows[1]["error"]
+    assert "2 channels, but clips must be mono" in rows[2]["error"]
+
+
+def torch_tensor(x):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
 SWEEP = """
 BASE = {base!r}
 SPACE = {{"loss.name": "aamsoftmax"}}

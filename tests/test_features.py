@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
 import torch.nn.functional as F
 import torchaudio
 
-from sourcetrace.config import FeaturesConfig
-from sourcetrace.features import LogMelFbank, PreEmphasis
+from sourcetrace.config import Config, FeaturesConfig
+from sourcetrace.errors import ConfigError
+from sourcetrace.features import LEVEL_RMS_DBFS, LogMelFbank, PreEmphasis, set_level
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +40,7 @@ def reference(wave: torch.Tensor, cfg: FeaturesConfig, norm: bool = True) -> tor
 
 @pytest.mark.parametrize("samples", [32000, 16000 * 6 + 37, 400])
 def test_shape_and_agreement_with_voxceleb_trainer_recipe(samples):
-    cfg = FeaturesConfig()
+    cfg = FeaturesConfig(level="none")  # voxceleb_trainer feeds the waveform as it comes
     wave = torch.randn(3, samples)
     out = LogMelFbank(cfg)(wave)
     assert out.shape == (3, 40, samples // 160 + 1) and out.dtype == torch.float32
@@ -55,9 +57,38 @@ def test_instance_norm_per_utterance_and_mel_bin():
 
 
 def test_without_instance_norm_is_the_plain_log_mel():
-    cfg = dataclasses.replace(FeaturesConfig(), instance_norm=False)
+    cfg = dataclasses.replace(FeaturesConfig(), instance_norm=False, level="none")
     wave = torch.randn(2, 16000)
     torch.testing.assert_close(LogMelFbank(cfg)(wave), reference(wave, cfg, norm=False), atol=1e-4, rtol=1e-4)
+
+
+def test_the_input_level_is_set_inside_the_front_end_so_any_gain_gives_the_same_features():
+    """features.level=rms (the default): each row is brought to one RMS level before the log-Mel, so without
+    instance norm (the demo's front end, whose log-Mel carries the level) a clip at any gain in [-40, 0] dB
+    gives the same features; level=none keeps the level (and the voxceleb_trainer recipe) as it was."""
+    cfg = dataclasses.replace(FeaturesConfig(), instance_norm=False)
+    wave = torch.randn(3, 16000) * torch.tensor([[0.3], [0.05], [1.0]])
+    fb = LogMelFbank(cfg)
+    plain = reference(set_level(wave), cfg, norm=False)
+    torch.testing.assert_close(fb(wave), plain, atol=1e-4, rtol=1e-4)
+    rms = set_level(wave).pow(2).mean(-1).sqrt()
+    torch.testing.assert_close(20 * rms.log10(), torch.full((3,), LEVEL_RMS_DBFS), atol=1e-4, rtol=0)
+    for db in (-40.0, -23.5, -6.0, 0.0):
+        torch.testing.assert_close(fb(wave * 10 ** (db / 20)), fb(wave), atol=1e-4, rtol=1e-4)
+    raw = LogMelFbank(dataclasses.replace(cfg, level="none"))
+    assert (raw(wave * 0.01) - raw(wave)).abs().mean() > 1.0  # the level reaches an unlevelled log-Mel
+    silent = torch.zeros(1, 16000)
+    assert torch.equal(set_level(silent), silent)  # digital silence is not blown up
+
+
+def test_stored_configs_from_before_the_level_key_keep_their_unlevelled_input():
+    old = {k: v for k, v in Config().to_flat().items() if k != "features.level"}
+    assert Config.stored(old).features.level == "none"  # the model was trained on raw levels
+    assert Config.from_json(json.dumps(old)).features.level == "none"
+    assert Config.from_dict({}).features.level == "rms"  # a new config levels its input
+    assert Config.stored(Config().to_flat()).features.level == "rms"
+    with pytest.raises(ConfigError, match="features.level='peak' is not one of rms, none"):
+        Config.from_dict({"features.level": "peak"}).check_ranges()
 
 
 def test_batched_equals_one_by_one():

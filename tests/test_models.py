@@ -167,10 +167,13 @@ def test_unknown_head_options_are_config_errors():
 
 
 def test_band_stats_give_back_what_instance_norm_removes():
-    """model.band_stats: a gain change is invisible to the instance-normalised trunk; the band means carry it."""
+    """model.band_stats: a gain change is invisible to the instance-normalised trunk; the band means carry it
+    (with the raw input level, features.level=none; the default level=rms takes the gain out before)."""
     wave = torch.randn(2, 16000) * torch.linspace(0.2, 1.0, 16000)  # not stationary: each band has a spread
-    plain = build_model(Config.from_dict({"model.channels": 8})).eval()
-    with_stats = build_model(Config.from_dict({"model.channels": 8, "model.band_stats": True})).eval()
+    raw = {"model.channels": 8, "features.level": "none"}
+    plain = build_model(Config.from_dict(raw)).eval()
+    with_stats = build_model(Config.from_dict(raw | {"model.band_stats": True})).eval()
+    levelled = build_model(Config.from_dict({"model.channels": 8, "model.band_stats": True})).eval()
     assert with_stats.fc.in_features == plain.fc.in_features + 2 * 40
     assert n_params(with_stats) == n_params(plain) + 80 * 50 + 2 * 80  # the linear's new inputs and the norm
     with torch.no_grad():
@@ -186,6 +189,7 @@ def test_band_stats_give_back_what_instance_norm_removes():
         torch.testing.assert_close(stats2[:, 40:], stats[:, 40:], atol=1e-3, rtol=0)  # the spread is gain-free
         torch.testing.assert_close(plain(wave), plain(wave * 4), atol=1e-4, rtol=0)
         assert (with_stats(wave) - with_stats(wave * 4)).abs().max() > 1e-3
+        torch.testing.assert_close(levelled(wave), levelled(wave * 4), atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="built with band_stats"):
         with_stats.embed_fbank(x)
 

@@ -48,7 +48,7 @@ def _network(cfg, extras: dict, weights: dict, prefix: str, folder: Path):
 
         try:
             spec = extras["fusion"]
-            configs = [Config.from_dict(m["config"]) for m in spec["members"]]
+            configs = [Config.stored(m["config"]) for m in spec["members"]]
             members = [
                 _network(c, m.get("network", {}), weights, f"{prefix}members.{i}.", folder)
                 for i, (c, m) in enumerate(zip(configs, spec["members"]))
@@ -102,9 +102,15 @@ def label(item: Any, i: int) -> str:
     return os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"<waveform {i}>"
 
 
-def read_clips(items: Sequence[Any], sample_rate: int, min_seconds: float):
-    """(waves, indices of usable items, {index: problem}) for paths or 1-D waveforms at ``sample_rate``."""
-    from sourcetrace.data.audio import load_audio
+def read_clips(items: Sequence[Any], sample_rate: int, min_seconds: float, strict: bool = False, notes=None):
+    """(waves, indices of usable items, {index: problem}) for paths or 1-D waveforms at ``sample_rate``.
+
+    Files are read as they come (``data.audio.read_as_it_comes``): several channels mixed down, a lower rate
+    resampled up; ``notes``, a dict, receives {index: [what was done]}. ``strict`` refuses both instead.
+    Every clip is then brought to the corpus's level (``at_canonical_level``) before it is cropped and stored
+    as 16-bit, so a quiet clip keeps its bits; the model sets its own input level after that.
+    """
+    from sourcetrace.data.audio import at_canonical_level, read_as_it_comes
 
     waves, good, errors = [], [], {}
     for i, item in enumerate(items):
@@ -113,7 +119,9 @@ def read_clips(items: Sequence[Any], sample_rate: int, min_seconds: float):
             if isinstance(item, (str, os.PathLike)):
                 if Path(item).is_dir():
                     raise AudioError(f"{name}: is a folder (trace expands folders; the API takes files)")
-                wave = load_audio(item, sample_rate)
+                wave, done = read_as_it_comes(item, sample_rate, strict)
+                if notes is not None and done:
+                    notes[i] = done
             else:
                 wave = np.asarray(item.detach().cpu() if hasattr(item, "detach") else item, dtype=np.float32)
                 if wave.ndim != 1 or not len(wave) or not np.isfinite(wave).all():
@@ -123,7 +131,7 @@ def read_clips(items: Sequence[Any], sample_rate: int, min_seconds: float):
         except AudioError as err:
             errors[i] = str(err)
             continue
-        waves.append(wave)
+        waves.append(at_canonical_level(wave))
         good.append(i)
     return waves, good, errors
 

@@ -30,6 +30,7 @@ class Attribution:
     top: list[tuple[str, float]] = field(default_factory=list)
     knownness: float | None = None
     error: str | None = None
+    input: list[str] = field(default_factory=list)  # what was done to read the clip (mixed down, resampled)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -58,7 +59,7 @@ class SourceTracer:
         self.manifest = files.check_manifest(self.path)
         files.sweep_strays(self.path)  # what a killed enrolment left behind
         try:
-            self.config = Config.from_dict(files.read_json(self.path, files.CONFIG))
+            self.config = Config.stored(files.read_json(self.path, files.CONFIG))
         except SourcetraceError as err:
             raise BundleError(f"{self.path / files.CONFIG}: {err}") from None
         self.threshold = files.read_json(self.path, files.THRESHOLD)
@@ -130,9 +131,11 @@ class SourceTracer:
         return str(self.threshold.get("description") or f"'unknown' below {self.threshold['value']:.4f}")
 
     # -- inference -------------------------------------------------------------------------------
-    def embed(self, clips: Sequence[Any], crop: str = embedder.DEFAULT_CROP) -> np.ndarray:
-        """Unit embeddings [n, D] of audio paths or 1-D waveforms at the model's sample rate."""
-        waves, _, errors = embedder.read_clips(list(clips), self.config.data.sample_rate, self.min_seconds)
+    def embed(self, clips: Sequence[Any], crop: str = embedder.DEFAULT_CROP, strict: bool = False) -> np.ndarray:
+        """Unit embeddings [n, D] of audio paths or 1-D waveforms at the model's sample rate (files at a lower
+        rate or with several channels are resampled / mixed down unless ``strict``)."""
+        sr = self.config.data.sample_rate
+        waves, _, errors = embedder.read_clips(list(clips), sr, self.min_seconds, strict)
         if errors:
             raise AudioError("; ".join(errors.values()))
         return embedder.embed(self.model, waves, self.config, self.device, crop)
@@ -142,9 +145,16 @@ class SourceTracer:
         return self.config.data.crop_seconds / 2  # half the training crop: shorter clips are refused
 
     def trace(
-        self, clips: Sequence[Any], top_k: int = 3, crop: str = embedder.DEFAULT_CROP, progress=None
+        self,
+        clips: Sequence[Any],
+        top_k: int = 3,
+        crop: str = embedder.DEFAULT_CROP,
+        progress=None,
+        strict: bool = False,
     ) -> list[Attribution]:
-        """Attribute every clip; a bad clip gets ``error`` and the others are still traced."""
+        """Attribute every clip; a bad clip gets ``error`` and the others are still traced. A file at a lower
+        rate (8 kHz) or with several channels is resampled / mixed down and says so in ``input``; ``strict``
+        refuses it instead."""
         if top_k < 1:
             raise SourcetraceError(f"top_k must be >= 1, got {top_k}")
         if crop not in embedder.CROPS:
@@ -154,9 +164,13 @@ class SourceTracer:
         step = 64 if crop != "full" else 8
         for start in range(0, len(clips), step):
             part = clips[start : start + step]
-            waves, good, errors = embedder.read_clips(part, self.config.data.sample_rate, self.min_seconds)
+            notes: dict[int, list[str]] = {}
+            sr = self.config.data.sample_rate
+            waves, good, errors = embedder.read_clips(part, sr, self.min_seconds, strict, notes)
             for i, msg in errors.items():
                 out[start + i].error = msg
+            for i, done in notes.items():
+                out[start + i].input = done
             if waves:
                 known, per = self.scorer.score(embedder.embed(self.model, waves, self.config, self.device, crop))
                 for row, i in enumerate(good):

@@ -19,6 +19,7 @@ import torch
 from sourcetrace.errors import AudioError
 
 SILENCE_PEAK = 1e-3  # -60 dBFS: a peak below this is "silent"
+CANONICAL_PEAK = 0.99  # the corpus's clips are peak-normalised to this (below full scale: 16-bit never clips)
 _INT16_SUBTYPES = {"PCM_16", "PCM_S8", "PCM_U8"}  # read as int16 without loss
 
 
@@ -167,6 +168,51 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     sourcetrace.errors.AudioError: no/such.wav: file does not exist
     """
     return decode(path, sample_rate, "float32")
+
+
+def read_as_it_comes(path: str | os.PathLike, sample_rate: int = 16000, strict: bool = False):
+    """(mono float32 samples at ``sample_rate``, notes on what was done to get them) for a clip as an analyst
+    receives it: several channels are mixed down (their mean), a rate below ``sample_rate`` (8 kHz telephone
+    audio, say) is resampled up and said to be narrow-band. ``strict`` refuses both, as the corpus does.
+    The level is left as it is: the model sets it itself (``features.level``).
+
+    Other problems (missing, unreadable, empty, silent, non-finite) are ``AudioError`` as in ``load_audio``.
+    """
+    info = probe_audio(path)
+    if strict:
+        return decode(path, sample_rate, "float32"), []
+    problems = [p for p in header_problems(info, sample_rate) if "channels" not in p and "sample rate" not in p]
+    if problems:
+        raise AudioError(problems[0])
+    wave = read_samples(info, "float32")
+    notes = []
+    if wave.ndim == 2:
+        if wave.shape[1] > 1:
+            notes.append(f"mixed down from {wave.shape[1]} channels")
+        wave = wave.mean(axis=1, dtype=np.float32)
+    problems = content_problems(info.path, wave)
+    if problems:
+        raise AudioError(problems[0])
+    if info.sample_rate < sample_rate:
+        notes.append(
+            f"narrow-band: recorded at {info.sample_rate} Hz, resampled to {sample_rate} Hz "
+            f"(nothing above {info.sample_rate // 2} Hz)"
+        )
+    return resample(np.ascontiguousarray(wave, dtype=np.float32), info.sample_rate, sample_rate), notes
+
+
+def at_canonical_level(wave: np.ndarray) -> np.ndarray:
+    """A float clip peak-normalised to ``CANONICAL_PEAK``, the level of every corpus clip (silence left as is).
+
+    Inference applies it to a clip before anything stores it as 16-bit (a quiet clip would lose bits there);
+    the model then sets its own input level (``features.level``), so training and inference agree.
+
+    >>> round(float(np.abs(at_canonical_level(np.array([0.0, 0.01, -0.02], np.float32))).max()), 4)
+    0.99
+    """
+    wave = np.asarray(wave, dtype=np.float32)
+    peak = float(np.abs(wave).max()) if wave.size else 0.0
+    return wave * np.float32(CANONICAL_PEAK / peak) if peak > 0 else wave
 
 
 def to_int16(wave: np.ndarray) -> np.ndarray:

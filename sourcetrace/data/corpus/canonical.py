@@ -18,8 +18,9 @@ from math import gcd
 import numpy as np
 from scipy.signal import butter, resample_poly, sosfiltfilt
 
+from sourcetrace.data.audio import CANONICAL_PEAK as PEAK  # below full scale so 16-bit storage never clips
+
 RATE = 16000
-PEAK = 0.99  # below full scale so 16-bit storage never clips
 TRIM_DB = 35.0  # frames this far below the loudest frame count as silence
 FRAME = 160  # 10 ms at 16 kHz
 PAD_FRAMES = 2  # keep 20 ms around the speech
