@@ -241,3 +241,47 @@ def test_degraded_conditions_are_scored_beside_clean(model_run, mlaad_corpus, tm
     assert main([*args, "--degrade", "amr_nb,mp3_128", "--out", str(tmp_path / "bad")]) == 2
     assert "unknown degradation 'mp3_128'; valid degradations" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_everyday_conditions_and_short_windows_through_score(model_run, mlaad_corpus, tmp_path, capsys, monkeypatch):
+    """``--degrade everyday`` scores every everyday condition; the short ones are windows, not renderings: they
+    equal scoring with that --eval-seconds (QUICK's eval window is 2 s, so short_2s is the clean score), a chain
+    ending in one embeds its rendering with it; the summary holds mean and worst per scorer."""
+    from sourcetrace.degrade import EVERYDAY
+    from sourcetrace.evaluation.degraded import summary
+
+    monkeypatch.setenv("SOURCETRACE_CACHE", str(tmp_path / "cache"))
+    args = ["evaluate", "--model", str(model_run), "--root", str(mlaad_corpus)]
+    assert main([*args, "--degrade", "everyday,amr_nb+short_1s", "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out
+    res = _metrics(tmp_path / "o")
+    names = [*EVERYDAY, "amr_nb+short_1s"]
+    assert set(res["degraded"]) == set(names) and res["degrade_windows"] == {  # metrics.json sorts keys
+        "short_1s": 1.0,
+        "short_2s": 2.0,
+        "amr_nb+short_1s": 1.0,
+    }
+    rendered = {p.name for p in (tmp_path / "cache" / "degraded").iterdir()}
+    assert rendered == {"gain", "band_8k", "mp3_32", "opus_16", "amr_nb", "gsm", "replay"}  # no window rendered
+    d, clean = res["degraded"], res["metrics"]
+    one = score(model_run, mlaad_corpus, out=tmp_path / "one", eval_seconds=1.0)["metrics"]
+    for scorer in ("model", "baseline"):
+        assert d["short_2s"][scorer] == pytest.approx(clean[scorer])
+        verification = [k for k in clean[scorer] if not k.startswith("openset_")]
+        assert {k: d["short_1s"][scorer][k] for k in verification} == pytest.approx(
+            {k: one[scorer][k] for k in verification}
+        )  # the split embedded with a 1 s window (references stay at 2 s: open-set metrics differ)
+        assert d["amr_nb+short_1s"][scorer] != d["amr_nb"][scorer] and d["amr_nb+short_1s"] != d["short_1s"]
+        s = res["degraded_summary"][scorer]
+        eers = {n: d[n][scorer]["eer"] for n in names}
+        assert s["mean_eer"] == pytest.approx(sum(eers.values()) / len(eers))
+        assert s["worst"] == max(eers, key=eers.get) and s["worst_eer"] == eers[s["worst"]]
+        assert f"worst: {s['worst']} ({s['worst_eer']:.2f}%)" in printed
+    wins = res["degraded_summary"]["model_beats_baseline"]
+    assert set(wins) == {n for n in names if d[n]["model"]["eer"] < d[n]["baseline"]["eer"]}
+    assert sorted(wins + res["degraded_summary"]["model_not_better"]) == sorted(names)
+    assert set(wins) == set(summary(res)["model_beats_baseline"])
+    assert f"the model beats the baseline (lower EER) on {len(wins)} of {len(names)} conditions" in printed
+    assert "mean degraded - clean EER" in printed  # the existing lines stay
+    long = pd.read_parquet(tmp_path / "o" / "metrics.parquet")
+    assert set(long["degradation"]) == {"clean", *names}

@@ -2,7 +2,9 @@
 
 Each degradation key is the probability that a training clip is drawn from its rendering under that
 degradation (rendered once per clip and cached, see ``render``); at most one applies to a clip, so the
-probabilities sum to at most 1 and a clip stays clean with the rest. ``augment.noise`` is the
+probabilities sum to at most 1 and a clip stays clean with the rest. The keys are the single degradations
+(``DEGRADATIONS``: the codecs, ``replay``, ``gain``, ``band_8k``); chains and evaluation windows
+(``amr_nb+replay``, ``short_1s``) are evaluation conditions only. ``augment.noise`` is the
 probability of additive white noise at an SNR drawn from [noise_snr_min, noise_snr_max] dB, applied on
 the fly on top. ``augment.band_eq_db`` is a random equaliser on the log-Mel bands of every training clip
 (a gain and a spectral tilt, each drawn from [-a, a] dB): it keeps a model from telling its training
@@ -34,10 +36,12 @@ class AugmentConfig:
     gsm: float = 0.0
     g711: float = 0.0
     replay: float = 0.0
+    gain: float = 0.0  # a random level in [-30, 0] dB per clip (rendered like the others)
+    band_8k: float = 0.0  # telephone band without a codec (8 kHz and back)
     noise: float = 0.0  # additive white noise, on the fly
     noise_snr_min: float = 5.0
     noise_snr_max: float = 30.0
-    seed: int = 0  # rendering seed (rooms and noise of the replayed copies)
+    seed: int = 0  # rendering seed (rooms and noise of the replayed copies, levels of the gain ones)
     band_eq_db: float = 0.0  # random log-Mel gain and tilt, each in [-a, a] dB, per training clip (0: off)
     freq_mask: int = 0  # SpecAugment: mask up to this many Mel bins of each training clip (0: off)
     time_mask: int = 0  # SpecAugment: mask up to this many frames of each training clip (0: off)

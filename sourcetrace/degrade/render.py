@@ -8,6 +8,11 @@ file name): the same corpus renders the same everywhere. Codecs run one ffmpeg p
 clips with an independent encoder per clip, so a clip renders the same alone or in any chunk. Files are
 written atomically, so parallel renderers (Ray trials) at worst do the same work twice. ``CACHE`` is
 ``$SOURCETRACE_CACHE/degraded``, else ``~/.cache/sourcetrace/degraded``.
+
+A chain (``amr_nb+replay``) is rendered from the decoded source through each part in turn, left to right,
+in float (one 16-bit rounding, at the end); each part draws from its own generator, ``clip_rng(file,
+part, seed)`` (a repeated part: ``part#2``, ...), so ``gain+band_8k`` is ``band_8k`` of the ``gain``
+rendering up to that rounding. It is cached under its full name (``CACHE/amr_nb+replay/``).
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ import soundfile as sf
 
 from sourcetrace.data.audio import decode, to_int16
 from sourcetrace.data.bank import _many, bank_key, thread_map
-from sourcetrace.degrade import REPLAY, check_names
+from sourcetrace.degrade import BAND_8K, CHAIN, GAIN, REPLAY, chain_parts
 from sourcetrace.degrade.codecs import apply_codec, require
+from sourcetrace.degrade.level import band_8k, gain
 from sourcetrace.degrade.replay import replay
 from sourcetrace.errors import AudioError
 
@@ -50,11 +56,32 @@ CHUNK = 24  # clips per ffmpeg process
 
 
 def degrade_waves(waves: list[np.ndarray], sample_rate: int, name: str, rngs) -> list[np.ndarray]:
-    """Float32 clips through degradation ``name`` (each keeps its length and rate)."""
+    """Float32 clips through single degradation ``name`` (each keeps its length and rate)."""
     if name == REPLAY:
         return [replay(w, sample_rate, rng) for w, rng in zip(waves, rngs)]
+    if name == GAIN:
+        return [gain(w, rng) for w, rng in zip(waves, rngs)]
+    if name == BAND_8K:
+        return [band_8k(w, sample_rate) for w in waves]
     with tempfile.TemporaryDirectory(prefix="sourcetrace-codec-") as tmp:
         return apply_codec(waves, sample_rate, name, tmp)
+
+
+def part_keys(name: str) -> list[tuple[str, str]]:
+    """(degradation, generator key) of each part of chain ``name``: a part's key is its name, ``name#k`` for
+    its k-th occurrence (k >= 2), so a chain's parts draw as they do alone."""
+    out, seen = [], {}
+    for part in name.split(CHAIN):
+        seen[part] = seen.get(part, 0) + 1
+        out.append((part, part if seen[part] == 1 else f"{part}#{seen[part]}"))
+    return out
+
+
+def degrade_chain(waves: list[np.ndarray], files: list[str], sample_rate: int, name: str, seed: int):
+    """Float32 clips (decoded from ``files``) through chain ``name``, left to right."""
+    for part, key in part_keys(name):
+        waves = degrade_waves(waves, sample_rate, part, [clip_rng(f, key, seed) for f in files])
+    return waves
 
 
 def _render_chunk(files: list[str], name: str, seed: int, sample_rate: int, cache_dir: Path) -> list[str]:
@@ -71,7 +98,7 @@ def _render_chunk(files: list[str], name: str, seed: int, sample_rate: int, cach
     if not todo:
         return problems
     try:
-        degraded = degrade_waves(waves, sample_rate, name, [clip_rng(f, name, seed) for f in todo])
+        degraded = degrade_chain(waves, todo, sample_rate, name, seed)
     except RuntimeError as err:
         return problems + [f"{todo[0]} (and {len(todo) - 1} more): cannot render {name}: {err}"]
     for f, wave in zip(todo, degraded):
@@ -94,12 +121,13 @@ def render_files(
     workers: int = 0,
     progress: bool = False,
 ) -> list[str]:
-    """Paths of the renderings of ``files`` (in order) under degradation ``name``; one error lists every bad file.
+    """Paths of the renderings of ``files`` (in order) under degradation or chain ``name`` (``amr_nb+replay``);
+    one error lists every bad file.
 
     Files not cached yet are rendered in chunks of ``CHUNK`` (one ffmpeg process per chunk), chunks in parallel.
     """
-    check_names([name])
-    require([name])
+    name = CHAIN.join(chain_parts(name))
+    require(name.split(CHAIN))
     cache = Path(cache_dir) if cache_dir else cache_root()
     files = [os.fspath(f) for f in files]
     todo = [f for f in files if not rendered_path(f, name, seed, sample_rate, cache).is_file()]

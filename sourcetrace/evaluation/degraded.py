@@ -2,7 +2,10 @@
 
 ``format_degraded`` prints, for the model and the baseline, the all-pairs EER overall and per condition
 and the open-set AUROC / FPR95 on the clean clips and after each degradation, then the mean
-degraded-minus-clean EER gap (percentage points): how much attribution a channel costs.
+degraded-minus-clean EER gap (percentage points): how much attribution a channel costs, the mean EER over
+the degraded conditions and the worst one. A last line counts the conditions where the model beats the
+baseline (lower EER) and names those where it does not. ``summary`` gives those numbers (``sourcetrace
+evaluate`` stores them as ``degraded_summary`` in metrics.json).
 """
 
 from __future__ import annotations
@@ -24,17 +27,59 @@ def eer_gap(result: dict[str, Any], scorer: str = "model", names=None) -> float:
     return sum(gaps) / len(gaps) if gaps else float("nan")
 
 
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """Over the degraded conditions: per scorer the mean EER and the worst condition (highest EER), and where
+    the model's EER is below the baseline's (``model_beats_baseline``) and where not (``model_not_better``).
+
+    ``{"model": {"mean_eer", "worst", "worst_eer"}, "baseline": {...}, "n_conditions", "model_beats_baseline",
+    "model_not_better"}``; EERs in %, condition names in the order scored.
+    """
+    out: dict[str, Any] = {}
+    eers = {}
+    for scorer in ("model", "baseline"):
+        eers[scorer] = {n: m["eer"] for n, m in columns(result, scorer).items() if n != "clean"}
+        values = eers[scorer]
+        worst = max(values, key=values.get) if values else None
+        out[scorer] = {
+            "mean_eer": sum(values.values()) / len(values) if values else float("nan"),
+            "worst": worst,
+            "worst_eer": values[worst] if worst is not None else float("nan"),
+        }
+    names = list(eers["model"])
+    beats = [n for n in names if n in eers["baseline"] and eers["model"][n] < eers["baseline"][n]]
+    return out | {
+        "n_conditions": len(names),
+        "model_beats_baseline": beats,
+        "model_not_better": [n for n in names if n not in beats],
+    }
+
+
 def format_degraded(result: dict[str, Any]) -> str:
     lines = []
+    summ = summary(result)
     for scorer in ("model", "baseline"):
         cols = columns(result, scorer)
         keys = [k for k in ROWS if k in cols["clean"]]
         keys[1:1] = sorted(k for k in cols["clean"] if k.startswith("eer."))
+        width = [max(10, len(name) + 2) for name in cols]  # chains have long names
         lines.append(f"{scorer}: " + ("EER % and open-set metrics, clean and degraded"))
-        lines.append(f"  {'metric':<46}" + "".join(f"{name:>10}" for name in cols))
+        lines.append(f"  {'metric':<46}" + "".join(f"{name:>{w}}" for name, w in zip(cols, width)))
         for key in keys:
             pct = key.startswith("eer")
             cells = [f"{m[key]:.2f}" + ("%" if pct else "") if key in m else "—" for m in cols.values()]
-            lines.append(f"  {key:<46}" + "".join(f"{c:>10}" for c in cells))
+            lines.append(f"  {key:<46}" + "".join(f"{c:>{w}}" for c, w in zip(cells, width)))
         lines.append(f"  mean degraded - clean EER: {eer_gap(result, scorer):+.2f} pp")
+        s = summ[scorer]
+        if s["worst"] is not None:
+            lines.append(
+                f"  mean EER over the {summ['n_conditions']} degraded conditions: {s['mean_eer']:.2f}%; "
+                f"worst: {s['worst']} ({s['worst_eer']:.2f}%)"
+            )
+    if summ["n_conditions"]:
+        lost = summ["model_not_better"]
+        tail = f"; not on: {', '.join(lost)}" if lost else " (all of them)"
+        lines.append(
+            f"degraded: the model beats the baseline (lower EER) on {len(summ['model_beats_baseline'])} of "
+            f"{summ['n_conditions']} conditions{tail}"
+        )
     return "\n".join(lines)

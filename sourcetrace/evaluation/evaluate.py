@@ -22,13 +22,13 @@ import pandas as pd
 from sourcetrace.bundle.export import load_any
 from sourcetrace.data.bank import WaveBank
 from sourcetrace.data.protocol import CONDITIONS, protocol_folder, read_protocol, read_split_file, require_files
-from sourcetrace.degrade import check_names
+from sourcetrace.degrade import check_names, rendered_parts, split_condition
 from sourcetrace.degrade.codecs import require
 from sourcetrace.device import autocast_dtype, flag_device
 from sourcetrace.errors import ConfigError, ProtocolError, SourcetraceError
 from sourcetrace.evaluation.baseline import clip_features, standardise
 from sourcetrace.evaluation.conditions import split_metrics
-from sourcetrace.evaluation.degraded import format_degraded
+from sourcetrace.evaluation.degraded import format_degraded, summary
 from sourcetrace.evaluation.embed import embed_waves
 from sourcetrace.evaluation.openset import openset_metrics
 
@@ -97,7 +97,13 @@ def score(
     ``data.eval_seconds``, the window it was selected on.
 
     ``degrade`` (names or "mp3_32,replay"): also score the split's clips after each degradation (rendered
-    and cached by ``sourcetrace.degrade``), against the same clean training references.
+    and cached by ``sourcetrace.degrade``), against the same clean training references. A chain
+    (``replay+amr_nb``) is rendered left to right; the set ``everyday`` expands in place. An evaluation
+    window (``short_1s``, ``short_2s``, or ending a chain: ``amr_nb+short_1s``) is no rendering: the model and
+    the baseline embed the (rendered) split's clips with that centred window instead of ``eval_seconds``
+    (shorter clips stay whole, wrap-padded as in every window); the training references keep the clean
+    ``eval_seconds`` window. The result's ``degraded_summary`` holds, per scorer, the mean and the worst EER
+    over the degraded conditions, and the conditions where the model does / does not beat the baseline.
     """
     from sourcetrace.degrade.render import render_files
 
@@ -105,7 +111,7 @@ def score(
     if eval_seconds is not None and not (math.isfinite(eval_seconds) and eval_seconds >= 0):
         raise ConfigError(f"--eval-seconds {eval_seconds!r} is not a length in seconds >= 0 (0 = whole clip)")
     names = check_names(degrade) if degrade else []
-    require(names)  # a missing encoder is named before the model is loaded or a clip decoded
+    require(rendered_parts(names))  # a missing encoder is named before the model is loaded or a clip decoded
     if not Path(root).is_dir():
         raise ProtocolError(f"corpus root {root!r} is not a folder")
     dev = flag_device(device)
@@ -125,21 +131,33 @@ def score(
     )
     raw_train = clip_features(banks["train"], seconds, sr) if train is not None else None
 
-    def measure(bank) -> dict[str, dict[str, float]]:
-        """Model and baseline metrics of the split's clips in ``bank``, references from the clean train split."""
-        model_emb = {"split": embed_waves(loaded.model, bank, seconds, batch_size, dev, sr, amp), "train": model_train}
-        raw = clip_features(bank, seconds, sr)
+    def measure(bank, window: float) -> dict[str, dict[str, float]]:
+        """Model and baseline metrics of the split's clips in ``bank`` embedded with a centred ``window`` (s),
+        references from the clean train split (``seconds``)."""
+        model_emb = {"split": embed_waves(loaded.model, bank, window, batch_size, dev, sr, amp), "train": model_train}
+        raw = clip_features(bank, window, sr)
         base_emb = {"split": standardise(raw), "train": None if train is None else standardise(raw_train, raw)}
         return {
             "model": _metrics(model_emb, table, train, source != "none"),
             "baseline": _metrics(base_emb, table, train, source != "none"),  # z-scored on the scored split
         }
 
-    metrics = measure(banks["split"])
-    degraded = {}
-    for name in names:
-        rendered = render_files(list(table["file"]), name, degrade_seed, sr, progress=True)
-        degraded[name] = measure(WaveBank.load(rendered, sample_rate=sr, cache_dir=cache))
+    metrics = measure(banks["split"], seconds)
+    degraded, windows, kept = {}, {}, {}
+    conditions = [split_condition(name) for name in names]
+    for i, (name, (chain, window)) in enumerate(zip(names, conditions)):
+        if chain is None:
+            bank = banks["split"]
+        else:  # a chain scored with and without a window is loaded once, and held only while still needed
+            bank = kept.pop(chain, None)
+            if bank is None:
+                rendered = render_files(list(table["file"]), chain, degrade_seed, sr, progress=True)
+                bank = WaveBank.load(rendered, sample_rate=sr, cache_dir=cache)
+            if any(c == chain for c, _ in conditions[i + 1 :]):
+                kept[chain] = bank
+        if window is not None:
+            windows[name] = window
+        degraded[name] = measure(bank, seconds if window is None else window)
     out.mkdir(parents=True, exist_ok=True)
     result = {
         "model": str(loaded.path),
@@ -151,7 +169,10 @@ def score(
         "conditions_from": source,
         "notes": notes,
         "metrics": metrics,
-    } | ({"degraded": degraded, "degrade_seed": degrade_seed} if names else {})
+    }
+    if names:
+        result |= {"degraded": degraded, "degrade_seed": degrade_seed, "degrade_windows": windows}
+        result["degraded_summary"] = summary(result)
     (out / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
     long_table(metrics, degraded).to_parquet(out / "metrics.parquet", index=False)
     return result | {"out": out}
