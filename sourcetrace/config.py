@@ -44,6 +44,10 @@ class DataConfig:
     train_split: str = "train"
     dev_split: str = "dev"
     test_split: str = "eval"
+    # dev under field conditions: "" = the clean clips; else degradations (names, chains or sets as
+    # `evaluate --degrade` takes them, renderings only) whose renderings of every dev clip join the clean
+    # ones, so dev EER, halving and the model handed over are chosen on the conditions too
+    dev_degrade: str = ""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 from sourcetrace.config import Config
 from sourcetrace.data.samplers import SAMPLERS
+from sourcetrace.degrade import renderings_of
 from sourcetrace.errors import ConfigError
 from sourcetrace.losses import LOSSES
 from sourcetrace.models import MODEL_PARAMS, MODELS
@@ -27,6 +28,8 @@ def validate(cfg: Config, n_classes: int | None = None) -> Config:
     loss_cls = lookup(LOSSES, cfg.loss.name, "loss")
     lookup(SAMPLERS, cfg.sampler.name, "sampler")
     cfg.check_ranges()
+    if cfg.data.dev_degrade:
+        renderings_of(cfg.data.dev_degrade, "data.dev_degrade")
     for key, value in cfg.augment.log_mel().items():
         if f"augment.{key}" not in MODEL_PARAMS.get(cfg.model.name, ()):
             raise ConfigError(

@@ -154,3 +154,37 @@ def test_summary_gives_mean_and_worst_per_scorer_and_where_the_model_wins():
     assert "the model beats the baseline (lower EER) on 1 of 3 conditions; not on: amr_nb+replay, short_1s" in text
     header = next(line for line in text.splitlines() if line.strip().startswith("metric"))
     assert header.endswith("      gain  amr_nb+replay  short_1s")  # long names keep their columns apart
+
+
+def test_dev_under_field_conditions_joins_renderings_of_every_dev_clip(mlaad_corpus, tmp_path, monkeypatch):
+    """data.dev_degrade: the trial's dev split is the clean clips plus each named rendering of them, so dev EER
+    (halving, the best checkpoint, what a sweep hands over) is measured under those conditions; bad names fail
+    in validation, before any data is read."""
+    from sourcetrace.training.data import prepare_data
+    from sourcetrace.training.loop import evaluate
+    from sourcetrace.validation import validate
+
+    monkeypatch.setenv("SOURCETRACE_CACHE", str(tmp_path))
+    base = {"data.root": str(mlaad_corpus), "data.short_clips": "pad", "data.eval_seconds": 2.0}
+    clean = prepare_data(Config.from_dict(base))
+    cfg = Config.from_dict(base | {"data.dev_degrade": "band_8k,gain+amr_nb,short_1s"})
+    field = prepare_data(cfg)
+    n = len(clean.dev.table)
+    assert list(field.dev.table["degradation"]) == ["clean"] * n + ["band_8k"] * n + ["gain+amr_nb"] * n
+    assert field.dev.table["system"].tolist() == clean.dev.table["system"].tolist() * 3
+    rendered = field.dev.table["file"].iloc[n:]
+    assert all(Path(f).is_file() and str(tmp_path) in f for f in rendered)
+    assert np.array_equal(field.dev.bank.clip(0), clean.dev.bank.clip(0))  # the clean clips come first, as they are
+    assert len(field.train.table) == len(clean.train.table)  # training and test are untouched
+    metrics = evaluate(FrameLevels(), field, cfg, torch.device("cpu"))
+    assert 0.0 <= metrics["dev_eer"] <= 100.0
+    for bad, message in [("short_1s", "names no rendering"), ("mp3_16", "unknown degradation 'mp3_16'")]:
+        with pytest.raises(ConfigError, match=f"data.dev_degrade='{bad}'.*{message}"):
+            validate(Config.from_dict(base | {"data.dev_degrade": bad}))
+
+
+class FrameLevels(torch.nn.Module):
+    """A toy embedder: the levels of 16 frames of 25 ms."""
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return wave[:, : 16 * 400].reshape(len(wave), 16, 400).std(-1)

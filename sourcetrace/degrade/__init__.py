@@ -113,3 +113,19 @@ def check_names(names: str | list[str] | tuple[str, ...]) -> list[str]:
 def rendered_parts(names) -> list[str]:
     """The distinct single degradations the conditions ``names`` render (for ``codecs.require``)."""
     return list(dict.fromkeys(p for n in names for p in n.split(CHAIN) if p in DEGRADATIONS))
+
+
+def renderings_of(value: str, key: str) -> list[str]:
+    """The renderings a config value names (sets expanded, evaluation windows left out), checked once, with the
+    encoders they need; a bad name is one ConfigError naming ``key``."""
+    try:
+        names = check_names(value)
+    except ConfigError as err:
+        raise ConfigError(f"{key}={value!r}: {err}") from None
+    rendered = [chain for chain, window in map(split_condition, names) if chain and window is None]
+    if not rendered:
+        raise ConfigError(f"{key}={value!r} names no rendering (an evaluation window alone is not one)")
+    from sourcetrace.degrade.codecs import require
+
+    require(rendered_parts(rendered))
+    return rendered

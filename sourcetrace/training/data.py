@@ -18,6 +18,7 @@ import pandas as pd
 from sourcetrace.config import Config
 from sourcetrace.data.bank import WaveBank, probe_headers
 from sourcetrace.data.protocol import Protocol, read_protocol, require_files
+from sourcetrace.degrade import renderings_of
 from sourcetrace.errors import AudioError, ProtocolError, first_lines
 from sourcetrace.validation import validate
 
@@ -66,6 +67,8 @@ def data_key(cfg: Config) -> tuple:
         d.train_split,
         d.dev_split,
         d.test_split,
+        d.dev_degrade,
+        cfg.augment.seed,
         cfg.train.eval_test,
     )
 
@@ -100,6 +103,18 @@ def read_tables(cfg: Config) -> tuple[Protocol, dict[str, pd.DataFrame]]:
     return protocol, tables
 
 
+def with_renderings(table: pd.DataFrame, names: list[str], cfg: Config) -> pd.DataFrame:
+    """``table`` (column ``degradation`` = "clean") followed by a copy per rendering, its files the rendered
+    clips (rendered once, cached: ``degrade.render``)."""
+    from sourcetrace.degrade.render import render_files
+
+    parts = [table.assign(degradation="clean")]
+    for name in names:
+        rendered = render_files(list(table["file"]), name, cfg.augment.seed, cfg.data.sample_rate)
+        parts.append(table.assign(file=rendered, degradation=name))
+    return pd.concat(parts, ignore_index=True)
+
+
 def _prepare(cfg: Config) -> TrialData:
     d = cfg.data
     protocol, tables = read_tables(cfg)
@@ -120,6 +135,9 @@ def _prepare(cfg: Config) -> TrialData:
         keep = np.setdiff1d(np.arange(len(train_table)), short)
         tables[d.train_split] = train_table.iloc[keep].reset_index(drop=True)  # drop (or nothing to drop)
         headers[d.train_split] = [found[i] for i in keep]
+    if d.dev_degrade:
+        names = renderings_of(d.dev_degrade, "data.dev_degrade")
+        tables[d.dev_split] = with_renderings(tables[d.dev_split], names, cfg)
     cache = os.environ.get("SOURCETRACE_CACHE") or None
     splits = {
         split: SplitData(
