@@ -257,3 +257,40 @@ def test_metric_losses_reject_unbalanced_batches(name):
 def test_init_w_must_be_positive():
     with pytest.raises(ValueError, match="init_w"):
         make("ge2e", init_w=0.0)
+
+
+@pytest.mark.parametrize("per_class", [2, 3, 5])
+def test_grouping_by_the_samplers_layout_equals_grouping_by_counting(per_class):
+    """What the metric losses do on a GPU (shapes from the batch size, no host sync) gives the same groups as
+    the checked path on every balanced batch the sampler can lay out, whatever the batch order."""
+    from sourcetrace.losses.base import group_by_label, group_by_layout
+
+    gen = torch.Generator().manual_seed(per_class)
+    for _ in range(5):
+        classes = torch.randperm(40, generator=gen)[:6]
+        labels = classes.repeat_interleave(per_class)[torch.randperm(6 * per_class, generator=gen)]
+        emb = torch.randn(len(labels), 8, generator=gen)
+        for a, b in zip(group_by_label("ge2e", emb, labels, 2), group_by_layout("ge2e", emb, labels, 2, per_class)):
+            assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="a batch of 7 cannot be laid out 2 clips per label"):
+        group_by_layout("ge2e", emb[:7], labels[:7], 2, 2)
+
+
+@pytest.mark.parametrize("name", ["ge2e", "angleproto"])
+def test_metric_losses_never_read_the_labels_back_on_a_device_when_the_layout_is_known(name):
+    """On a device that is not the host's (``meta`` stands in for a GPU: reading a value from it is an error,
+    as a host sync would be), a metric loss told the balanced layout runs; without it, it must read counts."""
+    loss = LOSSES[name](16, 10, LossConfig()).to("meta")
+    emb = torch.randn(12, 16, device="meta", requires_grad=True)
+    labels = torch.arange(6).repeat_interleave(2).to("meta")
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        loss(emb, labels)  # counting the labels needs their values on the host
+    loss.per_class = 2
+    out = loss(emb, labels)
+    out.loss.backward()
+    assert out.loss.shape == () and emb.grad.shape == emb.shape
+    cpu = LOSSES[name](16, 10, LossConfig())
+    x, y = torch.randn(12, 16), torch.arange(6).repeat_interleave(2)[torch.randperm(12)]
+    before = cpu(x, y).loss
+    cpu.per_class = 2
+    assert torch.equal(cpu(x, y).loss, before)  # on the CPU the checked path runs: results unchanged

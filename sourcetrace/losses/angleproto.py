@@ -27,7 +27,7 @@ class AngleProto(Loss):
 
     def similarities(self, emb: Tensor, labels: Tensor) -> Tensor:
         """S [N, N]: row = query of a batch class (sorted labels), column = prototype of a batch class."""
-        x, _, _ = group_by_label("angleproto", emb, labels, self.min_per_class)
+        x, _, _ = group_by_label("angleproto", emb, labels, self.min_per_class, self.per_class)
         query = F.normalize(x[:, -1, :], dim=1)
         proto = F.normalize(x[:, :-1, :].mean(dim=1), dim=1)
         return self.scale(query @ proto.T)

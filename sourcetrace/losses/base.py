@@ -41,6 +41,9 @@ class Loss(nn.Module):
     def __init__(self, embedding_dim: int, n_classes: int, cfg: LossConfig):
         super().__init__()
         self.embedding_dim, self.n_classes = embedding_dim, n_classes
+        # clips per class of every batch when a balanced sampler lays batches out (the trainer sets it; 0 =
+        # unknown): metric losses then group a batch on the GPU without reading the labels back to the host
+        self.per_class = 0
 
     def forward(self, emb: Tensor, labels: Tensor) -> LossOutput:
         raise NotImplementedError
@@ -107,17 +110,24 @@ def angular_margin(cos: Tensor, labels: Tensor, margin: float) -> Tensor:
     return torch.where(target, phi, cos)
 
 
-def group_by_label(name: str, emb: Tensor, labels: Tensor, min_per_class: int) -> tuple[Tensor, Tensor, Tensor]:
+def group_by_label(
+    name: str, emb: Tensor, labels: Tensor, min_per_class: int, per_class: int = 0
+) -> tuple[Tensor, Tensor, Tensor]:
     """Arrange a flat balanced batch as [N classes, M clips, D]; the batch order does not matter.
 
     Returns ``(grouped, classes, order)``: ``classes`` [N] the sorted labels, ``order`` [B] the batch rows
     in grouped (class-major, then batch-order) order, so ``grouped.reshape(B, D) == emb[order]``. Every
     label must occur the same number of times M >= ``min_per_class``, else a ValueError names the counts.
 
+    ``per_class`` (the balanced sampler's M, known to the trainer): on a GPU the batch is then grouped by
+    ``group_by_layout``, with no host sync; the counts are checked wherever reading them is free (the CPU).
+
     >>> g, c, o = group_by_label("ge2e", torch.arange(4.0)[:, None], torch.tensor([1, 0, 1, 0]), 2)
     >>> g[:, :, 0].tolist(), c.tolist()
     ([[1.0, 3.0], [0.0, 2.0]], [0, 1])
     """
+    if per_class and labels.device.type != "cpu":
+        return group_by_layout(name, emb, labels, min_per_class, per_class)
     order = torch.argsort(labels, stable=True)
     classes, counts = torch.unique_consecutive(labels[order], return_counts=True)
     m = int(counts[0])
@@ -130,6 +140,26 @@ def group_by_label(name: str, emb: Tensor, labels: Tensor, min_per_class: int) -
             f"with sampler.per_class >= {min_per_class}."
         )
     return emb[order].reshape(len(classes), m, emb.shape[1]), classes, order
+
+
+def group_by_layout(
+    name: str, emb: Tensor, labels: Tensor, min_per_class: int, per_class: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``group_by_label`` of a batch known to hold distinct classes ``per_class`` times each (the balanced
+    sampler's layout): shapes come from the batch size alone, so nothing waits for the device.
+
+    >>> g, c, o = group_by_layout("ge2e", torch.arange(4.0)[:, None], torch.tensor([1, 0, 1, 0]), 2, 2)
+    >>> g[:, :, 0].tolist(), c.tolist()
+    ([[1.0, 3.0], [0.0, 2.0]], [0, 1])
+    """
+    b = labels.shape[0]
+    if per_class < min_per_class or b % per_class or b // per_class < 2:
+        raise ValueError(
+            f"{name} needs a balanced batch of >= 2 labels x >= {min_per_class} clips; a batch of {b} cannot be "
+            f"laid out {per_class} clips per label"
+        )
+    order = torch.argsort(labels, stable=True)
+    return emb[order].reshape(b // per_class, per_class, emb.shape[1]), labels[order][::per_class], order
 
 
 class PositiveScale(nn.Module):

@@ -32,7 +32,8 @@ class GE2E(Loss):
 
     def similarities(self, emb: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """S [N, M, N] (query class, clip, centroid class), the sorted batch classes, the grouping order."""
-        x, classes, order = group_by_label("ge2e", F.normalize(emb, dim=1), labels, self.min_per_class)
+        unit = F.normalize(emb, dim=1)
+        x, classes, order = group_by_label("ge2e", unit, labels, self.min_per_class, self.per_class)
         n, m, _ = x.shape
         total = x.sum(dim=1)  # [N, D]
         centroids = F.normalize(total / m, dim=1)

@@ -148,6 +148,8 @@ def train(
     step_model = speed_up(model, cfg, device)  # cuDNN autotune, channels-last, torch.compile if asked
     n_classes = len(data.known_systems)
     loss_fn = lookup(LOSSES, cfg.loss.name, "loss")(model.embedding_dim, n_classes, cfg.loss)
+    if cfg.sampler.name == "balanced":
+        loss_fn.per_class = cfg.sampler.per_class  # batches laid out class by class: no host sync in the loss
     labels = data.train.labels
     crop_labels = labels
     if cfg.train.language_adversary > 0:  # the batches carry (system, language); the loss adds the adversary
