@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 DEMO   := data/demo
+# The PyTorch wheel index for this machine's NVIDIA driver, chosen by scripts/torch_index.sh: empty (PyPI's
+# torch 2.11.0, built for CUDA 13.0: driver >= 580, or no GPU) or the CUDA 12.6 build (drivers 525-579).
+# Set it to override, e.g. `make setup TORCH_INDEX=https://download.pytorch.org/whl/cu128`. An existing venv
+# keeps its torch: `rm .venv/.installed` first.
+TORCH_INDEX ?= $(shell bash scripts/torch_index.sh)
 
 .PHONY: setup venv engines demo notebook test test-slow lint clean
 
@@ -14,6 +19,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(if $(TORCH_INDEX),$(PY) -m pip install -q --index-url $(TORCH_INDEX) torch==2.11.0 torchaudio==2.11.0)
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps 'samtts==0.3.0'
 	touch $@
