@@ -17,7 +17,7 @@ from sourcetrace.degrade.config import AugmentConfig
 from sourcetrace.degrade.level import band_8k, gain_db
 from sourcetrace.degrade.render import clip_rng, render_files
 from sourcetrace.errors import ConfigError
-from sourcetrace.evaluation.degraded import format_degraded, summary
+from sourcetrace.evaluation.degraded import format_degraded, format_field, summary
 from sourcetrace.training.augment import train_crops
 
 LSB = 1 / 32768  # one 16-bit step
@@ -154,6 +154,25 @@ def test_summary_gives_mean_and_worst_per_scorer_and_where_the_model_wins():
     assert "the model beats the baseline (lower EER) on 1 of 3 conditions; not on: amr_nb+replay, short_1s" in text
     header = next(line for line in text.splitlines() if line.strip().startswith("metric"))
     assert header.endswith("      gain  amr_nb+replay  short_1s")  # long names keep their columns apart
+
+
+def test_the_field_table_sets_every_condition_beside_the_baseline_with_mean_worst_and_a_verdict():
+    res = _fake_result({"gain": 12.0, "amr_nb+replay": 30.0}, {"gain": 22.0, "amr_nb+replay": 25.0})
+    res |= {"split": "eval", "n_clips": 40}
+    lines = format_field(res).splitlines()
+    assert lines[0] == "eval split, 40 clips; all-pairs EER %"
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:6]}
+    assert rows == {"clean": ["10.00", "20.00"], "gain": ["12.00", "22.00"], "amr_nb+replay": ["30.00", "25.00"]} | {
+        "mean": ["degraded", "21.00", "23.50"]
+    }
+    assert lines[6].split()[-2:] == ["30.00", "25.00"] and "(worst: model amr_nb+replay" in lines[7]
+    assert lines[-1] == (
+        "field verdict: the model does NOT beat the baseline on: amr_nb+replay; worst degraded / clean EER = 3.0x"
+    )
+    won = _fake_result({"gain": 12.0}, {"gain": 22.0}) | {"split": "eval", "n_clips": 40}
+    assert format_field(won).splitlines()[-1] == (
+        "field verdict: the model BEATS the baseline on every condition; worst degraded / clean EER = 1.2x"
+    )
 
 
 def test_dev_under_field_conditions_joins_renderings_of_every_dev_clip(mlaad_corpus, tmp_path, monkeypatch):

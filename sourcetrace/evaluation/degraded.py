@@ -83,3 +83,32 @@ def format_degraded(result: dict[str, Any]) -> str:
             f"{summ['n_conditions']} conditions{tail}"
         )
     return "\n".join(lines)
+
+
+def format_field(result: dict[str, Any]) -> str:
+    """The model beside the baseline, one row per condition (clean, each degraded one), then the mean and the
+    worst of the degraded ones, then one verdict line: does the model beat the baseline on every condition,
+    and is its worst degraded EER within twice its clean EER?"""
+    summ = summary(result)
+    model, base = columns(result, "model"), columns(result, "baseline")
+    width = max(12, *(len(n) + 2 for n in model))
+    lines = [
+        f"{result['split']} split, {result['n_clips']} clips; all-pairs EER %",
+        f"  {'condition':<{width}}{'model':>9}{'baseline':>10}",
+    ]
+    for name in model:
+        b = base.get(name, {}).get("eer", float("nan"))
+        lines.append(f"  {name:<{width}}{model[name]['eer']:>9.2f}{b:>10.2f}")
+    m, b = summ["model"], summ["baseline"]
+    lines.append(f"  {'mean degraded':<{width}}{m['mean_eer']:>9.2f}{b['mean_eer']:>10.2f}")
+    lines.append(f"  {'worst degraded':<{width}}{m['worst_eer']:>9.2f}{b['worst_eer']:>10.2f}")
+    lines.append(f"  (worst: model {m['worst']}, baseline {b['worst']})")
+    clean = model["clean"]["eer"]
+    ratio = m["worst_eer"] / clean if clean > 0 else float("inf")
+    wins = ["clean"] * (model["clean"]["eer"] < base["clean"]["eer"]) + summ["model_beats_baseline"]
+    losses = [n for n in model if n not in wins]
+    verdict = (
+        "BEATS the baseline on every condition" if not losses else f"does NOT beat the baseline on: {', '.join(losses)}"
+    )
+    lines.append(f"field verdict: the model {verdict}; worst degraded / clean EER = {ratio:.1f}x")
+    return "\n".join(lines)

@@ -262,6 +262,8 @@ def _finish(args, exp_dir: Path, store, sweep: SweepFile) -> int:
     from sourcetrace.bundle.export import export_best
 
     export_best(exp_dir, reports.trials, store)  # the portable bundle of the model handed over, logged to its run
+    if sweep.tune["field_check"]:
+        _field_check(exp_dir, reports, sweep)
     if not args.no_analyze:
         _analyze_best(exp_dir, reports, sweep, store)
     if status.isin(["running", "pending", "interrupted"]).any():
@@ -284,6 +286,35 @@ def _fuse(exp_dir: Path, store, sweep: SweepFile) -> None:
         sweep_fusion(exp_dir, trials, key, sweep.space[key]["grid_search"], store.uri, sweep.name)
     except SourcetraceError as err:  # the trials' results still get their report
         print(f"note: no fusion of the best trial per {key}: {err}", file=sys.stderr)
+
+
+def _field_check(exp_dir: Path, reports, sweep: SweepFile) -> None:
+    """The model handed over beside the baseline on the test split, clean and under TUNE field_check's
+    conditions (``evaluate --degrade``), written to ``report/field/`` and printed as one table."""
+    from sourcetrace.config import Config
+    from sourcetrace.evaluation.degraded import format_field
+    from sourcetrace.evaluation.evaluate import score
+    from sourcetrace.sweep.fuse import handed_over
+
+    chosen = handed_over(exp_dir, reports.trials)
+    if chosen is None:
+        return
+    model, _, what = chosen
+    cfg = Config.from_dict(sweep.base)
+    try:
+        res = score(
+            model,
+            cfg.data.root,
+            cfg.data.protocol or None,
+            cfg.data.test_split,
+            reports.out_dir / "field",
+            degrade=sweep.tune["field_check"],
+        )
+    except SourcetraceError as err:  # the reports and the bundle stand
+        print(f"note: no field check of the model handed over: {err}", file=sys.stderr)
+        return
+    print(f"field check of the model handed over ({what}):")
+    print(format_field(res))
 
 
 def _analyze_best(exp_dir: Path, reports, sweep: SweepFile, store) -> None:

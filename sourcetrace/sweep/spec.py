@@ -50,6 +50,9 @@ TUNE_DEFAULTS: dict[str, Any] = {
     # "" or a SPACE key searched by tune.grid_search: halving runs within each of its values, and the sweep
     # hands over the equal-weight score fusion of each value's best trial (sourcetrace/fusion.py)
     "fuse": "",
+    # "" or degradations as `evaluate --degrade` takes them (e.g. "everyday"): when the sweep ends, the model it
+    # hands over and the baseline are scored on the test split clean and under each, side by side
+    "field_check": "",
 }
 _SECTIONS = ("BASE", "BUNDLES", "SPACE", "TUNE", "RESOURCES")
 MAX_VALIDATED = 20000
@@ -152,6 +155,13 @@ def load_sweep(path: str | Path, smoke: bool = False) -> SweepFile:
         # halving waits for every trial at each rung: all must exist, and paused ones would hold a concurrency slot
         raise SourcetraceError(f"{path}: TUNE scheduler 'halving' needs search 'grid' and max_concurrent 0")
     _check_fuse(path, settings, parts["SPACE"])
+    if settings["field_check"]:
+        from sourcetrace.degrade import check_names
+
+        try:
+            check_names(settings["field_check"])
+        except ConfigError as err:
+            raise SourcetraceError(f"{path}: TUNE field_check: {err}") from None
     resources = {"cpu": 1} | parts["RESOURCES"]
     name = path.stem + ("_smoke" if smoke else "")
     return SweepFile(name, path, parts["BASE"], parts["BUNDLES"], parts["SPACE"], settings, resources, smoke)
