@@ -141,6 +141,9 @@ class TrainConfig:
     grad_clip: float = 0.0  # 0 = off
     language_adversary: float = 0.0  # weight of a gradient-reversed language classifier (losses/adversary.py); 0 = off
     compile: bool = False  # torch.compile the model for the training steps
+    # torch.compile's mode: default | reduce-overhead (CUDA graphs: fewest launches; fixed shapes, which the
+    # trainer's crops have) | max-autotune | max-autotune-no-cudagraphs
+    compile_mode: str = "default"
 
 
 SECTIONS: dict[str, type] = {
@@ -158,6 +161,7 @@ SECTIONS: dict[str, type] = {
 # key -> its value for a stored config written before the key existed
 STORED_BEFORE: dict[str, Any] = {"features.level": "none"}
 LEVELS = ("rms", "none")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -269,6 +273,7 @@ def _check_ranges(cfg: Config) -> None:
         "model.frequency": ("mean", "flatten"),
         "model.pooling": ("sap", "asp"),
         "features.level": LEVELS,
+        "train.compile_mode": COMPILE_MODES,
         "data.short_clips": ("error", "pad", "drop"),
         "train.epoch_steps": ("sampler", "clips", "voxceleb"),
     }

@@ -132,9 +132,10 @@ def test_test_split_is_scored_only_when_dev_improves_and_the_best_keeps_its_test
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("compiled", [False, "default", "reduce-overhead"], ids=["eager", "compiled", "cuda-graphs"])
 def test_two_epochs_train_and_evaluate_on_cuda(tiny_corpus, tmp_path, compiled):
-    cfg = quick(tiny_corpus, **{"train.device": "cuda", "train.compile": compiled})
+    mode = {"train.compile": True, "train.compile_mode": compiled} if compiled else {}
+    cfg = quick(tiny_corpus, **{"train.device": "cuda", **mode})
     result = train(cfg, tmp_path / "cuda")
     assert [h["epoch"] for h in result.history] == [1.0, 2.0]
     assert 0.0 <= result.best_metrics["dev_eer"] <= 100.0 and "test_eer" in result.best_metrics
@@ -204,3 +205,18 @@ def test_max_clips_per_class_caps_every_system(tiny_corpus):
     for table in tables.values():
         counts = table.groupby("system").size()
         assert counts.max() <= 3 and {"system", "condition", "label"} <= set(table.columns)
+
+
+def test_the_compile_mode_reaches_torch_compile_which_checks_it(monkeypatch):
+    """train.compile_mode is one of torch.compile's modes (a config error otherwise, before any data is read);
+    speed_up hands it to torch.compile itself (CUDA graphs with reduce-overhead: measured by the GPU check)."""
+    from sourcetrace.training.steps import speed_up
+
+    model = torch.nn.Linear(4, 2)
+    for mode in ("default", "reduce-overhead", "max-autotune"):
+        cfg = Config.from_dict({"train.compile": True, "train.compile_mode": mode}).check_ranges()
+        compiled = speed_up(model, cfg, torch.device("cpu"))  # compiled lazily: nothing runs until called
+        assert type(compiled).__name__ == "OptimizedModule" and compiled._orig_mod is model
+    assert speed_up(model, Config(), torch.device("cpu")) is model
+    with pytest.raises(ConfigError, match="train.compile_mode='graphs' is not one of default, reduce-overhead"):
+        Config.from_dict({"train.compile_mode": "graphs"}).check_ranges()

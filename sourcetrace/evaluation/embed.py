@@ -46,6 +46,8 @@ def embed_waves(
     out = []
     try:
         for batch in _batches(bank, rows, n_samples, batch_size):
+            if device.type == "cuda":
+                batch = batch.pin_memory()  # cut on the host: page-locked, so the copy overlaps the last batch's work
             batch = batch.to(device, non_blocking=True)
             with torch.autocast(
                 device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None

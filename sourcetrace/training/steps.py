@@ -24,11 +24,12 @@ class EpochTotals:
 
 def speed_up(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.nn.Module:
     """On CUDA: cuDNN autotuning and channels-last convolutions. Returns what the steps call:
-    ``torch.compile(model)`` under ``train.compile`` (its weights are ``model``'s, saved unprefixed)."""
+    ``torch.compile(model, mode=train.compile_mode)`` under ``train.compile`` (its weights are ``model``'s,
+    saved unprefixed); ``reduce-overhead`` replays each step's kernels as one CUDA graph."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one crop length per run: autotuned kernels are reused
         model.to(memory_format=torch.channels_last)
-    return torch.compile(model) if cfg.train.compile else model
+    return torch.compile(model, mode=cfg.train.compile_mode) if cfg.train.compile else model
 
 
 def optimizer_for(cfg: Config, params: list, device: torch.device) -> torch.optim.Optimizer:
