@@ -355,6 +355,22 @@ def test_a_clip_at_any_level_gets_the_same_embedding_and_decision_from_a_bundle_
         np.testing.assert_allclose(got, base, atol=1e-4)
 
 
+def test_the_api_takes_one_path_or_one_waveform_as_well_as_a_list(exported, clips):
+    """``m.trace("clip.flac")`` is one clip, not one per character of its path."""
+    import torch
+
+    from sourcetrace.data.audio import load_audio
+
+    m = sourcetrace.load(exported, device="cpu")
+    path = clips[1]["sam"][0]
+    (one,) = m.trace(path)
+    (listed,) = m.trace([path])
+    assert one.path == path and not one.error and (one.decision, one.top) == (listed.decision, listed.top)
+    wave = load_audio(path, 16000)
+    np.testing.assert_allclose(m.embed(wave), m.embed([path]), atol=1e-5)
+    np.testing.assert_allclose(m.embed(torch.from_numpy(wave)), m.embed(Path(path)), atol=1e-5)
+
+
 def test_trace_reads_phone_band_and_stereo_clips_and_says_so_unless_strict(exported, clips, tmp_path, capsys):
     """An 8 kHz clip is resampled (its output says narrow-band) and a stereo one mixed down (said too), in
     every format; --strict refuses both as before (exit 1, the others still traced)."""

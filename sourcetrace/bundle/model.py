@@ -135,7 +135,7 @@ class SourceTracer:
         """Unit embeddings [n, D] of audio paths or 1-D waveforms at the model's sample rate (files at a lower
         rate or with several channels are resampled / mixed down unless ``strict``)."""
         sr = self.config.data.sample_rate
-        waves, _, errors = embedder.read_clips(list(clips), sr, self.min_seconds, strict)
+        waves, _, errors = embedder.read_clips(as_clips(clips), sr, self.min_seconds, strict)
         if errors:
             raise AudioError("; ".join(errors.values()))
         return embedder.embed(self.model, waves, self.config, self.device, crop)
@@ -159,7 +159,7 @@ class SourceTracer:
             raise SourcetraceError(f"top_k must be >= 1, got {top_k}")
         if crop not in embedder.CROPS:
             raise SourcetraceError(f"crop {crop!r} is not one of {', '.join(embedder.CROPS)}")
-        clips = list(clips)
+        clips = as_clips(clips)
         out = [Attribution(embedder.label(c, i)) for i, c in enumerate(clips)]
         step = 64 if crop != "full" else 8
         for start in range(0, len(clips), step):
@@ -187,7 +187,7 @@ class SourceTracer:
     def enroll(self, system: str, clips: Sequence[Any], crop: str = embedder.DEFAULT_CROP) -> Enrolment:
         """Add ``system`` (or extend it) from clips; clips already enrolled for it are skipped (no-op)."""
         files.check_name(system)
-        clips = list(clips)
+        clips = as_clips(clips)
         if not clips:
             raise SourcetraceError(f"no clips given to enrol {system!r}")
         waves, good, errors = embedder.read_clips(clips, self.config.data.sample_rate, self.min_seconds)
@@ -234,6 +234,16 @@ class SourceTracer:
     def enrolled_systems(self) -> list[tuple[str, int]]:
         """(name, number of clips) of every enrolled system."""
         return [(e["name"], len(e["clips"])) for e in self.enrolled]
+
+
+def as_clips(clips: Any) -> list:
+    """A list of clips from one path, one 1-D waveform, or a sequence of either (a string is one path, not
+    its characters)."""
+    if isinstance(clips, (str, os.PathLike)):
+        return [clips]
+    if getattr(clips, "ndim", None) == 1:  # one numpy array or torch tensor
+        return [clips]
+    return list(clips)
 
 
 def load(path: str | os.PathLike, device: str = "auto") -> SourceTracer:
