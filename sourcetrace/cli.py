@@ -254,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="centred window the model and the baseline embed, 0 = whole clip (default: the model's data.eval_seconds)",
     )
+    ev.add_argument(
+        "--max-clips-per-system",
+        type=int,
+        default=0,
+        help="score a seeded sample of at most N clips per system (0 = all)",
+    )
     ev.add_argument("--out", default=None, help="output folder (default: MODEL/evaluate_<corpus>_<split>)")
 
     tr = _command(

@@ -207,3 +207,13 @@ class FrameLevels(torch.nn.Module):
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         return wave[:, : 16 * 400].reshape(len(wave), 16, 400).std(-1)
+
+
+def test_a_quick_field_check_scores_the_same_seeded_sample_of_each_system():
+    from sourcetrace.evaluation.evaluate import sample_per_system
+
+    table = pd.DataFrame({"system": ["a"] * 10 + ["b"] * 3, "file": [f"{i}.wav" for i in range(13)]})
+    sample = sample_per_system(table, 4)
+    assert sample["system"].value_counts().to_dict() == {"a": 4, "b": 3}
+    assert sample.equals(sample_per_system(table, 4))  # the same clips every time
+    assert set(sample["file"]) <= set(table["file"]) and sample_per_system(table, 20).equals(table)

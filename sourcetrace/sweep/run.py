@@ -309,12 +309,15 @@ def _field_check(exp_dir: Path, reports, sweep: SweepFile) -> None:
             cfg.data.test_split,
             reports.out_dir / "field",
             degrade=sweep.tune["field_check"],
+            max_clips_per_system=int(sweep.tune["field_check_clips"]),
         )
     except SourcetraceError as err:  # the reports and the bundle stand
         print(f"note: no field check of the model handed over: {err}", file=sys.stderr)
         return
     print(f"field check of the model handed over ({what}):")
     print(format_field(res))
+    for note in res["notes"]:
+        print(f"  note: {note}")
 
 
 def _analyze_best(exp_dir: Path, reports, sweep: SweepFile, store) -> None:

@@ -53,6 +53,7 @@ TUNE_DEFAULTS: dict[str, Any] = {
     # "" or degradations as `evaluate --degrade` takes them (e.g. "everyday"): when the sweep ends, the model it
     # hands over and the baseline are scored on the test split clean and under each, side by side
     "field_check": "",
+    "field_check_clips": 0,  # at most this many test clips per system in the field check (0 = all)
 }
 _SECTIONS = ("BASE", "BUNDLES", "SPACE", "TUNE", "RESOURCES")
 MAX_VALIDATED = 20000
