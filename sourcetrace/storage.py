@@ -53,7 +53,7 @@ def local_path(value: str | Path, what: str) -> Path:
     )
 
 
-def writable_folder(folder: Path) -> None:
+def writable_folder(folder: Path, what: str = "the sweep folder", fix: str = "choose another --storage") -> None:
     """Create ``folder`` and prove a file can be written in it, or raise ``StorageError`` naming it."""
     probe = Path(folder) / f".write-test-{uuid.uuid4().hex}"
     try:
@@ -62,8 +62,7 @@ def writable_folder(folder: Path) -> None:
         probe.unlink()
     except OSError as err:
         raise StorageError(
-            f"the sweep folder {folder} cannot be written ({err.strerror or err}): choose another --storage "
-            "or make it writable"
+            f"{what} {folder} cannot be written ({err.strerror or err}): {fix} or make it writable"
         ) from None
 
 

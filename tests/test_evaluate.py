@@ -146,6 +146,25 @@ def test_bad_corpus_is_one_error_exit_2_nothing_written(
     assert "Traceback" not in err and not out.exists()
 
 
+def test_an_output_that_cannot_be_written_is_one_line_before_any_clip_is_decoded(
+    model_run, mlaad_corpus, tmp_path, capsys, monkeypatch
+):
+    """--out occupied by a file: one line naming it, exit 2, and no clip decoded first (it used to score
+    everything, then fail with a traceback)."""
+    from sourcetrace.data.bank import WaveBank
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded before checking the output folder")
+
+    monkeypatch.setattr(WaveBank, "load", no_decoding)
+    occupied = tmp_path / "taken"
+    occupied.write_text("a file, not a folder")
+    assert main(["evaluate", "--model", str(model_run), "--root", str(mlaad_corpus), "--out", str(occupied)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"the output folder {occupied} cannot be written" in err and "--out" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and occupied.read_text() == "a file, not a folder"
+
+
 def test_model_folder_without_checkpoint_is_one_line_exit_2(mlaad_corpus, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     out = tmp_path / "o"

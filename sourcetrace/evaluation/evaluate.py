@@ -31,6 +31,7 @@ from sourcetrace.evaluation.conditions import split_metrics
 from sourcetrace.evaluation.degraded import format_degraded, summary
 from sourcetrace.evaluation.embed import embed_waves
 from sourcetrace.evaluation.openset import openset_metrics
+from sourcetrace.storage import writable_folder
 
 SCORERS = ("model", "baseline")
 UNSEEN_SYSTEM_CONDITIONS = ("lang_seen___model_not_seen", "lang_not_seen___model_not_seen")
@@ -127,6 +128,7 @@ def score(
         table = sample_per_system(table, max_clips_per_system)
         notes.append(f"a seeded sample of at most {max_clips_per_system} clips per system: {len(table)} clips")
     out = Path(out) if out else Path(loaded.path) / f"evaluate_{Path(root).resolve().name}_{split}"
+    writable_folder(out, "the output folder", "choose another --out")  # before anything is decoded or scored
 
     cfg = loaded.config
     seconds = cfg.data.eval_seconds if eval_seconds is None else float(eval_seconds)
