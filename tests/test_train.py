@@ -220,3 +220,26 @@ def test_the_compile_mode_reaches_torch_compile_which_checks_it(monkeypatch):
     assert speed_up(model, Config(), torch.device("cpu")) is model
     with pytest.raises(ConfigError, match="train.compile_mode='graphs' is not one of default, reduce-overhead"):
         Config.from_dict({"train.compile_mode": "graphs"}).check_ranges()
+
+
+def test_a_collapsed_model_is_divergence_not_a_best_checkpoint(mlaad_corpus):
+    """A model that embeds every clip to one point (what lr 1e6 left behind: dev EER 50 %, exit 0, saved as
+    best) is a DivergenceError at its evaluation, as a non-finite one is; the trainer then names the epoch."""
+    from sourcetrace.errors import DivergenceError
+    from sourcetrace.training.data import prepare_data
+    from sourcetrace.training.loop import evaluate
+
+    class OnePoint(torch.nn.Module):
+        def forward(self, wave):
+            return torch.ones(len(wave), 8) + 1e-6 * wave[:, :8]
+
+    cfg = quick(mlaad_corpus, **{"train.eval_test": False})
+    data = prepare_data(cfg)
+    with pytest.raises(DivergenceError, match=r"the embeddings collapsed: all \d+ clips embed to one point"):
+        evaluate(OnePoint(), data, cfg, torch.device("cpu"))
+
+    class Levels(torch.nn.Module):
+        def forward(self, wave):
+            return wave[:, : 8 * 400].reshape(len(wave), 8, 400).std(-1)
+
+    assert 0 <= evaluate(Levels(), data, cfg, torch.device("cpu"))["dev_eer"] <= 100

@@ -87,6 +87,9 @@ def steps_per_epoch(cfg: Config, sampler, labels: np.ndarray) -> int:
     return steps if cfg.train.steps_per_epoch == 0 else min(steps, cfg.train.steps_per_epoch)
 
 
+COLLAPSED = 1e-3  # unit embeddings of every clip within this distance of one another: the model has collapsed
+
+
 def evaluate(
     model: torch.nn.Module, data: TrialData, cfg: Config, device: torch.device, best_dev_eer: float = math.inf
 ) -> dict[str, float]:
@@ -105,6 +108,8 @@ def evaluate(
         finite = torch.isfinite(emb).all(1)
         if not bool(finite.all()):
             raise DivergenceError(f"non-finite embeddings of {int((~finite).sum())} clips")
+        if len(emb) > 1 and float((emb - emb[0]).norm(dim=1).max()) < COLLAPSED:
+            raise DivergenceError(f"the embeddings collapsed: all {len(emb)} clips embed to one point")
         return emb
 
     train = data.train.table
