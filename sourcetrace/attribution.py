@@ -34,8 +34,9 @@ def escape(text: str) -> str:
     return "".join(_ESCAPES.get(c, c if c.isprintable() else f"\\x{ord(c):02x}") for c in str(text))
 
 
-def expand_inputs(items: list[str]) -> list[str]:
-    """Files as given; folders -> their audio files (recursive, sorted); globs; ``@list`` files.
+def expand_inputs(items: list[str], _reading: tuple[Path, ...] = ()) -> list[str]:
+    """Files as given; folders -> their audio files (recursive, sorted); globs; ``@list`` files (which may
+    name other lists, but not one that is being read: a cycle is one error naming the list).
 
     A path that does not exist stays in the list, so that its clip reports "does not exist".
     """
@@ -45,8 +46,11 @@ def expand_inputs(items: list[str]) -> list[str]:
             listing = Path(item[1:])
             if not listing.is_file():
                 raise SourcetraceError(f"list file {listing} (from {item!r}) does not exist")
+            if listing.resolve() in _reading:
+                raise SourcetraceError(f"list file {listing} includes itself (through {item!r}): a list cannot")
             lines = listing.read_text(errors="replace").splitlines()
-            out += expand_inputs([ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")])
+            named = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+            out += expand_inputs(named, (*_reading, listing.resolve()))
         elif os.path.isdir(item):
             found = sorted(
                 str(p) for p in Path(item).rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()

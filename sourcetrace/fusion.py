@@ -128,14 +128,31 @@ def load_fused(folder: str | os.PathLike, device: str | torch.device = "cpu"):
     return load_fused_record(read_fusion(folder), Path(folder), device)
 
 
+_LOADING: set[Path] = set()  # fusion folders being loaded now: a member that is one of them is a cycle
+
+
+def member_path(folder: Path, checkpoint: str) -> Path:
+    """A member's folder: as written, or relative to the fusion folder (never to the working directory)."""
+    path = Path(checkpoint)
+    return path if path.is_absolute() else Path(folder) / path
+
+
 def load_fused_record(record: dict, folder: Path, device):
     from sourcetrace.training.checkpoint import LoadedModel, load_model
 
-    loaded = []
-    for m in record["members"]:
-        if not Path(m["checkpoint"]).exists():
-            raise CheckpointError(f"{folder / FUSION_FILE}: member checkpoint {m['checkpoint']} does not exist")
-        loaded.append(load_model(m["checkpoint"], device))
+    here = Path(folder).resolve()
+    if here in _LOADING:
+        raise CheckpointError(f"{folder / FUSION_FILE}: the fusion includes itself among its members")
+    _LOADING.add(here)
+    try:
+        loaded = []
+        for m in record["members"]:
+            path = member_path(folder, m["checkpoint"])
+            if not path.exists():
+                raise CheckpointError(f"{folder / FUSION_FILE}: member checkpoint {path} does not exist")
+            loaded.append(load_model(path, device))
+    finally:
+        _LOADING.discard(here)
     weights = check_weights([m.get("weight", 1.0) for m in record["members"]], len(loaded))
     first = loaded[0]
     for other in loaded[1:]:

@@ -137,6 +137,30 @@ def test_bad_fusions_are_one_clear_error_and_write_nothing(members, tmp_path, ca
     assert "member checkpoint" in err and "gone does not exist" in err
 
 
+def test_fusion_members_resolve_from_the_fusion_folder_and_a_fusion_may_not_include_itself(members, tmp_path, capsys):
+    plain, bands = members
+    pair = tmp_path / "pair"
+    write_fusion(pair, [plain, bands])
+    record = json.loads((pair / FUSION_FILE).read_text())
+    moved = tmp_path / "moved"
+    shutil.copytree(plain, moved / "a")
+    shutil.copytree(bands, moved / "b")
+    record["members"] = [{"checkpoint": "a", "weight": 1.0}, {"checkpoint": "b", "weight": 1.0}]
+    (moved / FUSION_FILE).write_text(json.dumps(record))
+    assert load_model(moved).path == moved  # relative to the fusion folder, whatever the working directory
+    record["members"][1]["checkpoint"] = "."  # itself
+    (moved / FUSION_FILE).write_text(json.dumps(record))
+    assert main(["evaluate", "--model", str(moved), "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the fusion includes itself among its members" in err[0]
+    from sourcetrace.attribution import expand_inputs
+
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{tmp_path / 'clip.wav'}\n@{listing}\n")
+    with pytest.raises(SourcetraceError, match="list.txt includes itself"):
+        expand_inputs([f"@{listing}"])
+
+
 def test_weights_are_normalised_and_checked():
     assert check_weights([1, 3], 2) == [0.25, 0.75]
     with pytest.raises(SourcetraceError, match="at least two"):
