@@ -217,3 +217,24 @@ def test_a_quick_field_check_scores_the_same_seeded_sample_of_each_system():
     assert sample["system"].value_counts().to_dict() == {"a": 4, "b": 3}
     assert sample.equals(sample_per_system(table, 4))  # the same clips every time
     assert set(sample["file"]) <= set(table["file"]) and sample_per_system(table, 20).equals(table)
+
+
+def test_a_sweep_renders_what_its_trials_read_once_before_they_start(mlaad_corpus, tmp_path, monkeypatch, capsys):
+    """Two trials rendering the same training clips at once did the work twice (~4 min of the demo): the driver
+    renders every augment.* rendering of the training split and every data.dev_degrade one of dev first."""
+    from sourcetrace.sweep.run import prerender
+    from sourcetrace.training.data import read_tables
+
+    monkeypatch.setenv("SOURCETRACE_CACHE", str(tmp_path))
+    base = {"data.root": str(mlaad_corpus), "data.short_clips": "pad"}
+    cfgs = [
+        Config.from_dict(base | {"augment.band_8k": 0.2, "data.dev_degrade": "gain", "model.embedding_dim": d})
+        for d in (10, 50)
+    ]
+    prerender(cfgs + [Config.from_dict(base)])
+    assert "renderings for the trials ready in" in capsys.readouterr().out
+    _, tables = read_tables(cfgs[0])
+    assert len(list((tmp_path / "degraded" / "band_8k").iterdir())) == len(tables["train"])
+    assert len(list((tmp_path / "degraded" / "gain").iterdir())) == len(tables["dev"])
+    prerender([Config.from_dict(base)])  # nothing to render: says nothing
+    assert capsys.readouterr().out == ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +210,8 @@ def cli_sweep(args) -> int:
         f"MLflow store {store.uri}" + ("; resuming its unfinished trials" if resume else ""),
         flush=True,
     )
+    if cluster_address(args.address) is None or os.environ.get("SOURCETRACE_CACHE"):  # trials read its cache
+        prerender([cfg for _, cfg in configs])
     root, protocol = sweep.base["data.root"], sweep.base.get("data.protocol")
     tags = {"dataset.root": root, "dataset.protocol_sha256": protocol_checksum(root, protocol)}
     tags |= {"mlflow.source.git.commit": commit} if (commit := git_commit()) else {}
@@ -237,6 +240,34 @@ def cli_sweep(args) -> int:
             ray.shutdown()
     code = _finish(args, exp_dir, store, sweep)
     return EXIT_CODES[stop.signal] if stop.signal else code
+
+
+def prerender(configs: list) -> None:
+    """The renderings the trials will read (``augment.*`` of the training split, ``data.dev_degrade`` of the
+    dev split), made once here with every core before the trials start, instead of by each trial at once."""
+    from sourcetrace.degrade import renderings_of
+    from sourcetrace.degrade.render import render_files
+    from sourcetrace.training.data import read_tables
+
+    jobs: dict[tuple[str, int, int], list[str]] = {}
+    for cfg in configs:
+        d, aug = cfg.data, cfg.augment
+        names = list(aug.rendered())
+        dev = renderings_of(d.dev_degrade, "data.dev_degrade") if d.dev_degrade else []
+        if not names and not dev:
+            continue
+        _, tables = read_tables(cfg)
+        for name in names:
+            jobs.setdefault((name, aug.seed, d.sample_rate), []).extend(tables[d.train_split]["file"])
+        for name in dev:
+            jobs.setdefault((name, aug.seed, d.sample_rate), []).extend(tables[d.dev_split]["file"])
+    if not jobs:
+        return
+    start = time.perf_counter()
+    for (name, seed, rate), files in jobs.items():
+        render_files(list(dict.fromkeys(files)), name, seed, rate)
+    names = ", ".join(dict.fromkeys(n for n, _, _ in jobs))
+    print(f"renderings for the trials ready in {time.perf_counter() - start:.1f} s ({names})", flush=True)
 
 
 def _finish(args, exp_dir: Path, store, sweep: SweepFile) -> int:
