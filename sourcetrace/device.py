@@ -89,7 +89,7 @@ def resolve_device(name: str | None, culprit: str | None = None) -> torch.device
     if dev is None or dev.type not in ("cpu", "cuda"):
         raise ConfigError(f"{culprit}: use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"{culprit} but CUDA is not available here ({no_cuda_reason()}); use cpu or auto")
+        raise ConfigError(f"{culprit} but CUDA is not available here ({no_cuda_reason()}); use cpu or auto")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ConfigError(f"{culprit}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev

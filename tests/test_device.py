@@ -59,7 +59,7 @@ def test_cuda_index_is_checked_against_the_device_count(two_gpus):
 
 
 def test_explicit_cuda_without_cuda_names_the_build(no_cuda):
-    with pytest.raises(TrainingError, match=r"train.device='cuda' but CUDA is not available here \(torch "):
+    with pytest.raises(ConfigError, match=r"train.device='cuda' but CUDA is not available here \(torch "):
         resolve_device("cuda")
     with pytest.raises(ConfigError, match="train.device='tpu': use auto, cpu, cuda or cuda:N"):
         resolve_device("tpu")
