@@ -94,8 +94,11 @@ def test_eval_seconds_sets_the_window_of_model_and_baseline(model_run, mlaad_cor
     assert res["metrics"]["baseline"]["eer"] == pytest.approx(all_pairs_eer(emb, table["system"]), abs=1e-6)
     assert _metrics(out)["metrics"] != score(model_run, mlaad_corpus, out=tmp_path / "default")["metrics"]
     capsys.readouterr()
-    assert main([*args[:-1], str(tmp_path / "bad"), "--eval-seconds", "-1"]) == 2
-    assert "--eval-seconds -1.0 is not a length" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    for bad in ("-1", "1e9", "0.001", "nan"):  # 1e9 asked for petabytes, 0.001 is shorter than one STFT frame
+        assert main([*args[:-1], str(tmp_path / "bad"), "--eval-seconds", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"--eval-seconds {float(bad)!r} is not a window of 0.1 to 600 s" in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "bad").exists()
 
 
 def test_no_train_split_gives_verification_metrics_only(model_run, mlaad_corpus, tmp_path, capsys):

@@ -34,6 +34,7 @@ from sourcetrace.evaluation.openset import openset_metrics
 from sourcetrace.storage import writable_folder
 
 SCORERS = ("model", "baseline")
+MIN_WINDOW_S, MAX_WINDOW_S = 0.1, 600.0  # an evaluation window: a few STFT frames at least, 10 minutes at most
 UNSEEN_SYSTEM_CONDITIONS = ("lang_seen___model_not_seen", "lang_not_seen___model_not_seen")
 
 
@@ -113,8 +114,13 @@ def score(
     from sourcetrace.degrade.render import render_files
 
     root = str(root)
-    if eval_seconds is not None and not (math.isfinite(eval_seconds) and eval_seconds >= 0):
-        raise ConfigError(f"--eval-seconds {eval_seconds!r} is not a length in seconds >= 0 (0 = whole clip)")
+    if eval_seconds is not None and not (
+        math.isfinite(eval_seconds) and (eval_seconds == 0 or MIN_WINDOW_S <= eval_seconds <= MAX_WINDOW_S)
+    ):
+        raise ConfigError(
+            f"--eval-seconds {eval_seconds!r} is not a window of {MIN_WINDOW_S:g} to {MAX_WINDOW_S:g} s "
+            "(0 = whole clip)"
+        )
     if max_clips_per_system < 0:
         raise ConfigError(f"--max-clips-per-system {max_clips_per_system} is negative; 0 scores every clip")
     names = check_names(degrade) if degrade else []
