@@ -183,7 +183,23 @@ def test_damaged_bundles_give_one_clear_error_naming_the_file(moved, clips):
     np.savez(moved / files.SCORER_ARRAYS, **(arrays | {key: np.zeros((arrays[key].shape[0], 7), np.float32)}))
     with pytest.raises(BundleError, match=r"scorer.npz: array .* has shape .*16 dimensions"):
         sourcetrace.load(moved, device="cpu")
+    bad = arrays[key].copy()
+    bad[0, 0] = np.nan  # was traced with exit 0: every clip the same system, score nan
+    np.savez(moved / files.SCORER_ARRAYS, **(arrays | {key: bad}))
+    with pytest.raises(BundleError, match=r"scorer.npz: array .* holds NaN or infinite values"):
+        sourcetrace.load(moved, device="cpu")
     np.savez(moved / files.SCORER_ARRAYS, **arrays)
+    threshold = (moved / files.THRESHOLD).read_text()
+    for value in ("NaN", "-Infinity", "true"):  # nothing could be "unknown"; true is no number
+        (moved / files.THRESHOLD).write_text(json.dumps(json.loads(threshold) | {"value": "X"}).replace('"X"', value))
+        with pytest.raises(BundleError, match=r"threshold.json: 'value' must be a finite number"):
+            sourcetrace.load(moved, device="cpu")
+    (moved / files.THRESHOLD).write_text(threshold)
+    first = arrays[key][0].tolist()
+    enrolled.write_text(json.dumps({"systems": [{"name": "n", "clips": [{"embedding": first[:-1] + [float("nan")]}]}]}))
+    with pytest.raises(BundleError, match="enrolled.json: a clip of 'n' has non-finite embedding values"):
+        sourcetrace.load(moved, device="cpu")
+    enrolled.write_text(json.dumps({"systems": []}))
     (moved / files.THRESHOLD).write_text('{"value": 0.')
     with pytest.raises(BundleError, match="threshold.json: not valid JSON"):
         sourcetrace.load(moved, device="cpu")

@@ -8,6 +8,7 @@ concurrent enrolments all land and the training references can never be damaged.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -63,8 +64,9 @@ class SourceTracer:
         except SourcetraceError as err:
             raise BundleError(f"{self.path / files.CONFIG}: {err}") from None
         self.threshold = files.read_json(self.path, files.THRESHOLD)
-        if not isinstance(self.threshold, dict) or not isinstance(self.threshold.get("value"), (int, float)):
-            raise BundleError(f"{self.path / files.THRESHOLD}: no numeric 'value'")
+        value = self.threshold.get("value") if isinstance(self.threshold, dict) else None
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise BundleError(f"{self.path / files.THRESHOLD}: 'value' must be a finite number, got {value!r}")
         self.known_systems = [
             files.check_name(s, "training system name", strict=False) for s in self.manifest["known_systems"]
         ]
@@ -85,6 +87,8 @@ class SourceTracer:
             raise BundleError(f"{self.path / files.SCORER_JSON}: no scorer 'name'")
         arrays = files.read_npz(self.path, files.SCORER_ARRAYS)
         for key, arr in arrays.items():
+            if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+                raise BundleError(f"{self.path / files.SCORER_ARRAYS}: array {key!r} holds NaN or infinite values")
             if arr.dtype.kind == "f" and arr.ndim == 2 and arr.shape[1] != self.dim:
                 raise BundleError(
                     f"{self.path / files.SCORER_ARRAYS}: array {key!r} has shape {arr.shape}; "
@@ -101,6 +105,10 @@ class SourceTracer:
             files.check_name(entry.get("name"))
             for clip in entry.get("clips", []):
                 emb = clip.get("embedding")
+                if isinstance(emb, list) and not all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in emb
+                ):
+                    raise BundleError(f"{where}: a clip of {entry['name']!r} has non-finite embedding values")
                 if not isinstance(emb, list) or len(emb) != self.dim:
                     raise BundleError(
                         f"{where}: a clip of {entry['name']!r} has an embedding of length "
