@@ -225,6 +225,10 @@ def test_enrol_names_are_validated_and_slashes_are_values(moved, clips, tmp_path
     )
     with pytest.raises(SourcetraceError, match="is not enrolled"):
         tracer.remove("nobody")
+    trained = tracer.known_systems[0]  # merging clips into a training system was silent; --list showed it twice
+    with pytest.raises(SourcetraceError, match=f"{trained!r} is a system the model was trained on"):
+        tracer.enroll(trained, five)
+    assert trained not in [name for name, _ in tracer.enrolled_systems()]
 
 
 def test_bad_clips_are_reported_and_good_ones_still_traced(moved, clips, tmp_path, capsys):

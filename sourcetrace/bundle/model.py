@@ -195,6 +195,11 @@ class SourceTracer:
     def enroll(self, system: str, clips: Sequence[Any], crop: str = embedder.DEFAULT_CROP) -> Enrolment:
         """Add ``system`` (or extend it) from clips; clips already enrolled for it are skipped (no-op)."""
         files.check_name(system)
+        if system in self.known_systems:
+            raise SourcetraceError(
+                f"{system!r} is a system the model was trained on; enrol new clips under another name "
+                "(its training references stay as they are)"
+            )
         clips = as_clips(clips)
         if not clips:
             raise SourcetraceError(f"no clips given to enrol {system!r}")
