@@ -158,3 +158,15 @@ def test_clips_as_they_arrive_are_mixed_down_and_resampled_and_say_so(tmp_path):
         read_as_it_comes(low, 16000, strict=True)
     with pytest.raises(AudioError, match="digital silence"):
         read_as_it_comes(write_tone(tmp_path / "zero.wav", amplitude=0.0), 16000)
+
+
+def test_a_folder_a_device_or_a_pipe_is_not_called_missing(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    for path in (tmp_path, "/dev/zero", fifo):
+        with pytest.raises(AudioError, match="is not a regular file"):
+            load_audio(path)
+    with pytest.raises(AudioError, match="file does not exist"):
+        load_audio(tmp_path / "missing.wav")

@@ -43,7 +43,8 @@ def probe_audio(path: str | os.PathLike) -> AudioInfo:
     """Header read (``soundfile.info``); ``AudioError`` if the file is missing or not audio."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise AudioError(f"{path}: file does not exist")
+        what = "is not a regular file (a folder, a device or a pipe)" if os.path.exists(path) else "file does not exist"
+        raise AudioError(f"{path}: {what}")
     try:
         info = sf.info(path)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
