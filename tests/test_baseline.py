@@ -117,3 +117,17 @@ def test_voxceleb_epoch_matches_the_issue_figures_on_mlaad_like_counts():
     assert voxceleb_epoch_steps(small, 4, 2) <= 29 // 2
     with pytest.raises(ConfigError, match="train.epoch_steps"):
         validate(Config.from_dict({"train.epoch_steps": "vt"}))
+
+
+def test_the_sweep_baseline_reads_the_trials_settings_dev_renderings_and_eval_test(mlaad_corpus, tmp_path, monkeypatch):
+    """The baseline row is scored on the dev the trials score (data.dev_degrade adds renderings of every dev
+    clip) and follows train.eval_test (its Config used to keep only data.* keys, so eval_test was ignored)."""
+    monkeypatch.setenv("SOURCETRACE_CACHE", str(tmp_path / "cache"))
+    base = {"data.root": str(mlaad_corpus), "data.eval_seconds": 2.0, "model.channels": 8}
+    (tmp_path / "clean").mkdir()
+    (tmp_path / "field").mkdir()
+    clean = sweep_baseline(tmp_path / "clean", base)["metrics"]
+    field = sweep_baseline(tmp_path / "field", base | {"data.dev_degrade": "band_8k", "train.eval_test": False})
+    assert field["dev_degrade"] == ["band_8k"] and field["metrics"]["dev_eer"] != clean["dev_eer"]
+    assert "test_eer" in clean and not any(k.startswith("test_") for k in field["metrics"])
+    assert len(list((tmp_path / "cache" / "degraded" / "band_8k").iterdir())) > 0

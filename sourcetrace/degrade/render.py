@@ -141,3 +141,14 @@ def render_files(
     if problems:
         raise _many(problems, len(files))
     return [str(rendered_path(f, name, seed, sample_rate, cache)) for f in files]
+
+
+def with_renderings(table, names: Sequence[str], seed: int = 0, sample_rate: int = 16000):
+    """A protocol table (column ``degradation`` = "clean") followed by a copy per rendering in ``names``, its
+    files the rendered clips (rendered once, cached): a split scored under those conditions too."""
+    import pandas as pd
+
+    parts = [table.assign(degradation="clean")]
+    for name in names:
+        parts.append(table.assign(file=render_files(list(table["file"]), name, seed, sample_rate), degradation=name))
+    return pd.concat(parts, ignore_index=True)

@@ -28,6 +28,8 @@ import torch
 from sourcetrace.config import Config
 from sourcetrace.data.bank import WaveBank
 from sourcetrace.data.protocol import read_checked
+from sourcetrace.degrade import renderings_of
+from sourcetrace.degrade.render import with_renderings
 from sourcetrace.evaluation.conditions import split_metrics
 from sourcetrace.evaluation.openset import openset_metrics
 
@@ -118,15 +120,20 @@ def corpus_baseline(
     train_split: str = "train",
     seconds: float = 6.0,
     sample_rate: int = 16000,
+    renderings: dict[str, list[str]] | None = None,
+    render_seed: int = 0,
 ) -> dict[str, float]:
     """Baseline metrics of a corpus's splits, ``{prefix: split}`` (default dev -> ``dev_*``, eval -> ``test_*``),
-    with the open-set references from ``train_split``."""
+    with the open-set references from ``train_split``; ``renderings`` {prefix: names} adds those renderings
+    of a split's clips to it (``data.dev_degrade``)."""
 
     splits = splits or {"dev": "dev", "test": "eval"}
     proto = read_checked(root, protocol, (train_split, *splits.values()))
     metrics: dict[str, float] = {}
     for prefix, split in splits.items():
         t = proto.tables[split]
+        if (renderings or {}).get(prefix):  # scored as the trials score it: clean clips and their renderings
+            t = with_renderings(t, renderings[prefix], render_seed, sample_rate)
         metrics.update(table_baseline(prefix, t, proto.tables[train_split], proto.known_systems, seconds, sample_rate))
     return metrics
 
@@ -141,22 +148,26 @@ def sweep_baseline(exp_dir, base: dict, tracking_uri: str | None = None, experim
     path = Path(exp_dir) / BASELINE_FILE
     if path.is_file():
         return json.loads(path.read_text())
-    cfg = Config.from_dict({k: v for k, v in base.items() if k.startswith("data.")})
+    cfg = Config.from_dict(base)  # the trials' settings: data.*, train.eval_test, the renderings' seed
     splits = {"dev": cfg.data.dev_split} | ({"test": cfg.data.test_split} if cfg.train.eval_test else {})
+    d = cfg.data
+    dev_degrade = renderings_of(d.dev_degrade, "data.dev_degrade") if d.dev_degrade else []
     metrics = corpus_baseline(
-        cfg.data.root,
-        cfg.data.protocol or None,
+        d.root,
+        d.protocol or None,
         splits,
-        cfg.data.train_split,
-        cfg.data.eval_seconds,
-        cfg.data.sample_rate,
+        d.train_split,
+        d.eval_seconds,
+        d.sample_rate,
+        {"dev": dev_degrade},
+        cfg.augment.seed,
     )
     record = {
         "name": NAME,
-        "eval_seconds": cfg.data.eval_seconds,
+        "eval_seconds": d.eval_seconds,
         "standardised_on": "scored split",
         "metrics": metrics,
-    }
+    } | ({"dev_degrade": dev_degrade} if dev_degrade else {})
     if tracking_uri and experiment:
         from sourcetrace.tracking.store import log_reference_run
 

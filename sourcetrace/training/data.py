@@ -19,6 +19,7 @@ from sourcetrace.config import Config
 from sourcetrace.data.bank import WaveBank, probe_headers
 from sourcetrace.data.protocol import Protocol, read_protocol, require_files
 from sourcetrace.degrade import renderings_of
+from sourcetrace.degrade.render import with_renderings
 from sourcetrace.errors import AudioError, ProtocolError, first_lines
 from sourcetrace.validation import validate
 
@@ -103,18 +104,6 @@ def read_tables(cfg: Config) -> tuple[Protocol, dict[str, pd.DataFrame]]:
     return protocol, tables
 
 
-def with_renderings(table: pd.DataFrame, names: list[str], cfg: Config) -> pd.DataFrame:
-    """``table`` (column ``degradation`` = "clean") followed by a copy per rendering, its files the rendered
-    clips (rendered once, cached: ``degrade.render``)."""
-    from sourcetrace.degrade.render import render_files
-
-    parts = [table.assign(degradation="clean")]
-    for name in names:
-        rendered = render_files(list(table["file"]), name, cfg.augment.seed, cfg.data.sample_rate)
-        parts.append(table.assign(file=rendered, degradation=name))
-    return pd.concat(parts, ignore_index=True)
-
-
 def _prepare(cfg: Config) -> TrialData:
     d = cfg.data
     protocol, tables = read_tables(cfg)
@@ -137,7 +126,7 @@ def _prepare(cfg: Config) -> TrialData:
         headers[d.train_split] = [found[i] for i in keep]
     if d.dev_degrade:
         names = renderings_of(d.dev_degrade, "data.dev_degrade")
-        tables[d.dev_split] = with_renderings(tables[d.dev_split], names, cfg)
+        tables[d.dev_split] = with_renderings(tables[d.dev_split], names, cfg.augment.seed, d.sample_rate)
     cache = os.environ.get("SOURCETRACE_CACHE") or None
     splits = {
         split: SplitData(
