@@ -237,6 +237,14 @@ def test_the_demo_smoke_sweep_hands_over_and_logs_the_fusion_of_its_front_ends(t
         out.stdout
     )
     assert "best model bundle:" in out.stdout and "(fusion: front=log-mel" in out.stdout
+    # the field check of what it hands over: eval clean and under the smoke's conditions, beside the baseline
+    assert "field check of the model handed over (fusion: front=log-mel" in out.stdout
+    assert "field verdict: the model" in out.stdout and "note: a seeded sample of at most 4 clips per system" in (
+        out.stdout
+    )
+    field = json.loads((exp / "report" / "field" / "metrics.json").read_text())
+    assert set(field["degraded"]) == {"gain", "short_1s"} and field["split"] == "eval"
+    assert json.loads((exp / "baseline.json").read_text())["dev_degrade"] == ["band_8k"]  # the trials' dev
     manifest = json.loads((exp / "best_model" / files.MANIFEST).read_text())
     assert manifest["model"] == "fusion" and resolve_model(exp).checkpoint == exp / "fusion"
     import pandas as pd

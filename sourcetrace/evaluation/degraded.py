@@ -91,7 +91,7 @@ def format_field(result: dict[str, Any]) -> str:
     and is its worst degraded EER within twice its clean EER?"""
     summ = summary(result)
     model, base = columns(result, "model"), columns(result, "baseline")
-    width = max(12, *(len(n) + 2 for n in model))
+    width = max(16, *(len(n) + 2 for n in model))  # 'worst degraded' and chain names keep their columns
     lines = [
         f"{result['split']} split, {result['n_clips']} clips; all-pairs EER %",
         f"  {'condition':<{width}}{'model':>9}{'baseline':>10}",
