@@ -3,7 +3,7 @@
 Four trials of the narrow Thin-ResNet-34 (model.channels=8, log-Mel without instance norm, rows-kept
 attentive-statistics head: ~55 clips/s on one idle core) with Angular Prototypical (balanced 12 classes x 2
 clips, lr 2e-3, 2 warm-up epochs): two front ends x two embedding sizes, two at a time (one core each).
-The front ends fail in opposite places (benchmarks/README.md, "Front end and head"): the plain log-Mel
+The front ends fail in opposite places (docs/lab-notes.md, "Front end and head"): the plain log-Mel
 model wins outside the corpus but loses the unseen-language, unseen-system cell, which the featureless
 baseline's MFCC means win; with per-band log-Mel statistics, random band EQ and SpecAugment masks, the
 model wins that cell but loses outside the corpus. Their cosine scores averaged win both.
