@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -88,14 +88,40 @@ trials = pd.read_parquet(report / "trials.parquet")
 cells = pd.read_parquet(report / "table1_cells.parquet")
 comparison = pd.read_parquet(report / "comparison.parquet") if (report / "comparison.parquet").is_file() else None
 per_trial = trials.drop_duplicates("trial_id")
+
+
+def run_labels(per_trial: pd.DataFrame) -> dict:
+    """trial id -> a label from the values of the keys the sweep varied (its SPACE), in the form of the MLflow
+    run names: ``front=log-mel+bands/d50/s0`` in the demo, ``ge2e/balanced/d10/s2`` in Table 1."""
+    sizes = ("param:model.embedding_dim", "param:train.seed")
+    swept = [
+        c for c in per_trial if c.startswith("param:") and c not in sizes and per_trial[c].astype(str).nunique() > 1
+    ]
+    out = {}
+    for _, r in per_trial.iterrows():
+        keys = [c.removeprefix("param:") for c in swept]
+        parts = [
+            str(r[f"param:{k}"])
+            if k in ("recipe", "bundle") or k.endswith(".name")
+            else f"{k.split('.')[-1]}={r[f'param:{k}']}"
+            for k in keys
+        ]
+        out[r["trial_id"]] = "/".join(parts + [f"d{r['dim']}", f"s{r['seed']}"])
+    return out
+
+
+labels = run_labels(per_trial)
+trials["label"] = trials["trial_id"].map(labels)
+per_trial = trials.drop_duplicates("trial_id")
 print(f"report: {report}")
 print(f"{len(per_trial)} trials:", per_trial["status"].value_counts().to_dict())
 
 # %% [markdown]
 # ## Table 1 (EER %, dev and test)
 # Each trial contributes its best evaluation (lowest dev EER); a cell is the mean over seeds, ± the 95 %
-# confidence interval when it has two or more. The best of each column is in **bold**; the featureless
-# baseline (per clip MFCC statistics, no training) is the last row, in italics.
+# confidence interval when it has two or more. The best of each column is in **bold**. The sweep's fusion
+# (when it made one) and the featureless baseline (per clip MFCC statistics, no training; last row, in
+# italics) have no embedding size of their own: their EER sits in each split's "—" column.
 
 # %%
 ROWS = ["backbone", "loss", "sampler", "variant"]
@@ -107,13 +133,23 @@ def cell_text(c: pd.Series) -> str:
     return f"{c['eer_mean']:.2f}" + (f" ± {c['eer_ci95']:.2f}" if c["n"] > 1 and np.isfinite(c["eer_ci95"]) else "")
 
 
+def without_size(backbone) -> bool:
+    """Rows that have no embedding size of their own: the featureless baseline and the sweep's fusion."""
+    return backbone == BASELINE or str(backbone).startswith("fusion")
+
+
 def styled_table(cells: pd.DataFrame, caption: str):
-    """Rows backbone/loss/sampler(/variant), columns split x embedding size; best per column bold."""
+    """Rows backbone/loss/sampler(/variant), columns split x embedding size, best per column bold; the baseline
+    and the fusion have no size: each is one row with its value in the split's "—" column (baseline last)."""
     cells = cells.assign(text=cells.apply(cell_text, axis=1))
-    wide = cells.pivot(index=ROWS, columns=["split", "dim"], values=["eer_mean", "text"])
-    order = sorted(wide.index, key=lambda key: (key[0] == BASELINE, key))
+    fixed = cells["backbone"].map(without_size)
+    cells["size"] = cells["dim"].astype(str).where(~fixed, "—")
+    cells = cells.drop_duplicates(ROWS + ["split", "size"])
+    wide = cells.pivot(index=ROWS, columns=["split", "size"], values=["eer_mean", "text"])
+    order = sorted(wide.index, key=lambda key: (key[0] == BASELINE, without_size(key[0]), key))
     means, texts = wide["eer_mean"].loc[order].astype(float), wide["text"].loc[order].fillna("")
-    columns = [(s, d) for s in ("dev", "test") for d in sorted(cells["dim"].unique()) if (s, d) in texts.columns]
+    sizes = sorted(cells.loc[~fixed, "size"].unique(), key=int) + (["—"] if fixed.any() else [])
+    columns = [(s, d) for s in ("dev", "test") for d in sizes if (s, d) in texts.columns]
     means, texts = means[columns], texts[columns]
     best = (means.eq(means.min(axis=0)) & means.notna()).to_numpy()
     baseline = np.array([key[0] == BASELINE for key in order])[:, None]
@@ -129,11 +165,18 @@ def styled_table(cells: pd.DataFrame, caption: str):
 styled_table(cells, "Table 1: EER % at each trial's best dev evaluation (mean ± 95 % CI over seeds)")
 
 # %% [markdown]
-# Trials that did not run their full budget (stopped by ASHA, failed, interrupted) are listed here,
-# never dropped: their cells use the best evaluation they reached.
+# Trials that did not run their full budget (stopped early by the sweep's scheduler, failed, interrupted)
+# are listed here, never dropped: their cells use the best evaluation they reached. The scheduler is the one
+# the sweep file's `TUNE` named (printed below when the sweep's folder is beside the report).
 
 # %%
-per_trial.loc[per_trial["status"] != "finished", ["trial_name", "loss", "sampler", "dim", "status", "stop_reason"]]
+sweep_record = report.parent / RECORD
+if sweep_record.is_file():
+    import json
+
+    tune_settings = json.loads(sweep_record.read_text()).get("tune", {})
+    print(f"scheduler: {tune_settings.get('scheduler', 'unknown')}")
+per_trial.loc[per_trial["status"] != "finished", ["label", "status", "stop_reason"]]
 
 # %% [markdown]
 # ## Per condition
@@ -170,24 +213,26 @@ comparison.drop(columns=["checkpoint"]).round(2) if comparison is not None else 
 
 # %% [markdown]
 # ## Learning curves
-# Dev and test EER at every evaluation of every trial (the per-epoch metrics the trials reported to Tune);
-# the circle is the evaluation the trial contributes to Table 1.
+# Dev and test EER at every evaluation of every trial (the per-epoch metrics the trials reported to Tune),
+# one colour per run (its label is built from the keys the sweep varied, as its MLflow run name is); the
+# circle is the evaluation the trial contributes to Table 1.
 
 # %%
 evals = trials.dropna(subset=["epoch"]).sort_values(["trial_id", "epoch"])
+run_order = sorted(labels.values())
+colour = {label: plt.cm.tab20(i % 20) if len(run_order) > 10 else f"C{i}" for i, label in enumerate(run_order)}
 fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
-losses = sorted(evals["loss"].unique())
-colour = {loss: f"C{i}" for i, loss in enumerate(losses)}
 for ax, split in zip(axes, ("dev", "test")):
     for _, g in evals.groupby("trial_id"):
-        if f"{split}_eer" not in g or g[f"{split}_eer"].isna().all():
+        g = g.dropna(subset=[f"{split}_eer"]) if f"{split}_eer" in g else g.iloc[:0]
+        if g.empty:  # test EER is measured at fewer epochs than dev: drawn through the epochs it has
             continue
-        first = g.iloc[0]
-        ax.plot(g["epoch"], g[f"{split}_eer"], ".-", color=colour[first["loss"]], alpha=0.8, lw=1)
-        ax.plot(g.loc[g["best"], "epoch"], g.loc[g["best"], f"{split}_eer"], "o", color=colour[first["loss"]])
+        label = g["label"].iloc[0]
+        ax.plot(g["epoch"], g[f"{split}_eer"], ".-", color=colour[label], alpha=0.8, lw=1, label=label)
+        ax.plot(g.loc[g["best"], "epoch"], g.loc[g["best"], f"{split}_eer"], "o", color=colour[label])
     ax.set(xlabel="epoch", title=f"{split} EER %")
 axes[0].set_ylabel("EER %")
-axes[1].legend([plt.Line2D([], [], color=colour[x]) for x in losses], losses, fontsize=8)
+axes[1].legend(fontsize=7, loc="best")
 fig.tight_layout()
 save(fig, "learning_curves.png")
 
@@ -201,14 +246,13 @@ if (experiment / RECORD).is_file():
     from ray.tune import ExperimentAnalysis
 
     epochs = ExperimentAnalysis(str(experiment)).trial_dataframes  # trial id -> one row per reported epoch
-    fig, axes = plt.subplots(1, len(losses), figsize=(5 * len(losses), 3.5), squeeze=False)
-    for ax, loss in zip(axes[0], losses):
-        for trial in per_trial[per_trial["loss"] == loss].itertuples():
-            frame = epochs.get(trial.trial_id)
-            if frame is not None and "train_loss" in frame:
-                ax.plot(frame["epoch"], frame["train_loss"], ".-", lw=1, label=f"d{trial.dim} s{trial.seed}")
-        ax.set(xlabel="epoch", ylabel="training loss", title=loss)
-        ax.legend(fontsize=7)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for trial in per_trial.itertuples():
+        frame = epochs.get(trial.trial_id)
+        if frame is not None and "train_loss" in frame:
+            ax.plot(frame["epoch"], frame["train_loss"], ".-", lw=1, color=colour[trial.label], label=trial.label)
+    ax.set(xlabel="epoch", ylabel="training loss", title="training loss (each loss has its own scale)")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     save(fig, "training_loss.png")
 else:
@@ -218,14 +262,27 @@ else:
 # ## EER vs embedding size, per loss and sampler (error bars: 95 % CI over seeds)
 
 # %%
-models = cells[cells["backbone"] != BASELINE].copy()
+models = cells[~cells["backbone"].map(without_size)].copy()
 models["row"] = models["backbone"] + " | " + models["loss"] + " | " + models["sampler"]
 models["row"] += np.where(models["variant"] != "", " | " + models["variant"].str.slice(0, 30), "")
+fused = cells[cells["backbone"].str.startswith("fusion")]
+fusion_file = report.parent / "fusion" / "fusion.json"
+fusion_size = None  # the fusion's embedding: its members' embeddings side by side
+if len(fused) and fusion_file.is_file():
+    import json
+
+    member_trials = json.loads(fusion_file.read_text()).get("trials", [])
+    member_dims = per_trial.set_index("trial_name")["dim"].reindex(member_trials)
+    fusion_size = int(member_dims.sum()) if member_dims.notna().all() and len(member_dims) else None
 fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
 for ax, split in zip(axes, ("dev", "test")):
     for label, g in models[models["split"] == split].groupby("row"):
         g = g.sort_values("dim")
         ax.errorbar(g["dim"], g["eer_mean"], yerr=g["eer_ci95"].fillna(0), marker="o", capsize=3, label=label)
+    f = fused[fused["split"] == split]
+    if len(f):  # one model, one point: at its concatenated size when the fusion's record says it
+        x = fusion_size or models["dim"].max() * 2
+        ax.plot([x], [f["eer_mean"].iloc[0]], "*", ms=14, color="k", label=f"{f['backbone'].iloc[0]} ({x}-d)")
     base = cells[(cells["backbone"] == BASELINE) & (cells["split"] == split)]
     if len(base):
         ax.axhline(base["eer_mean"].iloc[0], color="k", ls="--", lw=1, label="featureless baseline")
@@ -243,19 +300,21 @@ save(fig, "eer_vs_dim.png")
 # %%
 best = trials[trials["best"]].dropna(subset=["dev_eer", "test_eer"])
 fig, ax = plt.subplots(figsize=(5, 5))
-for loss, g in best.groupby("loss"):
-    ax.scatter(g["dev_eer"], g["test_eer"], label=loss, color=colour.get(loss))
+for label, g in best.groupby("label"):
+    ax.scatter(g["dev_eer"], g["test_eer"], label=label, color=colour.get(label))
 lim = [0, max(1.0, float(np.nanmax(best[["dev_eer", "test_eer"]].to_numpy())) * 1.1)] if len(best) else [0, 1]
 ax.plot(lim, lim, "k--", lw=1)
 ax.set(xlim=lim, ylim=lim, xlabel="dev EER %", ylabel="test EER %")
-ax.legend()
+ax.legend(fontsize=7)
 fig.tight_layout()
 save(fig, "dev_vs_test.png")
 
 # %% [markdown]
 # ## Against the paper's Table 1 (Koutsianos et al., Interspeech 2025)
-# The cells the paper's text and design notes give (EER %). Our numbers come from whatever budget
-# this sweep had: a smoke or demo sweep is far from the paper's 300 GPU epochs.
+# The cells the paper's text and design notes give (EER %), beside this sweep's cell of the same recipe.
+# When this sweep ran none of them (the demo sweeps front ends with Angular Prototypical), the committed
+# run of the paper's recipes (`analysis/results/findings_cpu`, the narrow Thin-ResNet at 150 optimiser steps
+# on the `full` corpus) stands in, and the table says which. Either is far from the paper's 300 GPU epochs.
 
 # %%
 PAPER = pd.DataFrame(
@@ -268,8 +327,19 @@ PAPER = pd.DataFrame(
     columns=["backbone", "loss", "sampler", "split", "dim", "paper_eer"],
 )
 PAPER_AASIST_AAM_RANDOM_BEST_DEV = 4.49  # best dev EER over the embedding sizes
-ours = cells[cells["variant"] == ""][["backbone", "loss", "sampler", "split", "dim", "eer_mean", "eer_ci95", "n"]]
-paper = PAPER.merge(ours, on=["backbone", "loss", "sampler", "split", "dim"], how="left")
+CELL = ["backbone", "loss", "sampler", "split", "dim"]
+FINDINGS_CPU = "analysis/results/findings_cpu"
+
+
+def paper_cells(cells: pd.DataFrame, source: str) -> pd.DataFrame:
+    ours = cells[cells["variant"] == ""][CELL + ["eer_mean", "eer_ci95", "n"]].assign(ours_from=source)
+    return PAPER.merge(ours, on=CELL, how="left")
+
+
+paper = paper_cells(cells, "this sweep")
+if paper["eer_mean"].isna().all() and (resolve(FINDINGS_CPU) / "table1_cells.parquet").is_file():
+    paper = paper_cells(pd.read_parquet(resolve(FINDINGS_CPU) / "table1_cells.parquet"), FINDINGS_CPU)
+    print(f"this sweep has none of the paper's cells: ours come from {FINDINGS_CPU}")
 paper["difference"] = paper["eer_mean"] - paper["paper_eer"]
 aasist = cells[
     (cells["backbone"] == "w2v2_aasist")

@@ -71,13 +71,17 @@ def test_notebook_runs_from_its_folder_on_a_report(report, tmp_path, monkeypatch
     text = outputs(nb)
     # Table 1: mean ± CI over the two AAM seeds (best dev evaluations 10 and 11), best of each column bold.
     assert "10.50 ± 6.35" in text and "8.00" in text and "failed" in text
-    # Rows: aamsoftmax, ge2e, baseline (last); columns dev@10, dev@50, test@10, test@50. The best of each
-    # column: ge2e's dev@10, and the baseline elsewhere (test 4.25 beats both; nothing else has a dim-50 cell).
+    # Rows: aamsoftmax, ge2e, baseline (last); columns dev@10, dev@50, dev@—, test@10, test@50, test@—. The
+    # baseline has no embedding size: its values sit in the "—" columns only, never in a size column. The best
+    # of each column: ge2e's dev@10 and test@10; nothing has a dim-50 EER (that trial failed).
     table1 = next(h for h in html(nb) if "Table 1: EER %" in h)
-    assert bold_cells(table1) == {"row1_col0", "row2_col1", "row2_col2", "row2_col3"}
+    assert bold_cells(table1) == {"row1_col0", "row1_col3", "row2_col2", "row2_col5"}
+    assert table1.count("18.50") == 1 and table1.count("4.25") == 1
     assert "18.50" in table1 and "font-style: italic;" in table1  # the baseline's row
     assert f"{C}: EER %" in text and "17.00" in text  # per-condition table with the baseline's cell
-    assert "paper_eer" in text
+    assert "paper_eer" in text and "this sweep" in text  # the paper's GE2E cell at 10-d, from this sweep
+    # Runs are named from the keys the sweep varied (as their MLflow runs are): the failed trial's row.
+    assert "ge2e/balanced/d50/s0" in text
     assert "no training-loss curves" in text  # the report was written apart from its experiment (--out)
     for name in ("learning_curves.png", "eer_vs_dim.png", "dev_vs_test.png"):
         assert (figures / name).stat().st_size > 1000
