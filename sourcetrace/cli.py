@@ -260,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="score a seeded sample of at most N clips per system (0 = all)",
     )
+    ev.add_argument(
+        "--bootstrap",
+        type=int,
+        default=500,
+        metavar="N",
+        help="resamples of the paired bootstrap that gives each model-vs-baseline EER difference its 95 %% "
+        "interval over systems and clips (0 = none; verdicts then read point estimates)",
+    )
     ev.add_argument("--out", default=None, help="output folder (default: MODEL/evaluate_<corpus>_<split>)")
 
     tr = _command(

@@ -300,10 +300,19 @@ def test_everyday_conditions_and_short_windows_through_score(model_run, mlaad_co
         assert s["worst"] == max(eers, key=eers.get) and s["worst_eer"] == eers[s["worst"]]
         assert f"worst: {s['worst']} ({s['worst_eer']:.2f}%)" in printed
     wins = res["degraded_summary"]["model_beats_baseline"]
-    assert set(wins) == {n for n in names if d[n]["model"]["eer"] < d[n]["baseline"]["eer"]}
+    intervals = res["intervals"]  # a win is a whole 95 % interval below zero, not a lower point estimate
+    assert set(intervals) == {"clean", *names}
+    for name in ["clean", *names]:
+        iv = intervals[name]["all"]
+        m, b = (clean if name == "clean" else d[name])["model"], (clean if name == "clean" else d[name])["baseline"]
+        assert iv["diff"] == pytest.approx(m["eer"] - b["eer"]) and iv["lo"] <= iv["hi"]
+        assert iv["n_clips"] == 16 and iv["n_systems"] == 4 and iv["n_boot"] > 0
+    assert set(wins) == {n for n in names if intervals[n]["all"]["verdict"] == "beats"}
+    assert all(d[n]["model"]["eer"] < d[n]["baseline"]["eer"] for n in wins)
     assert sorted(wins + res["degraded_summary"]["model_not_better"]) == sorted(names)
     assert set(wins) == set(summary(res)["model_beats_baseline"])
-    assert f"the model beats the baseline (lower EER) on {len(wins)} of {len(names)} conditions" in printed
+    assert f"(lower EER, by 95 % bootstrap intervals) on {len(wins)} of {len(names)} conditions" in printed
+    assert "95 % bootstrap interval over systems and clips" in printed  # the clean verdict line
     assert "mean degraded - clean EER" in printed  # the existing lines stay
     long = pd.read_parquet(tmp_path / "o" / "metrics.parquet")
     assert set(long["degradation"]) == {"clean", *names}

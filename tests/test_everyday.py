@@ -151,7 +151,10 @@ def test_summary_gives_mean_and_worst_per_scorer_and_where_the_model_wins():
     text = format_degraded(res)
     assert "mean degraded - clean EER: +11.00 pp" in text
     assert "mean EER over the 3 degraded conditions: 21.00%; worst: amr_nb+replay (30.00%)" in text
-    assert "the model beats the baseline (lower EER) on 1 of 3 conditions; not on: amr_nb+replay, short_1s" in text
+    assert (
+        "the model beats the baseline (lower EER, by point estimates) on 1 of 3 conditions; "
+        "not on: amr_nb+replay, short_1s" in text
+    )
     header = next(line for line in text.splitlines() if line.strip().startswith("metric"))
     assert header.endswith("      gain  amr_nb+replay  short_1s")  # long names keep their columns apart
 
@@ -167,11 +170,22 @@ def test_the_field_table_sets_every_condition_beside_the_baseline_with_mean_wors
     }
     assert lines[6].split()[-2:] == ["30.00", "25.00"] and "(worst: model amr_nb+replay" in lines[7]
     assert lines[-1] == (
-        "field verdict: the model does NOT beat the baseline on: amr_nb+replay; worst degraded / clean EER = 3.0x"
+        "field verdict (point estimates): the model does NOT clearly beat the baseline on: amr_nb+replay; "
+        "worst degraded / clean EER = 3.0x"
     )
     won = _fake_result({"gain": 12.0}, {"gain": 22.0}) | {"split": "eval", "n_clips": 40}
     assert format_field(won).splitlines()[-1] == (
-        "field verdict: the model BEATS the baseline on every condition; worst degraded / clean EER = 1.2x"
+        "field verdict (point estimates): the model BEATS the baseline on every condition; "
+        "worst degraded / clean EER = 1.2x"
+    )
+    # With intervals, a lower point estimate is not enough: gain's interval crosses zero.
+    iv = {"clean": (-10.0, -14.0, -6.0, "beats"), "gain": (-10.0, -20.0, 1.0, "cannot tell")}
+    won["intervals"] = {n: {"all": dict(zip(("diff", "lo", "hi", "verdict"), v))} for n, v in iv.items()}
+    text = format_field(won).splitlines()
+    assert text[2].split()[-4:] == ["-10.00", "[-14.00,", "-6.00]", "beats"]
+    assert text[-1] == (
+        "field verdict (95 % bootstrap intervals): the model does NOT clearly beat the baseline on: gain; "
+        "worst degraded / clean EER = 1.2x"
     )
 
 

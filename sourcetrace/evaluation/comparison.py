@@ -94,9 +94,13 @@ def verdict_line(comparison: pd.DataFrame) -> str:
         return "verdict: no test-split scores to compare (train.eval_test=false?)"
     lost = test.loc[~test["model_wins"], "condition"].tolist()
     names = ", ".join(test["condition"])
+    said = "point estimates; `sourcetrace evaluate` and the field check give 95 % intervals"
     if not lost:
-        return f"verdict: the model handed over BEATS the baseline on eval ({names})"
-    return f"verdict: the model handed over does NOT beat the baseline on eval: {', '.join(lost)} (compared: {names})"
+        return f"verdict: the model handed over BEATS the baseline on eval ({names}; {said})"
+    return (
+        f"verdict: the model handed over does NOT beat the baseline on eval: {', '.join(lost)} "
+        f"(compared: {names}; {said})"
+    )
 
 
 def format_comparison(comparison: pd.DataFrame) -> str:

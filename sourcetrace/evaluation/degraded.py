@@ -46,12 +46,27 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
             "worst_eer": values[worst] if worst is not None else float("nan"),
         }
     names = list(eers["model"])
-    beats = [n for n in names if n in eers["baseline"] and eers["model"][n] < eers["baseline"][n]]
+    beats = [n for n in names if n in eers["baseline"] and wins(result, n, eers["model"][n], eers["baseline"][n])]
     return out | {
         "n_conditions": len(names),
         "model_beats_baseline": beats,
         "model_not_better": [n for n in names if n not in beats],
+        "decided_by": "95 % bootstrap intervals" if result.get("intervals") else "point estimates",
     }
+
+
+def interval_of(result: dict[str, Any], name: str) -> dict | None:
+    """The bootstrap interval of model - baseline EER (overall) under condition ``name`` ('clean' or a degradation)."""
+    return result.get("intervals", {}).get(name, {}).get("all")
+
+
+def wins(result: dict[str, Any], name: str, model_eer: float, baseline_eer: float) -> bool:
+    """The model beats the baseline under ``name``: its whole interval below zero when the result has intervals,
+    else a lower point estimate."""
+    iv = interval_of(result, name)
+    if result.get("intervals"):
+        return iv is not None and iv["verdict"] == "beats"
+    return model_eer < baseline_eer
 
 
 def format_degraded(result: dict[str, Any]) -> str:
@@ -79,8 +94,8 @@ def format_degraded(result: dict[str, Any]) -> str:
         lost = summ["model_not_better"]
         tail = f"; not on: {', '.join(lost)}" if lost else " (all of them)"
         lines.append(
-            f"degraded: the model beats the baseline (lower EER) on {len(summ['model_beats_baseline'])} of "
-            f"{summ['n_conditions']} conditions{tail}"
+            f"degraded: the model beats the baseline (lower EER, by {summ['decided_by']}) on "
+            f"{len(summ['model_beats_baseline'])} of {summ['n_conditions']} conditions{tail}"
         )
     return "\n".join(lines)
 
@@ -92,23 +107,31 @@ def format_field(result: dict[str, Any]) -> str:
     summ = summary(result)
     model, base = columns(result, "model"), columns(result, "baseline")
     width = max(16, *(len(n) + 2 for n in model))  # 'worst degraded' and chain names keep their columns
+    have = bool(result.get("intervals"))
     lines = [
-        f"{result['split']} split, {result['n_clips']} clips; all-pairs EER %",
-        f"  {'condition':<{width}}{'model':>9}{'baseline':>10}",
+        f"{result['split']} split, {result['n_clips']} clips; all-pairs EER %"
+        + ("; model - baseline with its 95 % bootstrap interval over systems and clips" if have else ""),
+        f"  {'condition':<{width}}{'model':>9}{'baseline':>10}" + ("   model - baseline" if have else ""),
     ]
     for name in model:
         b = base.get(name, {}).get("eer", float("nan"))
-        lines.append(f"  {name:<{width}}{model[name]['eer']:>9.2f}{b:>10.2f}")
+        iv = interval_of(result, name)
+        said = f"   {iv['diff']:+.2f} [{iv['lo']:+.2f}, {iv['hi']:+.2f}] {iv['verdict']}" if iv else ""
+        lines.append(f"  {name:<{width}}{model[name]['eer']:>9.2f}{b:>10.2f}{said}")
     m, b = summ["model"], summ["baseline"]
     lines.append(f"  {'mean degraded':<{width}}{m['mean_eer']:>9.2f}{b['mean_eer']:>10.2f}")
     lines.append(f"  {'worst degraded':<{width}}{m['worst_eer']:>9.2f}{b['worst_eer']:>10.2f}")
     lines.append(f"  (worst: model {m['worst']}, baseline {b['worst']})")
     clean = model["clean"]["eer"]
     ratio = m["worst_eer"] / clean if clean > 0 else float("inf")
-    wins = ["clean"] * (model["clean"]["eer"] < base["clean"]["eer"]) + summ["model_beats_baseline"]
-    losses = [n for n in model if n not in wins]
+    won = ["clean"] * wins(result, "clean", model["clean"]["eer"], base["clean"]["eer"]) + summ["model_beats_baseline"]
+    losses = [n for n in model if n not in won]
     verdict = (
-        "BEATS the baseline on every condition" if not losses else f"does NOT beat the baseline on: {', '.join(losses)}"
+        "BEATS the baseline on every condition"
+        if not losses
+        else f"does NOT clearly beat the baseline on: {', '.join(losses)}"
     )
-    lines.append(f"field verdict: the model {verdict}; worst degraded / clean EER = {ratio:.1f}x")
+    lines.append(
+        f"field verdict ({summ['decided_by']}): the model {verdict}; worst degraded / clean EER = {ratio:.1f}x"
+    )
     return "\n".join(lines)

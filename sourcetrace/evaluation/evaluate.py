@@ -27,6 +27,7 @@ from sourcetrace.degrade.codecs import require
 from sourcetrace.device import autocast_dtype, flag_device
 from sourcetrace.errors import ConfigError, ProtocolError, SourcetraceError
 from sourcetrace.evaluation.baseline import clip_features, standardise
+from sourcetrace.evaluation.bootstrap import MARGIN_PP, N_BOOT, interval
 from sourcetrace.evaluation.conditions import split_metrics
 from sourcetrace.evaluation.degraded import format_degraded, summary
 from sourcetrace.evaluation.embed import embed_waves
@@ -93,8 +94,13 @@ def score(
     degrade_seed: int = 0,
     eval_seconds: float | None = None,
     max_clips_per_system: int = 0,
+    n_boot: int = N_BOOT,
 ) -> dict[str, Any]:
     """Score the model and the baseline on ``split`` of the corpus at ``root``; write metrics.json/.parquet.
+
+    Every model-vs-baseline EER difference (overall and on the unseen-system conditions, clean and under each
+    degradation) gets a paired bootstrap 95 % interval over systems and clips within them (``n_boot``
+    resamples, ``evaluation/bootstrap.py``; 0: none), stored under ``intervals``; the verdicts read them.
 
     ``max_clips_per_system`` k > 0 scores a seeded sample of at most k clips of each system of the split (the
     same clips every time), for a quicker check; 0 scores them all.
@@ -121,6 +127,8 @@ def score(
             f"--eval-seconds {eval_seconds!r} is not a window of {MIN_WINDOW_S:g} to {MAX_WINDOW_S:g} s "
             "(0 = whole clip)"
         )
+    if n_boot < 0:
+        raise ConfigError(f"--bootstrap {n_boot} is negative; 0 computes no interval")
     if max_clips_per_system < 0:
         raise ConfigError(f"--max-clips-per-system {max_clips_per_system} is negative; 0 scores every clip")
     names = check_names(degrade) if degrade else []
@@ -148,16 +156,22 @@ def score(
     )
     raw_train = clip_features(banks["train"], seconds, sr) if train is not None else None
 
-    def measure(bank, window: float) -> dict[str, dict[str, float]]:
+    intervals: dict[str, dict[str, dict]] = {}
+
+    def measure(bank, window: float, name: str = "clean") -> dict[str, dict[str, float]]:
         """Model and baseline metrics of the split's clips in ``bank`` embedded with a centred ``window`` (s),
-        references from the clean train split (``seconds``)."""
+        references from the clean train split (``seconds``); the paired bootstrap interval of their EER
+        difference goes to ``intervals[name]``."""
         model_emb = {"split": embed_waves(loaded.model, bank, window, batch_size, dev, sr, amp), "train": model_train}
         raw = clip_features(bank, window, sr)
         base_emb = {"split": standardise(raw), "train": None if train is None else standardise(raw_train, raw)}
-        return {
+        out = {
             "model": _metrics(model_emb, table, train, source != "none"),
             "baseline": _metrics(base_emb, table, train, source != "none"),  # z-scored on the scored split
         }
+        if n_boot:
+            intervals[name] = eer_intervals(model_emb["split"], base_emb["split"], table, out, n_boot)
+        return out
 
     metrics = measure(banks["split"], seconds)
     degraded, windows, kept = {}, {}, {}
@@ -174,7 +188,7 @@ def score(
                 kept[chain] = bank
         if window is not None:
             windows[name] = window
-        degraded[name] = measure(bank, seconds if window is None else window)
+        degraded[name] = measure(bank, seconds if window is None else window, name)
     out.mkdir(parents=True, exist_ok=True)
     result = {
         "model": str(loaded.path),
@@ -187,6 +201,9 @@ def score(
         "notes": notes,
         "metrics": metrics,
     }
+    if intervals:
+        result["intervals"] = intervals
+        result["bootstrap"] = {"n_boot": n_boot, "margin_pp": MARGIN_PP, "over": "systems, then clips within them"}
     if names:
         result |= {"degraded": degraded, "degrade_seed": degrade_seed, "degrade_windows": windows}
         result["degraded_summary"] = summary(result)
@@ -223,15 +240,50 @@ def long_table(metrics: dict[str, dict[str, float]], degraded: dict | None = Non
     return pd.DataFrame(rows, columns=["degradation", "scorer", "metric", "condition", "value"])
 
 
-def verdict(model: dict[str, float], baseline: dict[str, float]) -> str:
-    """One line: does the model beat the baseline (lower EER) overall and on the unseen-system conditions?"""
+def eer_intervals(model_emb, base_emb, table: pd.DataFrame, metrics: dict, n_boot: int) -> dict[str, dict]:
+    """{"all" and each unseen-system condition scored: the bootstrap interval of model - baseline EER}."""
+    systems = table["system"].to_numpy(dtype=str)
+    out = {}
+    for cond in ("all", *UNSEEN_SYSTEM_CONDITIONS):
+        key = "eer" if cond == "all" else f"eer.{cond}"
+        if key not in metrics["model"] or key not in metrics["baseline"]:
+            continue
+        rows = slice(None) if cond == "all" else (table["condition"] == cond).to_numpy()
+        point = metrics["model"][key] - metrics["baseline"][key]
+        res = interval(model_emb[rows], base_emb[rows], systems[rows], n_boot=n_boot, point=point)
+        if res is not None:
+            out[cond] = res.to_dict()
+    return out
+
+
+def verdict(model: dict[str, float], baseline: dict[str, float], intervals: dict[str, dict] | None = None) -> str:
+    """One line: does the model beat the baseline (lower EER) overall and on the unseen-system conditions? With
+    ``intervals`` (``eer_intervals``) a condition is won only when its whole 95 % interval is below zero."""
     keys = ["eer"] + [f"eer.{c}" for c in UNSEEN_SYSTEM_CONDITIONS if f"eer.{c}" in model and f"eer.{c}" in baseline]
-    wins = {k: model[k] < baseline[k] for k in keys if k in model and k in baseline}
-    named = ", ".join(("overall" if k == "eer" else k.partition(".")[2]) for k in wins)
-    if wins and all(wins.values()):
-        return f"verdict: the model beats the baseline (lower EER) on: {named}"
-    lost = ", ".join(("overall" if k == "eer" else k.partition(".")[2]) for k, w in wins.items() if not w)
-    return f"verdict: the model does NOT beat the baseline on: {lost} (compared: {named})"
+    keys = [k for k in keys if k in model and k in baseline]
+    name = {k: "overall" if k == "eer" else k.partition(".")[2] for k in keys}
+    if not intervals:
+        wins = {k: model[k] < baseline[k] for k in keys}
+        named = ", ".join(name[k] for k in wins)
+        if wins and all(wins.values()):
+            return f"verdict: the model beats the baseline (lower EER, point estimates) on: {named}"
+        lost = ", ".join(name[k] for k, w in wins.items() if not w)
+        return f"verdict: the model does NOT beat the baseline on: {lost} (compared: {named}; point estimates)"
+    said = []
+    for k in keys:
+        iv = intervals.get("all" if k == "eer" else k.partition(".")[2])
+        if iv is None:
+            said.append((name[k], "cannot tell", "no interval"))
+        else:
+            said.append((name[k], iv["verdict"], f"{iv['diff']:+.2f} pp [{iv['lo']:+.2f}, {iv['hi']:+.2f}]"))
+    detail = "; ".join(f"{n} {d} ({why})" for n, d, why in said)
+    if said and all(d == "beats" for _, d, _ in said):
+        head = "the model BEATS the baseline"
+    elif any(d == "loses" for _, d, _ in said):
+        head = "the model LOSES to the baseline somewhere"
+    else:
+        head = "the model does NOT clearly beat the baseline"
+    return f"verdict: {head}: {detail} (model - baseline EER, 95 % bootstrap interval over systems and clips)"
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -248,7 +300,7 @@ def format_table(result: dict[str, Any]) -> str:
         pct = key.startswith("eer") or key == "openset_eer"
         cell = [f"{d[key]:.2f}" + ("%" if pct else "") if key in d else "—" for d in (m, b)]
         lines.append(f"{key:<48}{cell[0]:>10}{cell[1]:>10}")
-    lines.append(verdict(m, b))
+    lines.append(verdict(m, b, result.get("intervals", {}).get("clean")))
     return "\n".join(lines)
 
 
@@ -265,6 +317,7 @@ def cli_evaluate(args) -> int:
         degrade=args.degrade,
         eval_seconds=args.eval_seconds,
         max_clips_per_system=args.max_clips_per_system,
+        n_boot=args.bootstrap,
     )
     print(format_table(res))
     if res.get("degraded"):
