@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,7 @@ def score(
     eval_seconds: float | None = None,
     max_clips_per_system: int = 0,
     n_boot: int = N_BOOT,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Score the model and the baseline on ``split`` of the corpus at ``root``; write metrics.json/.parquet.
 
@@ -104,6 +107,8 @@ def score(
 
     ``max_clips_per_system`` k > 0 scores a seeded sample of at most k clips of each system of the split (the
     same clips every time), for a quicker check; 0 scores them all.
+
+    ``command``: the command line that asked for it, recorded in metrics.json with the version and git commit.
 
     ``eval_seconds``: the centred window both embed (0 = the whole clip); default the model's
     ``data.eval_seconds``, the window it was selected on.
@@ -190,7 +195,14 @@ def score(
             windows[name] = window
         degraded[name] = measure(bank, seconds if window is None else window, name)
     out.mkdir(parents=True, exist_ok=True)
+    from sourcetrace import __version__
+    from sourcetrace.bundle.card import git_commit
+
     result = {
+        "sourcetrace_version": __version__,
+        "git_commit": git_commit(),
+        "command": command,
+        "machine": machine(),
         "model": str(loaded.path),
         "corpus": str(Path(root).resolve()),
         "split": split,
@@ -210,6 +222,19 @@ def score(
     (out / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
     long_table(metrics, degraded).to_parquet(out / "metrics.parquet", index=False)
     return result | {"out": out}
+
+
+def machine() -> str:
+    """What computed the numbers: CPU model and count (CPU training and scoring reproduce on one machine)."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs"
 
 
 def sample_per_system(table: pd.DataFrame, k: int) -> pd.DataFrame:
@@ -318,6 +343,7 @@ def cli_evaluate(args) -> int:
         eval_seconds=args.eval_seconds,
         max_clips_per_system=args.max_clips_per_system,
         n_boot=args.bootstrap,
+        command=shlex.join(["sourcetrace", *sys.argv[1:]]),
     )
     print(format_table(res))
     if res.get("degraded"):
