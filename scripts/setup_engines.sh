@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian TTS engines of the sourcetrace corpus, and ffmpeg with the codecs of the degraded
-# conditions (LAME, Opus, GSM, G.711 in ffmpeg; the AMR-NB encoder in libavcodec-extra).
+# conditions (LAME, Opus, GSM, G.711 in ffmpeg; the AMR-NB encoder in libavcodec-extra), and chromium for the
+# browser test of the MLflow UI.
 #
 # Idempotent and quick when everything is already there. Debian `main` packages come through the
 # machine's own apt sources; the contrib/non-free ones (MBROLA voices, Pico) through a PRIVATE
@@ -10,7 +11,8 @@
 set -euo pipefail
 
 MAIN_PKGS=(sox espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-italp16k
-           ffmpeg libavcodec-extra)
+           ffmpeg libavcodec-extra
+           chromium)  # headless: the slow tests look at the MLflow UI of a finished sweep in a real browser
 NONFREE_PKGS=(mbrola festvox-us1 festvox-us2 festvox-us3 mbrola-us1 mbrola-us2 mbrola-us3 mbrola-de1
               mbrola-de2 mbrola-fr4 mbrola-es2 mbrola-it4 libttspico-utils libttspico0 libttspico-data)
 

@@ -37,6 +37,12 @@ class StorageError(SourcetraceError, OSError):
     """A results folder or tracking store that cannot be written (named with its path)."""
 
 
+class ServeError(SourcetraceError, OSError):
+    """A server that cannot serve (its port busy, its address not this machine's, or it died on start)."""
+
+    exit_code = 1
+
+
 class DataCheckError(SourcetraceError, ValueError):
     """The driver's check of every audio file of every split found problems (all of them listed)."""
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from sourcetrace.errors import SourcetraceError
+from sourcetrace.errors import ServeError, SourcetraceError
 from sourcetrace.tracking.store import Store, experiment_urls, resolve_store
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -57,6 +59,30 @@ def server_command(store: Store, host: str = "127.0.0.1", port: int = 5000) -> l
     return cmd
 
 
+def check_port(host: str, port: int) -> None:
+    """A ``ServeError`` naming ``host:port`` when nothing could listen there (busy, or not this machine's)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+            sock.bind((host, port))
+    except OSError as err:
+        why = err.strerror or str(err)
+        raise ServeError(f"cannot serve on {host}:{port}: {why}; pass --port with a free port") from None
+
+
+def wait_listening(proc: subprocess.Popen, host: str, port: int, poll_s: float = 0.2) -> None:
+    """Return once ``proc`` accepts connections on ``host:port``; a ``ServeError`` if it exits first."""
+    while True:
+        code = proc.poll()
+        if code is not None:
+            raise ServeError(f"the MLflow server on {host}:{port} exited with status {code} before it served")
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(poll_s)
+
+
 def start_server(store: Store, host: str = "127.0.0.1", port: int = 5000) -> subprocess.Popen:
     """``mlflow server`` on ``store`` in its own process group (stop it with ``os.killpg``); dies with us."""
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
@@ -71,15 +97,20 @@ def cli_ui(args) -> int:
     if args.tracking_uri and args.tracking_uri.startswith(("http://", "https://")):
         raise SourcetraceError(f"{args.tracking_uri} is a server already: open it in a browser")
     store = resolve_store(args.tracking_uri)
+    check_port(args.host, args.port)  # a busy port is one line and exit 1, before a server is started
     proc = start_server(store, args.host, args.port)
     base = f"http://{args.host}:{args.port}"
-    print(f"MLflow UI on {base} (store {store.uri}); Ctrl-C stops it", flush=True)
-    for name, url in experiment_urls(store, base).items():
-        print(f"  sweep {name}: {url}", flush=True)
     # SIGTERM (e.g. a killpg of this command's group) must still stop the server's own group below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        return proc.wait()
+        wait_listening(proc, args.host, args.port)  # the URL is printed only once it serves
+        print(f"MLflow UI on {base} (store {store.uri}); Ctrl-C stops it", flush=True)
+        for name, url in experiment_urls(store, base).items():
+            print(f"  sweep {name}: {url}", flush=True)
+        code = proc.wait()
+        if code != 0:
+            raise ServeError(f"the MLflow server on {args.host}:{args.port} stopped with status {code}")
+        return 0
     except KeyboardInterrupt:
         return 0
     finally:

@@ -85,7 +85,11 @@ def test_sweep_baseline_scores_the_corpus_once_and_logs_an_mlflow_run(mlaad_corp
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("sw").experiment_id])
     assert len(runs) == 1 and runs[0].info.run_name == NAME and runs[0].info.status == "FINISHED"
-    assert runs[0].data.metrics["test_eer"] == pytest.approx(m["test_eer"])
+    # the headline vocabulary of every run of a sweep (trials, baseline, fusion): best_dev_eer, best_test_eer
+    assert runs[0].data.metrics["best_test_eer"] == pytest.approx(m["test_eer"])
+    assert (
+        runs[0].data.metrics["best_dev_eer"] == pytest.approx(m["dev_eer"]) and runs[0].data.tags["role"] == "baseline"
+    )
     assert sweep_baseline(tmp_path, base, uri, "sw") == json.loads((tmp_path / "baseline.json").read_text())
     assert len(client.search_runs([client.get_experiment_by_name("sw").experiment_id])) == 1  # cached, not re-logged
 

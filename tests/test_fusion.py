@@ -5,6 +5,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -219,17 +221,24 @@ def test_the_reports_set_a_sweeps_fusion_beside_the_trials_and_judge_it_against_
     assert "best trial" in text and "fusion" not in text
 
 
-@pytest.mark.slow
-def test_the_demo_smoke_sweep_hands_over_and_logs_the_fusion_of_its_front_ends(tiny_corpus, tmp_path):
-    from mlflow import MlflowClient
-
+@pytest.fixture(scope="module")
+def demo_smoke(tiny_corpus, tmp_path_factory):
+    """``sourcetrace sweep sweeps/demo.py --smoke`` run once for this module: (its output, sweep folder, MLflow db)."""
+    tmp_path = tmp_path_factory.mktemp("demo_smoke")
     db = tmp_path / "mlflow.db"
     cmd = [sys.executable, "-m", "sourcetrace.cli", "sweep", str(REPO / "sweeps" / "demo.py"), "--smoke"]
     cmd += ["--root", str(tiny_corpus), "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{db}"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd + ["--no-analyze"], env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    exp = tmp_path / "ray" / "demo_smoke"
+    return out, tmp_path / "ray" / "demo_smoke", db
+
+
+@pytest.mark.slow
+def test_the_demo_smoke_sweep_hands_over_and_logs_the_fusion_of_its_front_ends(demo_smoke):
+    from mlflow import MlflowClient
+
+    out, exp, db = demo_smoke
     record = json.loads((exp / "fusion" / FUSION_FILE).read_text())
     assert record["labels"] == ["front=log-mel", "front=log-mel+bands"] and len(record["members"]) == 2
     assert {"dev_eer", "test_eer", "dev_openset_auroc"} <= set(record["metrics"])
@@ -239,10 +248,10 @@ def test_the_demo_smoke_sweep_hands_over_and_logs_the_fusion_of_its_front_ends(t
     assert "best model bundle:" in out.stdout and "(fusion: front=log-mel" in out.stdout
     # the field check of what it hands over: eval clean and under the smoke's conditions, beside the baseline
     assert "field check of the model handed over (fusion: front=log-mel" in out.stdout
-    assert "field verdict: the model" in out.stdout and "note: a seeded sample of at most 4 clips per system" in (
-        out.stdout
-    )
+    assert "field verdict (95 % bootstrap intervals): the model" in out.stdout
+    assert "note: a seeded sample of at most 4 clips per system" in out.stdout
     field = json.loads((exp / "report" / "field" / "metrics.json").read_text())
+    assert set(field["intervals"]) == {"clean", "gain", "short_1s"}  # every verdict of the check has its interval
     assert set(field["degraded"]) == {"gain", "short_1s"} and field["split"] == "eval"
     assert json.loads((exp / "baseline.json").read_text())["dev_degrade"] == ["band_8k"]  # the trials' dev
     manifest = json.loads((exp / "best_model" / files.MANIFEST).read_text())
@@ -255,5 +264,59 @@ def test_the_demo_smoke_sweep_hands_over_and_logs_the_fusion_of_its_front_ends(t
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     runs = client.search_runs([client.get_experiment_by_name("demo_smoke").experiment_id])
     (fusion_run,) = [r for r in runs if r.data.tags.get("reference", "").startswith("fusion")]
-    assert fusion_run.data.metrics["test_eer"] == pytest.approx(record["metrics"]["test_eer"])
+    assert fusion_run.data.metrics["best_test_eer"] == pytest.approx(record["metrics"]["test_eer"])
+    assert fusion_run.data.tags["role"] == "fusion" and fusion_run.data.tags["sourcetrace.handed_over"] == "true"
+    assert fusion_run.data.params["fusion.key"] == "front" and "model.embedding_dim" in fusion_run.data.params
     assert f"bundle/{files.MANIFEST}" in {a.path for a in client.list_artifacts(fusion_run.info.run_id, "bundle")}
+
+
+@pytest.mark.slow
+def test_the_mlflow_ui_shows_the_demo_smoke_runs_and_its_registered_model_in_headless_chromium(demo_smoke, tmp_path):
+    """What a user sees after a sweep, looked at in a real browser (Debian's chromium, installed by the setup):
+    ``sourcetrace ui`` on 127.0.0.1, the experiment's runs table sorted by ``best_dev_eer`` lists every run by
+    name in that order (trials, baseline and fusion alike), and the registered model's page shows version 1."""
+    from mlflow import MlflowClient
+
+    out, exp, db = demo_smoke
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "chromium is not installed: run `make setup` (scripts/setup_engines.sh installs it)"
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("demo_smoke")
+    runs = client.search_runs([experiment.experiment_id], order_by=["metrics.best_dev_eer ASC"])
+    assert all("best_dev_eer" in r.data.metrics for r in runs) and len({r.info.run_name for r in runs}) == len(runs)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "sourcetrace.cli", "ui", "--tracking-uri", f"sqlite:///{db}", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert "MLflow UI on http://127.0.0.1:" in ui.stdout.readline()  # printed once the server answers
+        base = f"http://127.0.0.1:{port}"
+
+        def page(url: str) -> str:
+            cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+            cmd += ["--window-size=2200,900", "--virtual-time-budget=20000", f"--user-data-dir={tmp_path / 'chrome'}"]
+            shot = tmp_path / "page.png"
+            subprocess.run([*cmd, f"--screenshot={shot}", url], capture_output=True, timeout=180)
+            assert shot.stat().st_size > 10_000  # something was drawn
+            return subprocess.run([*cmd, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+
+        table = page(
+            f"{base}/#/experiments/{experiment.experiment_id}/runs?orderByKey=metrics.%60best_dev_eer%60&orderByAsc=true"
+        )
+        shown = [r.info.run_name for r in runs]
+        where = [table.find(f">{name}<") for name in shown]
+        assert all(w >= 0 for w in where), (shown, where)  # every run's name is in the runs table
+        assert where == sorted(where)  # in best_dev_eer order: the sort works across trials, baseline and fusion
+        assert "best_dev_eer" in table  # the sort control names the headline metric
+        model = page(f"{base}/#/models/demo_smoke")
+        assert "demo_smoke" in model and "Version 1" in model
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(30)

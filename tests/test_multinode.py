@@ -392,7 +392,7 @@ def check_exactly_once(c: LocalCluster, exp: Path, n_trials: int) -> dict[str, d
         run = trial_runs[0]
         assert run.info.status == "FINISHED", (tid, run.info.status, run.data.tags)
         assert run.data.tags.get("status") in ("finished", "early_stopped"), run.data.tags
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "dev_eer")]
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch/dev_eer")]
         assert steps and len(steps) == len(set(steps)), f"trial {tid}: dev_eer steps {steps} (an epoch logged twice)"
     return states
 

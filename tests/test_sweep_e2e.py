@@ -89,7 +89,9 @@ def check_runs(tmp, name, exp_dir):
     client, runs = mlflow_runs(tmp, name)
     ref = [r for r in runs if "reference" in r.data.tags]  # the featureless baseline's run, beside the trials
     base = [r for r in ref if r.info.run_name == BASELINE]
-    assert len(base) == 1 and base[0].data.metrics["dev_eer"] > 0
+    assert len(base) == 1 and base[0].data.metrics["best_dev_eer"] > 0 and base[0].data.tags["role"] == "baseline"
+    handed = [r for r in runs if r.data.tags.get("sourcetrace.handed_over") == "true"]  # the model handed over
+    assert len(handed) == 1 and handed[0].data.tags["role"] == ("fusion" if (exp_dir / "fusion").is_dir() else "trial")
     fused = [r.info.run_name for r in ref if r.info.run_name != BASELINE]  # and a fused sweep's fusion, once
     assert len(fused) == (exp_dir / "fusion").is_dir() and all(n.startswith("fusion: ") for n in fused)
     runs = [r for r in runs if "reference" not in r.data.tags]
@@ -101,13 +103,14 @@ def check_runs(tmp, name, exp_dir):
         assert run.data.params["model.channels"] == "8" and "train.lr" in run.data.params
         assert not [k for k in run.data.params if k.startswith("ssl.")]  # a ResNet run: the parts it uses
         p = run.data.params
-        name = f"thin_resnet34/{p['loss.name']}/{p['sampler.name']}/d{p['model.embedding_dim']}/s{p['train.seed']}"
-        assert run.info.run_name.startswith(name)
-        history = [m.value for m in client.get_metric_history(run.info.run_id, "dev_eer")]
+        name = f"d{p['model.embedding_dim']}/s{p['train.seed']}"  # after the searched values (recipe, batch=...)
+        name = (f"{p['recipe']}/" if "recipe" in p else f"batch={p['batch']}/") + name
+        assert name in run.info.run_name and run.data.tags["role"] == "trial"
+        history = [m.value for m in client.get_metric_history(run.info.run_id, "epoch/dev_eer")]
         assert run.data.metrics["best_dev_eer"] == min(history) and "best_test_eer" in run.data.metrics
         assert run.data.metrics["best_epoch"] >= 1
         assert run.data.tags["dataset.protocol_sha256"] and run.data.tags["dataset.root"]
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch/train_loss")]
         assert steps == list(range(1, len(steps) + 1)) and len(steps) == int(run.data.metrics["epoch"])
     return runs
 

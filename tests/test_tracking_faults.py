@@ -57,7 +57,7 @@ def test_unwritable_store_mid_sweep_is_one_line_and_resume_closes_the_runs(tmp_p
     resumed.on_experiment_end([trial])
     client, (run,) = runs(store)
     assert run.info.status == "FINISHED" and run.data.tags["status"] == "finished"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2, 3, 4]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/train_loss")] == [1, 2, 3, 4]
 
 
 def test_store_under_a_regular_file_is_one_clear_error(tmp_path):

@@ -45,6 +45,8 @@ def test_sigkilled_ui_takes_its_server_along(tmp_path):
         found = _listeners(port)
         assert found, "the MLflow server never listened"
         assert {c.laddr.ip for c in found} <= {"127.0.0.1"}
+        while time.time() < deadline and "/runs" not in (tmp_path / "ui.log").read_text():
+            time.sleep(0.5)  # the URLs are printed once the server answers
         printed = (tmp_path / "ui.log").read_text()
         assert f"sweep sw: http://127.0.0.1:{port}/#/experiments/" in printed and "/runs" in printed
         server = [psutil.Process(c.pid) for c in found if c.pid] + psutil.Process(ui.pid).children(recursive=True)
@@ -77,3 +79,28 @@ def test_sweep_experiments_open_in_the_training_view(tmp_path):
     assert experiment_urls(store, "http://127.0.0.1:5000") == {
         "sw": f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs"
     }
+
+
+def test_ui_on_a_busy_port_exits_1_with_one_line_and_prints_no_url(tmp_path, capsys):
+    from sourcetrace.cli import main
+
+    store = resolve_store(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    ensure_experiment(store, "sw")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["ui", "--tracking-uri", store.uri, "--port", str(port)])
+    out, err = capsys.readouterr()
+    assert code == 1 and "http://" not in out
+    assert err.count("\n") == 1 and err.startswith("sourcetrace ui: error: cannot serve on 127.0.0.1:")
+    assert f":{port}: " in err and "--port" in err
+
+
+def test_a_server_that_exits_before_serving_is_an_error():
+    from sourcetrace.errors import ServeError
+    from sourcetrace.ui import wait_listening
+
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    with pytest.raises(ServeError, match=r"127\.0\.0\.1:\d+ exited with status 3 before it served"):
+        wait_listening(proc, "127.0.0.1", _free_port())

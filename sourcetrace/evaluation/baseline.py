@@ -169,12 +169,19 @@ def sweep_baseline(exp_dir, base: dict, tracking_uri: str | None = None, experim
         "metrics": metrics,
     } | ({"dev_degrade": dev_degrade} if dev_degrade else {})
     if tracking_uri and experiment:
-        from sourcetrace.tracking.store import log_reference_run
+        from sourcetrace.tracking.store import log_reference_run, run_tags
 
         params = {
             "baseline.features": f"mean+std of {N_MFCC} MFCC + deltas",
-            "data.eval_seconds": cfg.data.eval_seconds,
+            "baseline.standardised_on": "scored split",
+            "data.eval_seconds": d.eval_seconds,
+            "data.sample_rate": d.sample_rate,
+            "data.dev_split": d.dev_split,
+            "data.test_split": d.test_split if cfg.train.eval_test else "-",
+            "data.dev_degrade": d.dev_degrade or "-",
+            "augment.seed": cfg.augment.seed,
         }
-        record["run_id"] = log_reference_run(tracking_uri, experiment, NAME, params, metrics)
+        tags = run_tags(d.root, d.protocol or None)
+        record["run_id"] = log_reference_run(tracking_uri, experiment, NAME, params, metrics, "baseline", tags)
     path.write_text(json.dumps(record, indent=2, sort_keys=True))
     return record

@@ -64,14 +64,36 @@ def sweep_fusion(exp_dir: Path, trials: pd.DataFrame, key: str, values: list, tr
     metrics = measure(folder)
     extra = {"name": name, "key": key, "labels": labels, "trials": trial_names, "metrics": metrics}
     if tracking_uri and experiment:
-        from sourcetrace.tracking.store import log_reference_run
+        from sourcetrace.tracking.store import log_reference_run, run_tags
 
-        params = {"fusion.key": key, "fusion.weights": "equal"} | {
-            f"fusion.member{i}": f"{label} ({t})" for i, (label, t) in enumerate(zip(labels, trial_names))
-        }
-        extra["run_id"] = log_reference_run(tracking_uri, experiment, name, params, metrics)
+        configs = member_configs(checkpoints)
+        params = member_params(configs) | {"fusion.key": key, "fusion.weights": "equal"}
+        params |= {f"fusion.member{i}": f"{label} ({t})" for i, (label, t) in enumerate(zip(labels, trial_names))}
+        tags = run_tags(configs[0].data.root, configs[0].data.protocol or None)
+        extra["run_id"] = log_reference_run(tracking_uri, experiment, name, params, metrics, "fusion", tags)
     write_fusion(folder, checkpoints, check=False, **extra)  # the members were checked by the first write
     return read_fusion(folder)
+
+
+def member_configs(checkpoints: list[str]) -> list:
+    """The ``Config`` of each member checkpoint (its ``config.json``)."""
+    from sourcetrace.config import Config
+    from sourcetrace.training.checkpoint import resolve_checkpoint
+
+    return [Config.from_json((resolve_checkpoint(c) / "config.json").read_text()) for c in checkpoints]
+
+
+def member_params(configs: list) -> dict[str, str]:
+    """The settings the members use (``used_params``), one value where they agree and ``a + b`` where they
+    differ (``model.embedding_dim`` = ``50 + 10``), so the fusion's run compares with the trials' runs."""
+    from sourcetrace.validation import used_params
+
+    used = [used_params(cfg) for cfg in configs]
+    out = {}
+    for key in sorted({k for u in used for k in u}):
+        values = [str(u.get(key, "-")) for u in used]
+        out[key] = values[0] if len(set(values)) == 1 else " + ".join(values)
+    return out
 
 
 def measure(folder: Path) -> dict[str, float]:

@@ -119,7 +119,7 @@ def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: b
 
     from sourcetrace.sweep.halving import GroupedHalving, SyncHalvingScheduler
     from sourcetrace.sweep.progress import ProgressLines
-    from sourcetrace.sweep.spec import fuse_groups
+    from sourcetrace.sweep.spec import fuse_groups, searched_keys
     from sourcetrace.tracking.callback import MlflowTrialCallback
     from sourcetrace.training.retry import CodeErrorLimit, NoRetryCallback, failure_config
     from sourcetrace.training.trainable import CHECKPOINT_SCORE, run_trial
@@ -160,7 +160,7 @@ def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: b
         verbose=2 if verbose else 1,
         progress_reporter=None if verbose else CLIReporter(metric_columns=TABLE_COLUMNS, max_report_frequency=60),
         callbacks=[
-            MlflowTrialCallback(store, sweep.name, sweep.spec, s["log_checkpoint"], tags),
+            MlflowTrialCallback(store, sweep.name, sweep.spec, s["log_checkpoint"], tags, searched_keys(sweep.space)),
             NoRetryCallback(),
             CodeErrorLimit(s["max_failures"]),
             *([] if verbose else [ProgressLines(sweep.spec)]),
@@ -187,9 +187,7 @@ def cli_sweep(args) -> int:
     Run again with the same file, name and storage, it resumes the sweep's unfinished trials, or only
     reports a sweep that has ended; a changed sweep file or other settings are refused.
     """
-    from sourcetrace.bundle.card import git_commit
-    from sourcetrace.data.protocol import protocol_checksum
-    from sourcetrace.tracking.store import ensure_experiment
+    from sourcetrace.tracking.store import ensure_experiment, run_tags
 
     if args.dashboard:
         check_dashboard()
@@ -212,9 +210,7 @@ def cli_sweep(args) -> int:
     )
     if cluster_address(args.address) is None or os.environ.get("SOURCETRACE_CACHE"):  # trials read its cache
         prerender([cfg for _, cfg in configs])
-    root, protocol = sweep.base["data.root"], sweep.base.get("data.protocol")
-    tags = {"dataset.root": root, "dataset.protocol_sha256": protocol_checksum(root, protocol)}
-    tags |= {"mlflow.source.git.commit": commit} if (commit := git_commit()) else {}
+    tags = run_tags(sweep.base["data.root"], sweep.base.get("data.protocol"))  # git commit and dataset
 
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # dev EER exists at evaluation epochs only
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(sweep.tune["snapshot_period_s"])
@@ -292,7 +288,8 @@ def _finish(args, exp_dir: Path, store, sweep: SweepFile) -> int:
     status = reports.trials.drop_duplicates("trial_id")["status"]
     from sourcetrace.bundle.export import export_best
 
-    export_best(exp_dir, reports.trials, store)  # the portable bundle of the model handed over, logged to its run
+    bundle = export_best(exp_dir, reports.trials, store)  # the portable bundle of the model handed over, logged
+    _mark_handed_over(exp_dir, reports, store, sweep, bundle)  # to its run, registered as an MLflow model
     if sweep.tune["field_check"]:
         _field_check(exp_dir, reports, sweep)
     if not args.no_analyze:
@@ -301,6 +298,26 @@ def _finish(args, exp_dir: Path, store, sweep: SweepFile) -> int:
         print("sweep interrupted: continue it with --resume (same --name/--storage)", file=sys.stderr)
         return 130
     return 1 if (status == "failed").any() else 0
+
+
+def _mark_handed_over(exp_dir: Path, reports, store, sweep: SweepFile, bundle: Path | None) -> None:
+    """Tag the MLflow run of the model the sweep hands over (its fusion's, else its best trial's), and log its
+    ``bundle`` there as an MLflow model registered under the sweep's name (``tracking/pyfunc.py``)."""
+    from sourcetrace.sweep.fuse import handed_over
+    from sourcetrace.tracking.pyfunc import log_handed_over_model
+    from sourcetrace.tracking.store import mark_handed_over, quiet_db, store_errors
+
+    chosen = handed_over(exp_dir, reports.trials)
+    if chosen is None or not chosen[1]:
+        return
+    try:
+        with quiet_db():
+            mark_handed_over(store, sweep.name, chosen[1])
+    except store_errors() as err:  # the bundle on disk stands
+        print(f"note: MLflow run {chosen[1]} not tagged as handed over: {type(err).__name__}: {err}", file=sys.stderr)
+        return
+    if bundle is not None:
+        log_handed_over_model(store, sweep.name, chosen[1], bundle)
 
 
 def _fuse(exp_dir: Path, store, sweep: SweepFile) -> None:

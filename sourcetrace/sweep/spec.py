@@ -199,6 +199,14 @@ def group_of(key: str, trial_config: Mapping[str, Any]) -> str:
     return str(trial_config.get(key, "")) if key else ""
 
 
+def searched_keys(space: dict[str, Any]) -> list[str]:
+    """The SPACE keys that are searched (a ``tune.grid_search`` or a distribution), not pinned to one value, in
+    the SPACE's order: what tells a sweep's trials apart (their MLflow run names)."""
+    from ray.tune.search.sample import Domain
+
+    return [k for k, v in space.items() if (isinstance(v, dict) and set(v) == {"grid_search"}) or isinstance(v, Domain)]
+
+
 def _axis(key: str, value: Any) -> list[Any]:
     """Values of one SPACE entry to validate: a grid's values, a choice's categories, a range's bounds."""
     from ray.tune.search.sample import Categorical, Domain, Float, Integer, Quantized

@@ -10,6 +10,7 @@ import functools
 import json
 import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,23 +20,27 @@ from ray.tune import Callback
 from sourcetrace.sweep.status import error_reason, trial_status
 from sourcetrace.tracking.store import (
     TAG_DEVICE,
+    TAG_NOTE,
     TAG_REASON,
+    TAG_ROLE,
     TAG_STATUS,
     TAG_SWEEP,
     TAG_TRIAL,
     TAG_TRIAL_NAME,
     Store,
+    best_metrics,
+    best_note,
     client_for,
     experiment_id,
     find_run,
+    log_dataset,
+    metric_name,
     quiet_db,
     store_errors,
 )
 from sourcetrace.training.faults import FAILURE_FLAGS
 from sourcetrace.training.trainable import CHECKPOINT_SCORE
 from sourcetrace.validation import used_params
-
-_EVALUATED = ("dev_", "test_")  # metric prefixes of an evaluation: logged again as best_* at the best one
 
 # Keys of a Tune result that are bookkeeping, not metrics of the trial.
 _NOT_METRICS = {
@@ -48,6 +53,7 @@ _NOT_METRICS = {
     "trial_id",
     "experiment_tag",
     "time_since_restore",
+    "training_iteration",  # = epoch (one report per epoch)
     "iterations_since_restore",
     "timesteps_total",
     "episodes_total",
@@ -84,11 +90,23 @@ def _guarded(hook):
 
 
 class MlflowTrialCallback(Callback):
-    """One MLflow run per Tune trial: flat params, per-epoch metrics (step = epoch), status tags, artefacts."""
+    """One MLflow run per Tune trial: flat params, per-epoch metrics (step = epoch), status tags, artefacts.
 
-    def __init__(self, store: Store, experiment: str, spec, log_checkpoint: bool = True, tags: dict | None = None):
+    ``name_keys``: the sweep's searched SPACE keys, whose values name each run (``run_name``); default: every
+    key of a trial's config."""
+
+    def __init__(
+        self,
+        store: Store,
+        experiment: str,
+        spec,
+        log_checkpoint: bool = True,
+        tags: dict | None = None,
+        name_keys: list[str] | None = None,
+    ):
         self.store, self.experiment, self.spec, self.log_checkpoint = store, experiment, spec, log_checkpoint
         self.tags = dict(tags or {})  # of every run: git commit, dataset root and protocol checksum
+        self.name_keys = list(name_keys) if name_keys is not None else None
         self._runs: dict[str, str] = {}  # trial id -> run id (this process)
         self._logged: dict[str, float] = {}  # trial id -> last epoch logged
         self._best: dict[str, float] = {}  # trial id -> lowest dev EER logged as best_dev_eer
@@ -102,7 +120,7 @@ class MlflowTrialCallback(Callback):
         return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
+        self.__dict__.update({"name_keys": None} | state)  # a callback pickled before runs were named by keys
         self._mlflow, self._exp_id, self._runs, self._logged, self._best, self._broken = None, None, {}, {}, {}, None
 
     def get_state(self) -> dict:
@@ -135,9 +153,13 @@ class MlflowTrialCallback(Callback):
             return run.info.run_id
         cfg = self.spec.config(trial.config)
         tags = {TAG_SWEEP: self.experiment, TAG_TRIAL: tid, TAG_TRIAL_NAME: str(trial), TAG_STATUS: "running"}
-        run = client.create_run(self._exp_id, run_name=self._unique_name(run_name(cfg), tid), tags=self.tags | tags)
+        tags[TAG_ROLE] = "trial"
+        keys = self.name_keys if self.name_keys is not None else list(trial.config)
+        name = self._unique_name(run_name(cfg, trial.config, keys), tid)
+        run = client.create_run(self._exp_id, run_name=name, tags=self.tags | tags)
         params = used_params(cfg) | {k: v for k, v in trial.config.items() if "." not in k}  # + bundle labels
         client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
+        log_dataset(client, run.info.run_id, self.tags)
         self._runs[tid], self._logged[tid], self._best[tid] = run.info.run_id, 0.0, math.inf
         return run.info.run_id
 
@@ -162,18 +184,20 @@ class MlflowTrialCallback(Callback):
         if epoch <= self._logged.get(trial.trial_id, 0.0):
             return  # re-reported after a retry/restore from an older checkpoint: logged already
         now = int(time.time() * 1000)
-        metrics = [
-            Metric(k, float(v), now, int(epoch))
+        numbers = {
+            k: float(v)
             for k, v in sorted(result.items())
             if k not in _NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        ]
-        dev = result.get("dev_eer")
-        if isinstance(dev, (int, float)) and math.isfinite(dev) and dev < self._best.get(trial.trial_id, math.inf):
-            self._best[trial.trial_id] = dev  # the evaluation the report and Table 1 take: the lowest dev EER
-            best = [Metric(f"best_{m.key}", m.value, now, m.step) for m in metrics if m.key.startswith(_EVALUATED)]
-            metrics += best + [Metric("best_epoch", epoch, now, int(epoch))]
+        }  # test_* only at the epochs it was measured: logged at those steps only
+        metrics = [Metric(metric_name(k), v, now, int(epoch)) for k, v in numbers.items()]
         device = result.get("device")  # the device the trial trains on, a tag in the same call
         tags = [RunTag(TAG_DEVICE, device)] if isinstance(device, str) else []
+        dev = numbers.get("dev_eer")
+        if dev is not None and dev < self._best.get(trial.trial_id, math.inf):
+            self._best[trial.trial_id] = dev  # the evaluation the report and Table 1 take: the lowest dev EER
+            best = best_metrics(numbers, epoch)
+            metrics += [Metric(k, v, now, int(epoch)) for k, v in sorted(best.items())]
+            tags.append(RunTag(TAG_NOTE, best_note(numbers, epoch)))
         for i in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[i : i + 1000], tags=tags if i == 0 else [])
         self._logged[trial.trial_id] = epoch
@@ -216,6 +240,22 @@ class MlflowTrialCallback(Callback):
                 if line.strip():
                     self.on_trial_result(0, [], trial, json.loads(line))
 
+    def _log_curve(self, run_id: str, title: str) -> None:
+        """The trial's learning curve (``learning_curve.png``): training loss, dev and test EER per epoch."""
+        histories = {
+            key: [(m.step, m.value) for m in self.client.get_metric_history(run_id, metric_name(key))]
+            for key in CURVE_KEYS
+        }
+        if not any(histories.values()):
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                png = learning_curve_png(histories, Path(tmp) / CURVE_FILE, title)
+            except (ValueError, RuntimeError) as err:  # a figure that cannot be drawn: the run stands without it
+                print(f"note: no learning curve for run {run_id}: {type(err).__name__}: {err}", file=sys.stderr)
+                return
+            self.client.log_artifact(run_id, str(png))
+
     def _end(self, trial, status: str, reason: str, mlflow_status: str) -> None:
         run_id = self.run_id(trial)
         client = self.client
@@ -228,21 +268,77 @@ class MlflowTrialCallback(Callback):
             if self.log_checkpoint and best.checkpoint is not None:
                 with best.checkpoint.as_directory() as folder:
                     client.log_artifacts(run_id, folder, "best_checkpoint")
+        self._log_curve(run_id, f"{client.get_run(run_id).info.run_name} ({trial})")
         client.set_tag(run_id, TAG_STATUS, status)
         client.set_tag(run_id, TAG_REASON, reason)
         client.set_terminated(run_id, status=mlflow_status)
         self._done.add(trial.trial_id)
 
 
-def run_name(cfg) -> str:
-    """``<backbone>/<loss>/<sampler>/d<dim>/s<seed>``: what a trial is, readable in the MLflow run table.
+BARE_KEYS = ("model.name", "recipe", "loss.name", "sampler.name")  # named by their value alone, in this order
+SUFFIX_KEYS = ("model.embedding_dim", "train.seed")  # d<dim>/s<seed>, ending every name
+
+
+def run_name(cfg, trial_config: dict | None = None, keys=None) -> str:
+    """A trial's run name from the values of the sweep's searched SPACE ``keys``: ``BARE_KEYS`` by their value,
+    the others as ``<key>=<value>`` (the key's last part unless two keys share it), then ``d<dim>/s<seed>``.
 
     >>> from sourcetrace.config import Config
+    >>> cfg = Config.from_dict({"train.seed": 2, "model.embedding_dim": 10})
+    >>> run_name(cfg, {"recipe": "ge2e/balanced", "model.embedding_dim": 10}, ["recipe", "model.embedding_dim"])
+    'ge2e/balanced/d10/s2'
+    >>> run_name(Config(), {"front": "log-mel+bands", "train.lr": 0.00125}, ["front", "train.lr"])
+    'front=log-mel+bands/lr=0.00125/d50/s0'
     >>> run_name(Config())
-    'thin_resnet34/aamsoftmax/random/d50/s0'
+    'd50/s0'
     """
-    m, t = cfg.model, cfg.train
-    return f"{m.name}/{cfg.loss.name}/{cfg.sampler.name}/d{m.embedding_dim}/s{t.seed}"
+    trial_config = dict(trial_config or {})
+    keys = [k for k in (keys if keys is not None else trial_config) if k in trial_config]
+    parts = [_value(trial_config[k]) for k in BARE_KEYS if k in keys]
+    others = [k for k in keys if k not in BARE_KEYS and k not in SUFFIX_KEYS]
+    last = [k.rsplit(".", 1)[-1] for k in others]
+    parts += [f"{k if last.count(short) > 1 else short}={_value(trial_config[k])}" for k, short in zip(others, last)]
+    return "/".join(parts + [f"d{cfg.model.embedding_dim}", f"s{cfg.train.seed}"])
+
+
+def _value(value) -> str:
+    """A searched value, short: floats with 3 significant digits (``0.00125``, ``3e-05``), the rest as text."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+CURVE_KEYS = ("train_loss", "dev_eer", "test_eer")
+CURVE_FILE = "learning_curve.png"
+
+
+def learning_curve_png(histories: dict[str, list[tuple[int, float]]], path: Path, title: str) -> Path:
+    """A PNG of ``{key: [(epoch, value)]}``: the training loss on the left axis, EERs (%) on the right one,
+    each EER a marker at every epoch it was measured, joined across the epochs between (no gaps)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(6.4, 3.6))
+    FigureCanvasAgg(fig)
+    loss_ax = fig.subplots()
+    eer_ax = loss_ax.twinx()
+    styles = {"train_loss": (loss_ax, "tab:gray", "-"), "dev_eer": (eer_ax, "tab:blue", "-o"),
+              "test_eer": (eer_ax, "tab:orange", "--s")}  # fmt: skip
+    for key, points in histories.items():
+        if points:
+            ax, colour, style = styles.get(key, (eer_ax, None, "-"))
+            steps, values = zip(*sorted(points))
+            ax.plot(steps, values, style, color=colour, label=key, markersize=4)
+    loss_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("training loss")
+    eer_ax.set_ylabel("EER (%)")
+    handles = [h for ax in (loss_ax, eer_ax) for h in ax.get_legend_handles_labels()[0]]
+    loss_ax.legend(handles, [h.get_label() for h in handles], loc="upper right", fontsize="small")
+    loss_ax.set_title(title, fontsize="medium")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
 
 
 def _error(trial) -> str:

@@ -9,6 +9,7 @@ bundle export; read by the report and served by ``sourcetrace ui``.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -27,6 +28,24 @@ TAG_SWEEP, TAG_TRIAL, TAG_TRIAL_NAME, TAG_STATUS, TAG_REASON = (
     "status",
     "status_reason",
 )
+TAG_ROLE = "role"  # of every run of a sweep: trial | baseline | fusion
+ROLES = ("trial", "baseline", "fusion")
+TAG_HANDED_OVER = "sourcetrace.handed_over"  # "true" on the one run whose model the sweep hands over
+TAG_REFERENCE = "reference"  # the name of a run that is no trial (the baseline, the fusion)
+TAG_COMMIT = "mlflow.source.git.commit"
+TAG_NOTE = "mlflow.note.content"  # the run page's description
+
+# The metric vocabulary of every run of a sweep (trials, baseline, fusion), grouped by the prefix before "/"
+# (one section each in MLflow's chart view):
+#   best_<m>               the best evaluation's overall metrics (best_dev_eer, best_test_eer, best_dev_min_dcf
+#                          ...) and best_epoch, the epoch they come from (trials only); the runs table's headline
+#   condition/best_<m>.<c> the best evaluation per condition (condition/best_dev_eer.lang_seen___model_seen)
+#   openset/best_<m>       the best evaluation's open-set metrics (openset/best_dev_openset_auroc ...)
+#   epoch/<m>              a trial's per-epoch curves, step = epoch (epoch/train_loss, epoch/dev_eer ...);
+#                          test_* only at the epochs it was measured
+#   condition/<m>.<c>, openset/<m>   the same per epoch, per condition and open-set
+#   epoch                  the last epoch a trial reported
+EVALUATED = ("dev_", "test_")  # keys of an evaluation, logged again as best_* at the best one
 
 
 @dataclass(frozen=True)
@@ -63,15 +82,90 @@ def client_for(store: Store):
     return MlflowClient(tracking_uri=store.uri)
 
 
+TAG_KIND, KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
 def experiment_id(client, store: Store, name: str) -> str:
+    """The experiment ``name``, created (as a classic training experiment, not a GenAI one) if missing."""
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     location = f"{store.artifact_location}/{name}" if store.artifact_location else None
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location, tags={TAG_KIND: KIND_TRAINING})
 
 
-TAG_KIND, KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
+def metric_name(key: str, best: bool = False) -> str:
+    """The MLflow name of a result key (see the vocabulary above): per epoch, or of the best evaluation.
+
+    >>> metric_name("dev_eer", best=True), metric_name("dev_eer"), metric_name("train_loss")
+    ('best_dev_eer', 'epoch/dev_eer', 'epoch/train_loss')
+    >>> metric_name("test_eer.lang_seen___model_unseen", best=True), metric_name("dev_openset_auroc")
+    ('condition/best_test_eer.lang_seen___model_unseen', 'openset/dev_openset_auroc')
+    """
+    name = f"best_{key}" if best else key
+    if "." in key:
+        return f"condition/{name}"
+    if "_openset_" in key:
+        return f"openset/{name}"
+    return name if best or key == "epoch" else f"epoch/{name}"
+
+
+def best_metrics(metrics: dict, epoch: float | None = None) -> dict[str, float]:
+    """The headline metrics of one evaluation (``dev_*``/``test_*`` keys, finite values), ``best_epoch`` too
+    when it has an epoch: what every run of a sweep, trial, baseline or fusion, logs under the same names."""
+    out = {
+        metric_name(k, best=True): float(v)
+        for k, v in metrics.items()
+        if k.startswith(EVALUATED) and _number(v) and math.isfinite(v)
+    }
+    return out | ({"best_epoch": float(epoch)} if epoch is not None else {})
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def best_note(metrics: dict, epoch: float | None = None) -> str:
+    """The run's description: where its headline metrics come from.
+
+    >>> best_note({"dev_eer": 12.0, "test_eer": 13.5}, 2)
+    'Best evaluation: epoch 2, dev EER 12.00 %, test EER 13.50 % (test measured at that epoch).'
+    """
+    where = f"epoch {int(epoch)}" if epoch is not None else "one evaluation, no training epochs"
+    parts = [f"{split} EER {metrics[f'{split}_eer']:.2f} %" for split in ("dev", "test") if f"{split}_eer" in metrics]
+    tail = " (test measured at that epoch)" if epoch is not None and "test_eer" in metrics else ""
+    return f"Best evaluation: {where}, " + ", ".join(parts or ["no EER"]) + tail + "."
+
+
+def run_tags(root: str | Path, protocol: str | None = None, commit: str | None = None) -> dict[str, str]:
+    """Tags of every run of a sweep: the git commit of the code (when a checkout) and the dataset (corpus
+    folder and its name, the protocol, the SHA-256 of its CSV files)."""
+    from sourcetrace.data.protocol import protocol_checksum
+
+    tags = {
+        "dataset.name": Path(root).resolve().name,
+        "dataset.root": str(root),
+        "dataset.protocol": str(protocol or "protocol"),
+        "dataset.protocol_sha256": protocol_checksum(root, protocol or None),
+    }
+    if commit is None:
+        from sourcetrace.bundle.card import git_commit
+
+        commit = git_commit()
+    return tags | ({TAG_COMMIT: commit} if commit else {})
+
+
+def log_dataset(client, run_id: str, tags: dict[str, str]) -> None:
+    """The run's dataset as an MLflow dataset input (the runs table's Dataset column), from ``run_tags``."""
+    if "dataset.name" not in tags:
+        return
+    from mlflow.entities import Dataset, DatasetInput
+
+    source = json.dumps({"uri": Path(tags["dataset.root"]).resolve().as_uri(), "protocol": tags["dataset.protocol"]})
+    digest = tags.get("dataset.protocol_sha256", "")[:8] or "unknown"
+    client.log_inputs(run_id, datasets=[DatasetInput(Dataset(tags["dataset.name"], digest, "local", source))])
+
+
 TAG_DEVICE = "sourcetrace.device"  # run tag: the device a trial trains on (its result key "device")
 TAG_STORAGE = "sourcetrace.sweep_folder"  # experiment tag: the Tune folder whose trials the experiment holds
 
@@ -150,22 +244,49 @@ def runs_frame(tracking_uri: str | None, experiment: str):
     return pd.DataFrame(rows, columns=["trial_id", "run_id"])
 
 
-def log_reference_run(tracking_uri: str, experiment: str, name: str, params: dict, metrics: dict) -> str:
-    """A finished run beside a sweep's trials that is no trial (the featureless baseline); returns its id."""
+def log_reference_run(
+    tracking_uri: str,
+    experiment: str,
+    name: str,
+    params: dict,
+    metrics: dict,
+    role: str,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """A finished run beside a sweep's trials that is no trial (``role`` baseline or fusion): its evaluation's
+    ``metrics`` logged under the trials' headline names (``best_metrics``), ``tags`` (``run_tags``) on it too;
+    returns its id."""
     from mlflow.entities import Metric, Param, RunTag
 
+    if role not in ROLES[1:]:
+        raise ValueError(f"role {role!r} of a reference run is not one of {ROLES[1:]}")
     store = resolve_store(tracking_uri)
     client = client_for(store)
-    run = client.create_run(experiment_id(client, store, experiment), run_name=name, tags={"reference": name})
+    tags = dict(tags or {}) | {TAG_SWEEP: experiment, TAG_ROLE: role, TAG_NOTE: best_note(metrics)}
+    run = client.create_run(experiment_id(client, store, experiment), run_name=name, tags={TAG_REFERENCE: name} | tags)
     now = int(time.time() * 1000)
     client.log_batch(
         run.info.run_id,
-        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(float(v))],
-        params=[Param(k, str(v)) for k, v in params.items()],
-        tags=[RunTag(TAG_SWEEP, experiment)],
+        metrics=[Metric(k, v, now, 0) for k, v in sorted(best_metrics(metrics).items())],
+        params=[Param(k, str(v)[:6000]) for k, v in sorted(params.items())],
+        tags=[RunTag(k, str(v)) for k, v in tags.items()],
     )
+    log_dataset(client, run.info.run_id, tags)
     client.set_terminated(run.info.run_id, status="FINISHED")
     return run.info.run_id
+
+
+def mark_handed_over(store: Store, experiment: str, run_id: str) -> None:
+    """Tag ``run_id`` as the run whose model the sweep hands over (``sourcetrace.handed_over=true``), the
+    tag taken off any other run of the experiment (a resumed sweep may hand over another model)."""
+    client = client_for(store)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise SourcetraceError(f"no MLflow experiment {experiment!r} in {store.uri}")
+    for run in client.search_runs([found.experiment_id], filter_string=f"tags.`{TAG_HANDED_OVER}` = 'true'"):
+        if run.info.run_id != run_id:
+            client.delete_tag(run.info.run_id, TAG_HANDED_OVER)
+    client.set_tag(run_id, TAG_HANDED_OVER, "true")
 
 
 def experiment_urls(store: Store, base_url: str) -> dict[str, str]:
