@@ -215,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(a, required=False)  # default: the data the model was trained on (its config.json)
     a.add_argument("--split", choices=("dev", "eval"), default="dev", help="split to analyse")
     a.add_argument("--out", default=None, help="output folder (default: MODEL/analysis_<split>)")
+    a.add_argument(
+        "--calibration-only",
+        action="store_true",
+        help="only the reliability diagram and expected calibration error of the calibrated probabilities",
+    )
 
     e = _command(
         sub,

@@ -106,20 +106,23 @@ def write_fusion(
     return out
 
 
+MAX_BYTES = 1 << 20  # a fusion.json names at most 16 members (its schema): a megabyte is plenty
+
+
 def read_fusion(folder: str | os.PathLike) -> dict:
+    """``fusion.json`` of ``folder``, checked against its schema (``sourcetrace/bundle/schemas``): at most 16
+    members, positive finite weights, finite metrics. Anything else is one ``CheckpointError`` naming the file
+    and the field."""
+    from sourcetrace.bundle.files import BundleError, parse_json
+
     path = Path(folder) / FUSION_FILE
+    if not path.is_file():
+        what = "not a regular file" if path.exists() else "does not exist"
+        raise CheckpointError(f"{path}: unreadable fusion record ({what})")
     try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: unreadable fusion record ({err})") from None
-    members = record.get("members") if isinstance(record, dict) else None
-    if (
-        record.get("format") != FORMAT
-        or not isinstance(members, list)
-        or not all(isinstance(m, dict) and isinstance(m.get("checkpoint"), str) for m in members)
-    ):
-        raise CheckpointError(f"{path}: not a sourcetrace fusion record (format {FORMAT!r}, members[].checkpoint)")
-    return record
+        return parse_json(path, FUSION_FILE, MAX_BYTES)
+    except BundleError as err:
+        raise CheckpointError(f"unreadable fusion record: {err}") from None
 
 
 def load_fused(folder: str | os.PathLike, device: str | torch.device = "cpu"):
@@ -146,11 +149,21 @@ def load_fused_record(record: dict, folder: Path, device):
     _LOADING.add(here)
     try:
         loaded = []
-        for m in record["members"]:
+        for i, m in enumerate(record["members"]):
+            where = f"{folder / FUSION_FILE}: members[{i}].checkpoint"
+            if "\x00" in m["checkpoint"]:
+                raise CheckpointError(f"{where}: a path cannot hold a NUL character")
             path = member_path(folder, m["checkpoint"])
             if not path.exists():
-                raise CheckpointError(f"{folder / FUSION_FILE}: member checkpoint {path} does not exist")
-            loaded.append(load_model(path, device))
+                raise CheckpointError(f"{where}: member checkpoint {path} does not exist")
+            try:
+                loaded.append(load_model(path, device))
+            except RecursionError:
+                raise CheckpointError(f"{where}: fusions nested too deeply") from None
+            except SourcetraceError as err:
+                if FUSION_FILE in str(err):  # a member fusion's own error already names its file and field
+                    raise
+                raise CheckpointError(f"{where}: {path}: {err}") from None
     finally:
         _LOADING.discard(here)
     weights = check_weights([m.get("weight", 1.0) for m in record["members"]], len(loaded))

@@ -266,10 +266,13 @@ def _cell(c: pd.Series) -> str:
 
 def cli_report(args) -> int:
     """``sourcetrace report SWEEP_RUN [--out DIR] [--tracking-uri URI]``."""
-    from sourcetrace.storage import local_path
+    from sourcetrace.storage import local_path, writable_folder
 
     out = local_path(args.out, "--out") if args.out else None
-    reports = write_reports(local_path(args.sweep_run, "SWEEP_RUN"), out, args.tracking_uri)
+    exp = local_path(args.sweep_run, "SWEEP_RUN")
+    if exp.is_dir():  # the report folder is checked before the trials and the MLflow store are read
+        writable_folder(out or exp / "report", "the report folder", "choose another --out")
+    reports = write_reports(exp, out, args.tracking_uri)
     print(format_table1(reports))
     print(f"reports: {reports.out_dir}")
     return 0

@@ -2,6 +2,7 @@
 for a minute on the tiny real TTS corpus."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -125,3 +126,35 @@ def test_eval_analysis_applies_the_dev_threshold(run, tiny_corpus, tmp_path):
     m = res["metrics"]
     assert 0.0 <= m["openset_false_unknown_rate"] <= 1.0 and 0.0 <= m["openset_false_known_rate"] <= 1.0
     assert 0.0 <= m["openset_auroc"] <= 1.0
+
+
+def test_enrolment_warns_when_a_new_system_overlaps_a_near_relative(run, tiny_corpus, tmp_path, capsys):
+    """pico_griffinlim (pico re-vocoded with Griffin-Lim, absent from training) is pico to the model: enrolling
+    it says it overlaps pico (or its other re-vocoding, pico_world); sam, an 8-bit formant synthesiser with no
+    relative in training, is enrolled without a warning."""
+    import shutil
+
+    from sourcetrace.cli import main
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(sourcetrace.load(run, device="cpu").path, bundle)
+    m = sourcetrace.load(bundle, device="cpu")
+    for name, _ in m.enrolled_systems():  # what the other tests enrolled
+        m.remove(name)
+    ev = read_protocol(tiny_corpus, splits=("eval",)).tables["eval"]
+    griffin = sorted(ev.loc[ev["system"] == "pico_griffinlim", "file"])
+    sam = sorted(ev.loc[ev["system"] == "sam", "file"])
+    capsys.readouterr()
+    assert main(["enroll", "--model", str(bundle), "--system", "new_griffin", *griffin]) == 0
+    out, err = capsys.readouterr()
+    assert re.search(r"^warning: new_griffin overlaps pico(_world)?: the bundle already attributed \d+ of its", err)
+    res = sourcetrace.load(bundle, device="cpu").enroll("new_griffin_api", griffin)
+    ov = res.overlap
+    assert ov.overlaps and ov.nearest in ("pico", "pico_world", "new_griffin") and ov.n_clips == len(griffin)
+    assert ov.known_as > len(griffin) / 2 and sum(ov.decisions.values()) == len(griffin)
+    card = json.loads((bundle / files.CARD_JSON).read_text())
+    first = next(e for e in card["enrolled_systems"] if e["name"] == "new_griffin")
+    assert first["overlap"]["overlaps"] and first["overlap"]["nearest"] in ("pico", "pico_world")
+    assert main(["enroll", "--model", str(bundle), "--system", "new_sam", *sam]) == 0
+    out, err = capsys.readouterr()
+    assert "warning" not in err and "new_sam: nearest existing system" in out

@@ -1,6 +1,7 @@
 """Portable bundles with a model trained for seconds on the tiny real TTS corpus: export, move away
 from the data, trace, enrol (also concurrently), list, remove; damaged and malicious bundles; the API."""
 
+import csv
 import json
 import os
 import pickle
@@ -98,9 +99,9 @@ def no_corpus(tiny_corpus):
 
 def test_a_moved_bundle_traces_enrols_lists_and_removes_without_the_corpus(moved, clips, no_corpus, capsys):
     folder, by_system = clips
-    assert sorted(p.name for p in moved.iterdir()) == sorted([*files.REQUIRED, files.CARD_MD, files.CARD_JSON]), (
-        "export leaves exactly the bundle files"
-    )
+    assert sorted(p.name for p in moved.iterdir()) == sorted(
+        [*files.REQUIRED, files.CALIBRATION, files.CARD_MD, files.CARD_JSON]
+    ), "export leaves exactly the bundle files"
     capsys.readouterr()
     assert main(["trace", "--model", str(moved), "--format", "json", str(folder)]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -196,7 +197,8 @@ def test_damaged_bundles_give_one_clear_error_naming_the_file(moved, clips):
             sourcetrace.load(moved, device="cpu")
     (moved / files.THRESHOLD).write_text(threshold)
     first = arrays[key][0].tolist()
-    enrolled.write_text(json.dumps({"systems": [{"name": "n", "clips": [{"embedding": first[:-1] + [float("nan")]}]}]}))
+    clip = {"sha256": "0" * 64, "embedding": first[:-1] + [float("nan")]}
+    enrolled.write_text(json.dumps({"systems": [{"name": "n", "clips": [clip]}]}))
     with pytest.raises(BundleError, match="enrolled.json: a clip of 'n' has non-finite embedding values"):
         sourcetrace.load(moved, device="cpu")
     enrolled.write_text(json.dumps({"systems": []}))
@@ -221,7 +223,7 @@ def test_enrol_names_are_validated_and_slashes_are_values(moved, clips, tmp_path
     res = tracer.enroll("../../etc/passwd", five)
     assert res.added == 5 and not (tmp_path / "etc").exists()
     assert sorted(p.name for p in moved.iterdir() if not p.name.startswith(".")) == sorted(
-        [*files.REQUIRED, files.CARD_MD, files.CARD_JSON]
+        [*files.REQUIRED, files.CARD_MD, files.CARD_JSON, files.CALIBRATION]
     )
     with pytest.raises(SourcetraceError, match="is not enrolled"):
         tracer.remove("nobody")
@@ -318,7 +320,7 @@ def test_models_resolve_from_run_and_checkpoint_folders(run, tmp_path, capsys):
     card = json.loads((tmp_path / "b" / files.CARD_JSON).read_text())
     assert card["training_corpus"]["systems"] and card["metrics"]["all"]["dev_eer"] >= 0
     assert card["sourcetrace_version"] == sourcetrace.__version__ and card["created"]
-    assert "## Training corpus" in (tmp_path / "b" / files.CARD_MD).read_text()
+    assert "## Training data" in (tmp_path / "b" / files.CARD_MD).read_text()  # a Hugging Face card
 
 
 def test_onnx_export_matches_pytorch(exported, tmp_path):
@@ -491,3 +493,108 @@ def test_a_wav2vec2_bundle_loads_without_its_ssl_source(tiny_corpus, tmp_path, c
     with torch.no_grad():
         wave = torch.from_numpy(sf.read(sam[0], dtype="float32")[0][None, :32000])
         np.testing.assert_allclose(m.model(wave).numpy(), ref(wave).numpy(), atol=1e-5)
+
+
+def test_trace_output_is_evidence_and_validates_against_the_shipped_schema(moved, clips, tmp_path, capsys):
+    """JSON and CSV carry each clip's SHA-256, duration and rate as read, the input handling (level included),
+    the bundle's and enrolled.json's hashes, the version and the UTC time; the JSON validates against the schema
+    shipped with the package; the table gets one header line; copying or enrolling keeps the bundle's hash."""
+    import hashlib
+    from datetime import UTC, datetime
+
+    import jsonschema
+    import torchaudio
+
+    from sourcetrace.attribution import trace_schema
+    from sourcetrace.data.audio import load_audio
+
+    src = clips[1]["sam"][0]
+    phone = tmp_path / "phone.wav"
+    wave = load_audio(src, 16000)
+    sf.write(phone, torchaudio.functional.resample(torch_tensor(wave), 16000, 8000).numpy(), 8000, subtype="PCM_16")
+    missing = tmp_path / "missing.wav"
+    before = datetime.now(UTC).replace(microsecond=0)
+    args = ["trace", "--model", str(moved), "--no-progress"]
+    assert main(args + ["--format", "json", src, str(phone), str(missing)]) == 1
+    rows = json.loads(capsys.readouterr().out)
+    jsonschema.Draft202012Validator(trace_schema()).validate(rows)
+    digest = files.bundle_sha256(moved)
+    for row, path in zip(rows, (src, phone, missing)):
+        assert row["bundle_sha256"] == digest and row["sourcetrace_version"] == sourcetrace.__version__
+        assert row["enrolled_sha256"] == hashlib.sha256((moved / files.ENROLLED).read_bytes()).hexdigest()
+        when = datetime.strptime(row["traced_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        assert before <= when <= datetime.now(UTC)
+        if path != missing:
+            info = sf.info(str(path))
+            assert row["sha256"] == hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            assert row["duration_s"] == pytest.approx(info.frames / info.samplerate)
+            assert row["sample_rate"] == info.samplerate
+            assert "peak-normalised" in row["level"] and "-20 dBFS RMS inside the model" in row["level"]
+    assert rows[1]["sample_rate"] == 8000 and rows[1]["input"][0].startswith("narrow-band")
+    assert rows[2]["error"] and rows[2]["sha256"] is None and rows[2]["level"] is None
+
+    assert main(args + ["--format", "csv", src]) == 0
+    head, line = list(csv.reader(capsys.readouterr().out.splitlines()))
+    got = dict(zip(head, line))
+    assert head[-1] == "input" and got["sha256"] == rows[0]["sha256"] and got["bundle_sha256"] == digest
+    assert got["sample_rate"] == str(rows[0]["sample_rate"]) and got["level"] == rows[0]["level"]
+    assert {"duration_s", "enrolled_sha256", "sourcetrace_version", "traced_at"} <= set(head)
+    assert main(args + [src]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln for ln in lines if ln.startswith("# bundle sha256 ")][0].startswith(f"# bundle sha256 {digest}, ")
+
+    m = sourcetrace.load(moved, device="cpu")  # through the API, a waveform's hash is that of its float32 samples
+    (r,) = m.trace(wave)
+    assert r.sha256 == hashlib.sha256(wave.astype(np.float32).tobytes()).hexdigest()
+    assert r.sample_rate == 16000 and r.duration_s == pytest.approx(len(wave) / 16000)
+
+    copy = tmp_path / "copy"
+    shutil.copytree(moved, copy)
+    assert files.bundle_sha256(copy) == digest
+    sourcetrace.load(copy, device="cpu").enroll("evidence_test", clips[1]["flite_awb"][:5])
+    assert files.bundle_sha256(copy) == digest
+    assert files.file_sha256(copy / files.ENROLLED) != rows[0]["enrolled_sha256"]
+    (copy / files.THRESHOLD).write_text((copy / files.THRESHOLD).read_text() + " ")
+    assert files.bundle_sha256(copy) != digest
+
+
+def test_the_exported_card_holds_the_metrics_its_limits_and_no_machine_path(run, exported, tiny_corpus):
+    import yaml
+
+    data = json.loads((exported / files.CARD_JSON).read_text())
+    md = (exported / files.CARD_MD).read_text()
+    best = json.loads((run / "results.json").read_text())["best"]
+    for key, value in best.items():  # the numbers are the checkpoint's metrics
+        name, _, cond = key.partition(".")
+        assert data["metrics"][cond or "all"][name] == pytest.approx(value)
+    manifest = json.loads((exported / files.MANIFEST).read_text())
+    assert data["model"]["embedding_dim"] == manifest["embedding_dim"] == 16
+    dev = read_protocol(tiny_corpus, splits=("dev",)).tables["dev"]
+    assert data["evaluation"]["dev"]["n_clips"] == len(dev)
+    for cond, rows in dev.groupby("condition"):
+        assert data["evaluation"]["dev"]["conditions"][cond]["n_clips"] == len(rows)
+    text = json.dumps(data) + md
+    for path in (str(tiny_corpus), str(run), str(exported), str(REPO), os.path.expanduser("~")):
+        assert path not in text
+    assert data["training_corpus"]["name"] == tiny_corpus.name and "root" not in data["training_corpus"]
+    header = yaml.safe_load(md.split("---\n")[1])
+    assert header["library_name"] == "sourcetrace" and "tags" in header and header["license"]
+    assert "## Out-of-scope use" in md and "## Known failure modes" in md
+    calibration = json.loads((exported / files.CALIBRATION).read_text())
+    assert data["calibration"]["description"] == calibration["description"] and calibration["description"] in md
+
+
+def test_enrolment_and_removal_rewrite_the_card(moved, clips, capsys):
+    five = clips[1]["sam"][:5]
+    assert main(["enroll", "--model", str(moved), "--system", NEW, *five]) == 0
+    out = capsys.readouterr().out
+    assert f"{NEW}: nearest existing system " in out
+    data = json.loads((moved / files.CARD_JSON).read_text())
+    (entry,) = data["enrolled_systems"]
+    assert entry["name"] == NEW and entry["n_clips"] == 5 and entry["overlap"]["n_clips"] == 5
+    assert entry["overlap"]["nearest"] in data["training_corpus"]["systems"]
+    assert f"- {NEW}: 5 clips; before enrolment" in (moved / files.CARD_MD).read_text()
+    assert main(["enroll", "--model", str(moved), "--remove", NEW]) == 0
+    assert json.loads((moved / files.CARD_JSON).read_text())["enrolled_systems"] == []
+    assert NEW not in (moved / files.CARD_MD).read_text()
+    assert not list(moved.glob(files.TMP_PREFIX + "*"))

@@ -140,7 +140,7 @@ def test_import_sourcetrace_stays_light():
 
 
 def test_model_card_puts_the_sweeps_baseline_beside_the_model_per_condition(tmp_path):
-    from sourcetrace.bundle.card import _markdown, _split_metrics, sweep_baseline
+    from sourcetrace.bundle.card import _split_metrics, markdown, sweep_baseline
 
     ckpt = tmp_path / "sweep" / "trial_0" / "checkpoint_000003"
     ckpt.mkdir(parents=True)
@@ -156,14 +156,24 @@ def test_model_card_puts_the_sweeps_baseline_beside_the_model_per_condition(tmp_
         "created": "now",
         "sourcetrace_version": "0",
         "git_commit": None,
-        "source": {"path": "p"},
+        "source": {"kind": "run", "name": "p", "checkpoint": "best"},
         "model": {"name": "thin_resnet34", "loss": "ge2e", "embedding_dim": 50},
-        "training_corpus": {"root": "r", "train_split": "train", "n_clips": 3, "systems": ["a"], "languages": []},
+        "training_corpus": {
+            "name": "r",
+            "protocol": "protocol",
+            "train_split": "train",
+            "dev_split": "dev",
+            "n_clips": 3,
+            "systems": ["a"],
+            "languages": [],
+        },
         "metrics": table["model"],
         "baseline_metrics": table["baseline"],
-        "open_set": {"scorer": "centroid", "threshold": {"description": "x"}},
+        "intervals": {},
+        "open_set": {"scorer": "centroid", "threshold": {"value": 0.5, "description": "x"}},
+        "input": {"eval_seconds": 6.0},
     }
-    md = _markdown(card)
+    md = markdown(card)
     assert "| condition | dev_eer | test_eer | baseline test_eer |" in md
     assert "| all | 11.40 | 8.70 | 12.30 |" in md and "| c1 |  | 2.10 | 9.00 |" in md
 

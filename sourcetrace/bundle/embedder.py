@@ -26,10 +26,30 @@ MAX_CROPS = 10
 BATCH = 64
 
 
+MAX_FUSION_DEPTH = 4  # a fusion's member may be a fusion, this many levels deep
+
+
 def build_network(cfg, weights: dict, extras: dict, folder: Path):
     """The backbone of ``cfg`` (or the fused network that ``extras`` describes) with ``weights`` loaded
-    strictly (eval mode, CPU)."""
-    model = _network(cfg, extras, weights, "", folder)
+    strictly (eval mode, CPU).
+
+    Every size the config (and a fusion member's) sets is capped first (``validation.check_sizes``), and the
+    build runs within ``validation.build_within_cap``: a file asking for too big a model is one ``BundleError``
+    naming it, never an allocation attempt."""
+    from sourcetrace.bundle import files
+    from sourcetrace.validation import ModelTooLarge, build_within_cap
+
+    where = f"{folder}/{'bundle.json' if 'fusion' in extras else 'config.json'}"
+    try:
+        build = lambda: _network(cfg, extras, weights, "", folder)  # noqa: E731
+        model = build_within_cap(build, "its model", files.MAX_MODEL_BYTES)
+    except ModelTooLarge as err:
+        raise BundleError(f"{where}: {err}") from None
+    except BundleError:
+        raise
+    except (SourcetraceError, ValueError, TypeError, KeyError, RuntimeError, ZeroDivisionError, OverflowError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise BundleError(f"{where}: the model cannot be built from it ({type(err).__name__}: {first})") from None
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:
@@ -38,24 +58,38 @@ def build_network(cfg, weights: dict, extras: dict, folder: Path):
     return model.eval()
 
 
-def _network(cfg, extras: dict, weights: dict, prefix: str, folder: Path):
-    """The untrained network whose state dict (keys under ``prefix`` in ``weights``) the bundle holds."""
+def _network(cfg, extras: dict, weights: dict, prefix: str, folder: Path, field: str = "network", depth: int = 0):
+    """The untrained network whose state dict (keys under ``prefix`` in ``weights``) the bundle holds; ``field``
+    is where ``extras`` sit in bundle.json (a fusion member's: ``network.fusion.members[0].network``)."""
     from sourcetrace.models import build_model
+    from sourcetrace.validation import check_sizes
 
+    if not depth:
+        try:
+            check_sizes(cfg)
+        except SourcetraceError as err:
+            raise BundleError(f"{folder}/config.json: {err}") from None
     if "fusion" in extras:
         from sourcetrace.config import Config
         from sourcetrace.fusion import FusedNetwork
 
+        if depth >= MAX_FUSION_DEPTH:
+            raise BundleError(f"{folder}/bundle.json: {field}: fusions nested more than {MAX_FUSION_DEPTH} deep")
+        spec, members, configs = extras["fusion"], [], []
+        for i, m in enumerate(spec["members"]):
+            at = f"{field}.fusion.members[{i}]"
+            try:
+                c = check_sizes(Config.stored(m["config"]))
+            except SourcetraceError as err:
+                raise BundleError(f"{folder}/bundle.json: {at}.config: {err}") from None
+            configs.append(c)
+            members.append(
+                _network(c, m.get("network", {}), weights, f"{prefix}members.{i}.", folder, at + ".network", depth + 1)
+            )
         try:
-            spec = extras["fusion"]
-            configs = [Config.stored(m["config"]) for m in spec["members"]]
-            members = [
-                _network(c, m.get("network", {}), weights, f"{prefix}members.{i}.", folder)
-                for i, (c, m) in enumerate(zip(configs, spec["members"]))
-            ]
             return FusedNetwork(members, spec["weights"], configs)
-        except (KeyError, TypeError, SourcetraceError) as err:
-            raise BundleError(f"{folder}/bundle.json: its fusion's members cannot be rebuilt: {err}") from None
+        except SourcetraceError as err:
+            raise BundleError(f"{folder}/bundle.json: {field}.fusion: {err}") from None
     if cfg.model.name != "w2v2_aasist":
         return build_model(cfg)
     from transformers import Wav2Vec2Config

@@ -3,8 +3,9 @@
 Exporting needs the training data once: the known systems' reference clips (every training clip, up
 to ``openset.REFERENCE_CLIPS_PER_SYSTEM`` per system: the policy of analyze and training) fit the
 open-set scorer, and the dev split calibrates the "unknown" threshold (5 % false-unknown rate on
-known systems). After that the bundle needs no data. A bundle is written into a temporary sibling and
-renamed into place, so a failed export never leaves half a bundle.
+known systems) and the probabilities ``trace`` prints beside the raw scores (``calibration.json``,
+``sourcetrace.evaluation.calibration``). After that the bundle needs no data. A bundle is written
+into a temporary sibling and renamed into place, so a failed export never leaves half a bundle.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ def export(
     from sourcetrace.bundle.embedder import network_extras
     from sourcetrace.data.protocol import read_checked
     from sourcetrace.device import flag_device
+    from sourcetrace.evaluation.calibration import fit_calibration
     from sourcetrace.evaluation.embed import embed_table
     from sourcetrace.evaluation.openset import (
         DEFAULT_SCORER,
@@ -139,8 +141,13 @@ def export(
     if name not in SCORERS:
         raise SourcetraceError(f"unknown open-set scorer {name!r}; valid: {', '.join(SCORERS)}")
     out = Path(out).absolute()
+    if out.exists() and not out.is_dir():
+        raise SourcetraceError(f"--out {out} exists and is not a folder; choose a new folder")
     if out.exists() and any(out.iterdir()) and not (overwrite and files.is_bundle(out)):
         raise SourcetraceError(f"--out {out} exists and is not empty; choose a new folder")
+    from sourcetrace.storage import writable_folder
+
+    writable_folder(out.parent, "the bundle's parent folder", "choose another --out")  # before the model loads
     dev = flag_device(device)
     loaded = load_model(res.checkpoint, dev)
     if announce:
@@ -151,9 +158,11 @@ def export(
     root, protocol = loaded.data_location(root, protocol)
     proto = read_checked(root, protocol, (cfg.data.train_split, cfg.data.dev_split))
     train = reference_table(proto.tables[cfg.data.train_split], known)  # as analyze and training metrics
-    fitted = fit_scorer(name, embed_table(loaded, train, dev, batch_size), train["system"].to_numpy(dtype=str))
+    ref_emb, ref_systems = embed_table(loaded, train, dev, batch_size), train["system"].to_numpy(dtype=str)
+    fitted = fit_scorer(name, ref_emb, ref_systems)
     dev_table = proto.tables[cfg.data.dev_split]
-    knownness, _ = fitted.score(embed_table(loaded, dev_table, dev, batch_size))
+    dev_emb = embed_table(loaded, dev_table, dev, batch_size)
+    knownness, _ = fitted.score(dev_emb)
     thr = calibrate_threshold(
         knownness,
         dev_table["system"].isin(known).to_numpy(),
@@ -162,11 +171,16 @@ def export(
         split=cfg.data.dev_split,
         scorer=name,
     )
+    calibration = fit_calibration(  # on dev only, as the threshold: eval stays unseen
+        name, ref_emb, ref_systems, dev_emb, dev_table["system"].to_numpy(dtype=str), cfg.data.dev_split, fitted
+    )
     scorer_state = fitted.state()
     arrays = {k: v for k, v in scorer_state.items() if hasattr(v, "dtype") and hasattr(v, "shape")}
     plain = {k: v for k, v in scorer_state.items() if k not in arrays}
     threshold = thr.to_dict() | {"description": thr.describe(), "scorer": name}
-    card_json, card_md = model_card(loaded, loaded.metrics, train, proto, threshold, name, res)
+    card_json, card_md = model_card(
+        loaded, loaded.metrics, train, proto, threshold, name, res, calibration=calibration.to_dict()
+    )
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=files.TMP_PREFIX + out.name + "."))
@@ -177,6 +191,7 @@ def export(
         files.write_npz(tmp / files.SCORER_ARRAYS, arrays)
         files.write_json(tmp / files.SCORER_JSON, plain)
         files.write_json(tmp / files.THRESHOLD, threshold)
+        files.write_json(tmp / files.CALIBRATION, calibration.to_dict())
         files.write_json(tmp / files.ENROLLED, {"systems": []})
         files.write_json(tmp / files.CARD_JSON, card_json)
         files.atomic_write(tmp / files.CARD_MD, card_md)
@@ -236,6 +251,9 @@ def cli_export(args) -> int:
         thr = json.load(f)
     print(f"bundle: {out}")
     print(f"operating point: {thr['description']}")
+    if (out / files.CALIBRATION).is_file():
+        with open(out / files.CALIBRATION) as f:
+            print(f"calibration: {json.load(f)['description']}")
     if getattr(args, "onnx", False):
         from sourcetrace.bundle.onnx_export import cli_onnx
 

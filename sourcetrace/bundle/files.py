@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import io
 import json
+import math
 import os
 import tempfile
 import unicodedata
@@ -32,11 +33,17 @@ SCORER_ARRAYS, SCORER_JSON = "scorer.npz", "scorer.json"
 THRESHOLD = "threshold.json"
 ENROLLED = "enrolled.json"
 CARD_MD, CARD_JSON = "model_card.md", "model_card.json"
+CALIBRATION = "calibration.json"  # optional: bundles exported before it trace without probabilities
 LOCK = ".lock"
 TMP_PREFIX = ".tmp-"
 REQUIRED = (MANIFEST, CONFIG, WEIGHTS, SCORER_ARRAYS, SCORER_JSON, THRESHOLD, ENROLLED)
 RESERVED_NAMES = ("unknown",)
 MAX_NAME = 200
+# Caps on what a bundle's files may ask for, checked before anything is allocated (the JSON files' own caps
+# are in their schemas, sourcetrace/bundle/schemas/): a hostile or damaged bundle is one error, not an OOM.
+MAX_JSON_BYTES = 256 << 20  # one JSON file (enrolled.json holds every enrolled clip's embedding)
+MAX_MODEL_BYTES = 4 << 30  # the network's tensors: 1e9 float32 parameters (wav2vec2 XLS-R 300M is 1.3 GB)
+MAX_ARRAYS, MAX_ARRAY_DIMS, MAX_ARRAYS_BYTES = 64, 4, 2 << 30  # scorer.npz: arrays, dimensions, bytes in all
 
 
 class BundleError(SourcetraceError):
@@ -75,25 +82,95 @@ def write_json(path: Path, obj: Any) -> Path:
     return atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
-def read_json(folder: Path, name: str) -> Any:
-    """A bundle JSON file; missing or unparsable -> one clear error naming it."""
-    path = Path(folder) / name
-    if not path.is_file():
-        raise BundleError(f"{path}: missing (is {folder} a complete bundle? re-export it with `sourcetrace export`)")
+def _regular_file(path: Path, folder: Path) -> Path:
+    """``path`` if it is a regular file; missing, or a folder / pipe / device, is one ``BundleError``."""
+    if path.is_file():
+        return path
+    if path.exists():
+        raise BundleError(f"{path}: not a regular file (a folder, pipe or device); a bundle holds plain files")
+    raise BundleError(f"{path}: missing (is {folder} a complete bundle? re-export it with `sourcetrace export`)")
+
+
+def parse_json(path: Path, name: str | None = None, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """The JSON of the regular file ``path``, at most ``max_bytes``; with ``name`` (a file that has a schema
+    in ``sourcetrace.bundle.schemas``) checked against it. Every failure is one ``BundleError`` naming the
+    file: too big, not UTF-8, not JSON, nested too deeply, or (with ``name``) the field that does not fit."""
+    from sourcetrace.bundle.schemas import check
+
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise BundleError(f"{path}: {size:,} bytes, more than the {max_bytes:,} a {path.name} may have")
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        obj = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise BundleError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); the file is damaged") from None
+    except json.JSONDecodeError as err:
         raise BundleError(f"{path}: not valid JSON ({err}); the file is truncated or damaged") from None
+    except RecursionError:
+        raise BundleError(f"{path}: not valid JSON (nested too deeply); the file is damaged") from None
+    except OSError as err:
+        raise BundleError(f"{path}: cannot be read ({err.strerror or err})") from None
+    return check(obj, name, path) if name is not None else obj
+
+
+def read_json(folder: Path, name: str, schema: bool = True) -> Any:
+    """A bundle JSON file; missing, unparsable or (``schema``, for the files that have one) not fitting its
+    schema -> one clear error naming it and the field."""
+    from sourcetrace.bundle.schemas import SCHEMAS
+
+    path = _regular_file(Path(folder) / name, Path(folder))
+    obj = parse_json(path, name if schema and name in SCHEMAS else None)
+    if name == CONFIG and not isinstance(obj, dict):  # its keys and values are the Config's own checks
+        raise BundleError(f"{path}: must be an object of config keys (section.key: value), got {type(obj).__name__}")
+    return obj
+
+
+def _npz_headers(path: Path) -> None:
+    """Check every array's header in the ``.npz`` at ``path`` before any is read: at most ``MAX_ARRAYS``
+    arrays of at most ``MAX_ARRAY_DIMS`` dimensions, ``MAX_ARRAYS_BYTES`` in all, no object (pickled) arrays.
+
+    The shape in a header is what ``np.load`` allocates, whatever the (compressed) data holds, so a header
+    asking for terabytes is refused here, not attempted."""
+    import zipfile
+
+    total = 0
+    with zipfile.ZipFile(path) as z:
+        names = [i for i in z.infolist() if not i.is_dir()]
+        if len(names) > MAX_ARRAYS:
+            raise BundleError(f"{path}: {len(names)} arrays; a bundle's scorer has at most {MAX_ARRAYS}")
+        for info in names:
+            key = info.filename.removesuffix(".npy")
+            with z.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version in ((2, 0), (3, 0)):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    raise ValueError(f"array {key!r}: .npy format version {version}")
+            if dtype.hasobject:
+                raise BundleError(f"{path}: holds pickled objects (array {key!r}), which are never loaded")
+            if len(shape) > MAX_ARRAY_DIMS:
+                raise BundleError(f"{path}: array {key!r} has {len(shape)} dimensions; at most {MAX_ARRAY_DIMS}")
+            total += math.prod(shape) * dtype.itemsize
+            if total > MAX_ARRAYS_BYTES:
+                raise BundleError(
+                    f"{path}: array {key!r} has shape {tuple(shape)}: its arrays would take more than the "
+                    f"{MAX_ARRAYS_BYTES:,} bytes a bundle's scorer may have"
+                )
 
 
 def read_npz(folder: Path, name: str) -> dict[str, np.ndarray]:
-    path = Path(folder) / name
-    if not path.is_file():
-        raise BundleError(f"{path}: missing (is {folder} a complete bundle?)")
+    path = _regular_file(Path(folder) / name, Path(folder))
     try:
+        _npz_headers(path)
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
+    except BundleError:
+        raise
     except ValueError as err:  # object arrays need pickle: refused
+        if "pickle" not in str(err):
+            raise BundleError(f"{path}: not a readable .npz array file ({err})") from None
         raise BundleError(f"{path}: holds pickled objects, which are never loaded ({err})") from None
     except Exception as err:  # zipfile.BadZipFile, EOFError, OSError: truncated or not an npz
         raise BundleError(f"{path}: not a readable .npz array file ({type(err).__name__}: {err})") from None
@@ -110,14 +187,36 @@ def read_weights(folder: Path) -> dict:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = Path(folder) / WEIGHTS
-    if not path.is_file():
-        raise BundleError(f"{path}: missing (is {folder} a complete bundle?)")
+    path = _regular_file(Path(folder) / WEIGHTS, Path(folder))
+    size = _weights_bytes(path)
+    if size > MAX_MODEL_BYTES:
+        raise BundleError(
+            f"{path}: its tensors take {size:,} bytes, more than the {MAX_MODEL_BYTES:,} a bundle's model may have"
+        )
     try:
         return load_file(path, device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise BundleError(
             f"{path}: not a safetensors weights file ({err}); bundles never load pickled weights"
+        ) from None
+
+
+def _weights_bytes(path: Path) -> int:
+    """The bytes the tensors of a safetensors file take, from its header alone (nothing is loaded)."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n <= 100 << 20:  # safetensors' own limit on a header
+                raise ValueError(f"header length {n}")
+            header = json.loads(f.read(n))
+        ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+        if not all(isinstance(e, int) and e >= 0 for e in ends):
+            raise ValueError("data offsets")
+        return max(ends, default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError, OSError) as err:
+        raise BundleError(
+            f"{path}: not a safetensors weights file ({type(err).__name__}: {str(err)[:200]}); "
+            "bundles never load pickled weights"
         ) from None
 
 
@@ -205,16 +304,53 @@ def check_manifest(folder: Path) -> dict:
     folder = Path(folder)
     if not folder.is_dir():
         raise BundleError(f"{folder}: not a folder")
-    manifest = read_json(folder, MANIFEST)
+    manifest = read_json(folder, MANIFEST, schema=False)  # format and version first: their own messages
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{folder / MANIFEST}: not a sourcetrace bundle manifest (format != {FORMAT!r})")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION or version < 1:
         raise BundleError(f"{folder / MANIFEST}: bundle format version {version!r}; readable: 1..{FORMAT_VERSION}")
     missing = [name for name in REQUIRED if not (folder / name).is_file()]
+    for name in missing:
+        if (folder / name).exists():  # there, but a folder, pipe or device: said as such
+            _regular_file(folder / name, folder)
     if missing:
         raise BundleError(f"{folder}: incomplete bundle, missing {', '.join(missing)}")
     systems, dim = manifest.get("known_systems"), manifest.get("embedding_dim")
     if not isinstance(systems, list) or not systems or not isinstance(dim, int) or dim < 1:
         raise BundleError(f"{folder / MANIFEST}: needs a non-empty 'known_systems' list and an 'embedding_dim' >= 1")
-    return manifest
+    from sourcetrace.bundle.schemas import check
+
+    return check(manifest, MANIFEST, folder / MANIFEST)
+
+
+FIXED = (MANIFEST, CONFIG, WEIGHTS, SCORER_ARRAYS, SCORER_JSON, THRESHOLD)  # what export writes and nothing changes
+FIXED_OPTIONAL = (CALIBRATION,)  # fixed at export too, absent from older bundles: hashed when present
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def bundle_sha256(folder: str | os.PathLike) -> str:
+    """One SHA-256 that names a bundle's model: over the name and SHA-256 of each of its fixed files (manifest,
+    config, weights, scorer, threshold, and the calibration when the bundle has one), in that order. Enrolment,
+    the model card and the lock do not change it (``enrolled.json`` is hashed on its own: ``file_sha256``); a
+    copied or moved bundle keeps it."""
+    import hashlib
+
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for name in FIXED + tuple(n for n in FIXED_OPTIONAL if (folder / n).is_file()):
+        path = folder / name
+        if not path.is_file():
+            raise BundleError(f"{path}: missing (is {folder} a complete bundle?)")
+        h.update(f"{name}\t{file_sha256(path)}\n".encode())
+    return h.hexdigest()

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sourcetrace.bundle import embedder, files
+from sourcetrace.bundle import card, embedder, files
 from sourcetrace.bundle.files import BundleError
 from sourcetrace.errors import AudioError, SourcetraceError
 
@@ -32,22 +32,74 @@ class Attribution:
     knownness: float | None = None
     error: str | None = None
     input: list[str] = field(default_factory=list)  # what was done to read the clip (mixed down, resampled)
+    # evidence: what identifies the clip as given (``clip_evidence``); None where it could not be read
+    sha256: str | None = None  # of the file's bytes; of a waveform's float32 samples
+    duration_s: float | None = None  # as read: the file header's frames / its rate (a waveform: at the model's)
+    sample_rate: int | None = None  # as read, before any resampling (a waveform: the model's)
+    # calibrated (fitted on dev, ``calibration.json``); None for a bundle without a calibration
+    p_known: float | None = None  # P(the clip comes from a known system | knownness)
+    top_p: list[float] = field(default_factory=list)  # per ``top`` entry: P(system | the clip's system is known)
+    calibration: str | None = None  # the method that made them, with its parameters
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["top"] = [{"system": s, "score": float(v)} for s, v in self.top]
+        p = d.pop("top_p") or [None] * len(self.top)
+        d["top"] = [{"system": s, "score": float(v), "p": q} for (s, v), q in zip(self.top, p)]
         return d
+
+
+OVERLAP_SHARE = 0.5  # a new system overlaps an existing one when more than this share of its clips are called it
+
+
+@dataclass
+class Overlap:
+    """How the bundle saw a system's clips before they were enrolled (every other system as it stood).
+
+    ``nearest`` is the existing system the clips were most often called (as known, above the threshold),
+    else most often closest to (top-1); the new system *overlaps* it when more than ``OVERLAP_SHARE`` of
+    its clips would have been attributed to it as known: the two are hard to tell apart, and clips of
+    either may be traced to the other.
+    """
+
+    nearest: str
+    n_clips: int  # its usable clips that were measured
+    top1: int  # clips whose closest system was ``nearest``
+    known_as: int  # clips the bundle would have called ``nearest`` (top-1 and above the threshold)
+    known: int  # clips called known at all (any existing system)
+    mean_score: float  # mean per-system score of its clips against ``nearest``
+    decisions: dict[str, int]  # what the bundle would have called its clips: system or "unknown" -> clips
+
+    @property
+    def share(self) -> float:
+        """Share of its clips the bundle would have attributed to ``nearest`` as known."""
+        return self.known_as / self.n_clips if self.n_clips else 0.0
+
+    @property
+    def overlaps(self) -> bool:
+        return self.share > OVERLAP_SHARE
+
+    def describe(self) -> str:
+        return (
+            f"nearest existing system {self.nearest}: {self.known_as} of {self.n_clips} clips would have been "
+            f"attributed to it as known ({100 * self.share:.0f}%), {self.top1} had it as closest system, "
+            f"mean score {self.mean_score:.3f}"
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"share": self.share, "overlaps": self.overlaps}
 
 
 @dataclass
 class Enrolment:
-    """What one ``enroll`` call did: clips added, clips skipped (and why), the system's total."""
+    """What one ``enroll`` call did: clips added, clips skipped (and why), the system's total, and how close
+    the system is to the existing ones (``overlap``, measured on its usable clips before they were added)."""
 
     system: str
     added: int
     duplicates: list[str]  # clips already enrolled for this system (same content): nothing to do
     failed: dict[str, str]  # clip -> why it could not be used
     n_clips: int
+    overlap: Overlap | None = None
 
 
 class SourceTracer:
@@ -72,6 +124,7 @@ class SourceTracer:
         ]
         self.dim = int(self.manifest["embedding_dim"])
         self._base_state = self._read_scorer_state()
+        self.calibration = self._read_calibration()
         weights = files.read_weights(self.path)
         from sourcetrace.device import flag_device  # torch: not needed to read or check a bundle
 
@@ -95,6 +148,23 @@ class SourceTracer:
                     f"the model's embeddings have {self.dim} dimensions"
                 )
         return state | arrays
+
+    def _read_calibration(self):
+        """The dev-fitted calibration (``calibration.json``), or None for a bundle exported without one."""
+        from sourcetrace.evaluation.calibration import Calibration, CalibrationError  # numpy only
+
+        if not (self.path / files.CALIBRATION).is_file():
+            return None
+        try:
+            cal = Calibration.from_dict(files.read_json(self.path, files.CALIBRATION))
+        except CalibrationError as err:
+            raise BundleError(f"{self.path / files.CALIBRATION}: {err}") from None
+        if cal.scorer != self._base_state["name"]:
+            raise BundleError(
+                f"{self.path / files.CALIBRATION}: field 'scorer' is {cal.scorer!r}, but the bundle's scorer is "
+                f"{self._base_state['name']!r}"
+            )
+        return cal
 
     def _read_enrolled(self) -> list[dict]:
         data = files.read_json(self.path, files.ENROLLED)
@@ -123,11 +193,15 @@ class SourceTracer:
         self.enrolled = self._read_enrolled()
         try:
             scorer = scorer_from_state(dict(self._base_state))
+        except (SourcetraceError, ValueError, KeyError, TypeError) as err:
+            where = f"{self.path / files.SCORER_JSON} and {files.SCORER_ARRAYS}"
+            raise BundleError(f"{where}: the open-set scorer cannot be rebuilt: {err}") from None
+        try:
             for entry in self.enrolled:
                 if entry["clips"]:
                     scorer.add(entry["name"], np.asarray([c["embedding"] for c in entry["clips"]], np.float32))
-        except (SourcetraceError, ValueError, KeyError) as err:
-            raise BundleError(f"{self.path}: the open-set scorer cannot be rebuilt: {err}") from None
+        except (SourcetraceError, ValueError, KeyError, TypeError) as err:
+            raise BundleError(f"{self.path / files.ENROLLED}: an enrolled system cannot be added: {err}") from None
         self.scorer = scorer
 
     @property
@@ -168,7 +242,8 @@ class SourceTracer:
         if crop not in embedder.CROPS:
             raise SourcetraceError(f"crop {crop!r} is not one of {', '.join(embedder.CROPS)}")
         clips = as_clips(clips)
-        out = [Attribution(embedder.label(c, i)) for i, c in enumerate(clips)]
+        rate = self.config.data.sample_rate
+        out = [Attribution(embedder.label(c, i), **clip_evidence(c, rate)) for i, c in enumerate(clips)]
         step = 64 if crop != "full" else 8
         for start in range(0, len(clips), step):
             part = clips[start : start + step]
@@ -181,12 +256,19 @@ class SourceTracer:
                 out[start + i].input = done
             if waves:
                 known, per = self.scorer.score(embedder.embed(self.model, waves, self.config, self.device, crop))
+                cal = self.calibration
+                p_known = cal.p_known(known) if cal else None
+                probs = cal.system_probabilities(per) if cal else None
                 for row, i in enumerate(good):
                     order = np.argsort(-per[row], kind="stable")[:top_k]
                     r = out[start + i]
                     r.top = [(self.scorer.systems[j], float(per[row, j])) for j in order]
                     r.knownness = float(known[row])
+                    # the decision is the threshold on the raw knownness; the probabilities only sit beside it
                     r.decision = "unknown" if known[row] < self.threshold["value"] else r.top[0][0]
+                    if cal is not None:
+                        r.p_known, r.calibration = float(p_known[row]), cal.method()
+                        r.top_p = [float(probs[row, j]) for j in order]
             if progress is not None:
                 progress.update(len(part))
         return out
@@ -210,6 +292,7 @@ class SourceTracer:
         emb = embedder.embed(self.model, waves, self.config, self.device, crop) if waves else None
         with files.locked(self.path):
             self.reload()  # what other processes enrolled meanwhile
+            overlap = self._overlap(system, emb) if emb is not None else None
             entries = {e["name"]: e for e in self.enrolled}
             entry = entries.setdefault(system, {"name": system, "clips": []})
             have = {c["sha256"] for c in entry["clips"]}
@@ -226,9 +309,45 @@ class SourceTracer:
             if not entry["clips"]:
                 raise AudioError(f"no usable clip to enrol {system!r}:\n  " + "\n  ".join(failed.values()))
             if added:
-                files.write_json(self.path / files.ENROLLED, {"systems": list(entries.values())})
+                systems = list(entries.values())
+                card_files = card.enrolled_card(self.path, systems, {system: overlap.to_dict()} if overlap else {})
+                files.write_json(self.path / files.ENROLLED, {"systems": systems})
+                card.write_card(self.path, card_files)
             self.reload()
-        return Enrolment(system, added, duplicates, failed, len(entry["clips"]))
+        return Enrolment(system, added, duplicates, failed, len(entry["clips"]), overlap)
+
+    def _overlap(self, system: str, emb: np.ndarray) -> Overlap:
+        """How the bundle without ``system`` (the training systems and every other enrolled one) scores its
+        clips ``emb``: the nearest existing system and how many clips it would have been called."""
+        from sourcetrace.evaluation.scorers import scorer_from_state
+
+        try:
+            scorer = scorer_from_state(dict(self._base_state))
+            for entry in self.enrolled:
+                if entry["name"] != system and entry["clips"]:
+                    scorer.add(entry["name"], np.asarray([c["embedding"] for c in entry["clips"]], np.float32))
+        except (SourcetraceError, ValueError, KeyError) as err:
+            raise BundleError(f"{self.path}: the open-set scorer cannot be rebuilt: {err}") from None
+        known, per = scorer.score(emb)
+        names = np.asarray(scorer.systems)
+        top = names[per.argmax(1)]
+        is_known = known >= self.threshold["value"]
+        decided = np.where(is_known, top, "unknown")
+        systems = list(scorer.systems)
+        # nearest: most clips called it as known, then most clips closest to it, then the highest mean score
+        rank = [
+            (int((decided == s).sum()), int((top == s).sum()), float(per[:, j].mean())) for j, s in enumerate(systems)
+        ]
+        j = max(range(len(systems)), key=lambda k: rank[k])
+        return Overlap(
+            nearest=systems[j],
+            n_clips=len(emb),
+            top1=rank[j][1],
+            known_as=rank[j][0],
+            known=int(is_known.sum()),
+            mean_score=rank[j][2],
+            decisions={str(k): int(v) for k, v in zip(*np.unique(decided, return_counts=True))},
+        )
 
     def remove(self, system: str) -> int:
         """Forget an enrolled system (training systems stay); returns how many clips it had."""
@@ -240,13 +359,39 @@ class SourceTracer:
                     f"{system!r} is not enrolled in {self.path}; enrolled: {', '.join(names) or 'none'}"
                 )
             gone = self.enrolled[names.index(system)]
-            files.write_json(self.path / files.ENROLLED, {"systems": [e for e in self.enrolled if e is not gone]})
+            kept = [e for e in self.enrolled if e is not gone]
+            card_files = card.enrolled_card(self.path, kept, {})
+            files.write_json(self.path / files.ENROLLED, {"systems": kept})
+            card.write_card(self.path, card_files)
             self.reload()
         return len(gone["clips"])
 
     def enrolled_systems(self) -> list[tuple[str, int]]:
         """(name, number of clips) of every enrolled system."""
         return [(e["name"], len(e["clips"])) for e in self.enrolled]
+
+
+def clip_evidence(clip: Any, sample_rate: int) -> dict:
+    """The facts that identify a clip as given, for ``Attribution``: ``sha256`` of the file's bytes (of a
+    waveform: of its float32 samples, as ``enrolled.json`` stores them), and ``duration_s`` and ``sample_rate``
+    as read from the file's header before any resampling (a waveform is taken to be at ``sample_rate``).
+    A fact that cannot be read is None: the clip's ``error`` says why."""
+    from sourcetrace.data.audio import probe_audio
+
+    if not isinstance(clip, (str, os.PathLike)):
+        try:
+            wave = np.asarray(clip.detach().cpu() if hasattr(clip, "detach") else clip, dtype=np.float32)
+        except (TypeError, ValueError):
+            return {}
+        return {"sha256": embedder.clip_id(wave), "duration_s": wave.size / sample_rate, "sample_rate": sample_rate}
+    out: dict[str, Any] = {}
+    try:
+        out["sha256"] = embedder.clip_id(clip)
+        info = probe_audio(clip)
+        out |= {"duration_s": float(info.duration), "sample_rate": int(info.sample_rate)}
+    except (OSError, AudioError):
+        pass
+    return out
 
 
 def as_clips(clips: Any) -> list:

@@ -3,8 +3,10 @@
 Embeds the split (and the training split, whose centroids define the known systems) and writes to
 ``out``: the linear probe (``probe.json``, ``confusion.parquet`` + ``confusion.png``), the UMAP
 (``umap.parquet`` with the 2-D coordinates + ``umap.png``), the all-pairs DET curve (``det.png``),
-the open-set metrics with a calibrated "unknown" threshold (``openset.json``) and every flat metric
-(``metrics.json``). No MLflow here: ``analyze`` returns the artefact paths for the caller to log.
+the open-set metrics with a calibrated "unknown" threshold (``openset.json``), the reliability of the
+calibrated probabilities with their expected calibration error (``calibration.json`` +
+``reliability.png``) and every flat metric (``metrics.json``). No MLflow here: ``analyze`` returns the
+artefact paths for the caller to log.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sourcetrace.bundle.export import load_any
+from sourcetrace.bundle.export import load_any, resolve_model
 from sourcetrace.data.protocol import read_checked
 from sourcetrace.device import flag_device
 from sourcetrace.evaluation.baseline import table_baseline
@@ -33,6 +35,7 @@ from sourcetrace.evaluation.openset import (
 from sourcetrace.evaluation.plots import plot_confusion, plot_det, plot_umap, umap_coordinates
 from sourcetrace.evaluation.probe import confusion_long, linear_probe
 from sourcetrace.registry import lookup
+from sourcetrace.storage import writable_folder
 
 
 def analyze(
@@ -54,13 +57,14 @@ def analyze(
 
     scorer = scorer or DEFAULT_SCORER
     lookup(SCORERS, scorer, "open-set scorer")  # a bad name fails before anything is embedded
+    resolve_model(model_path)  # a model that does not exist is named before an output folder is made in it
+    out = Path(out) if out else Path(model_path) / f"analysis_{split}"
+    writable_folder(out, "the output folder", "choose another --out")  # before the model loads or a clip decodes
     dev = flag_device(device)
     loaded = load_any(model_path, dev)
     root, protocol = loaded.data_location(root, protocol)
     train_split = loaded.config.data.train_split
     proto = read_checked(root, protocol, (train_split, split))
-    out = Path(out) if out else Path(model_path) / f"analysis_{split}"
-    out.mkdir(parents=True, exist_ok=True)
     notes = []
     known = list(loaded.known_systems)
     if tuple(known) != proto.known_systems:
@@ -109,15 +113,17 @@ def analyze(
     osr = openset_metrics(ref, ref_table["system"].to_numpy(dtype=str), emb, systems, known, scorer=scorer)
     metrics.update(osr.metrics())
     thr, cal_split = None, loaded.config.data.dev_split
+    cal_data = (emb, systems)  # the dev split's embeddings and systems, for the calibration
     if split == cal_split and osr.n_known:
         thr = calibrate_threshold(osr.scores, seen, operating_point, target, split=split, scorer=scorer)
     elif split != cal_split:  # the threshold is chosen on dev and applied here: honest error rates
         cal = read_checked(root, protocol, (train_split, cal_split)).tables[cal_split]
+        cal_data = (embed_table(loaded, cal, dev, batch_size), cal["system"].to_numpy(dtype=str))
         cal_osr = openset_metrics(
             ref,
             ref_table["system"].to_numpy(dtype=str),
-            embed_table(loaded, cal, dev, batch_size),
-            cal["system"].to_numpy(dtype=str),
+            cal_data[0],
+            cal_data[1],
             known_systems=known,
             scorer=scorer,
         )
@@ -130,6 +136,12 @@ def analyze(
             metrics["openset_false_unknown_rate"] = float((osr.scores[seen] < thr.value).mean())
         if (~seen).any():
             metrics["openset_false_known_rate"] = float((osr.scores[~seen] >= thr.value).mean())
+    rel = calibration_reliability(
+        loaded.path, scorer, ref, ref_table["system"].to_numpy(dtype=str), emb, systems, split, cal_split, cal_data, out
+    )
+    metrics.update(rel["metrics"])
+    artifacts += rel["artifacts"]
+    notes += rel["notes"]
     cfg = loaded.config
     metrics.update(table_baseline("baseline", table, ref_table, known, cfg.data.eval_seconds, cfg.data.sample_rate))
     openset = {k: v for k, v in dataclasses.asdict(osr).items() if k not in ("scores", "predicted")}
@@ -148,7 +160,149 @@ def analyze(
     )
     artifacts.append(_write_json(out / "openset.json", openset))
     artifacts.append(_write_json(out / "metrics.json", {"metrics": metrics, "notes": notes, "model": str(loaded.path)}))
-    return {"out": out, "artifacts": artifacts, "metrics": metrics, "notes": notes, "threshold": thr, "scorer": scorer}
+    return {
+        "out": out,
+        "artifacts": artifacts,
+        "metrics": metrics,
+        "notes": notes,
+        "threshold": thr,
+        "scorer": scorer,
+        "calibration": rel["calibration"],
+    }
+
+
+def calibration_reliability(
+    model_path: Path,
+    scorer: str,
+    ref: np.ndarray,
+    ref_systems: np.ndarray,
+    emb: np.ndarray,
+    systems: np.ndarray,
+    split: str,
+    cal_split: str,
+    cal_data: tuple[np.ndarray, np.ndarray],
+    out: Path,
+) -> dict[str, Any]:
+    """Reliability of the calibrated probabilities on ``split``: ``calibration.json`` (the calibration used,
+    the bins and the ECE of knownness and of the top-1 system) and ``reliability.png``.
+
+    The calibration is the bundle's (``calibration.json``, fitted on dev at export) when the model is a
+    bundle that has one for ``scorer``; otherwise it is fitted here on ``cal_data`` (the dev split), as
+    export would."""
+    from sourcetrace.bundle import files
+    from sourcetrace.evaluation.calibration import (
+        NEGATIVES_UNSEEN,
+        Calibration,
+        CalibrationError,
+        fit_calibration,
+        split_reliability,
+    )
+    from sourcetrace.evaluation.openset import fit_scorer
+    from sourcetrace.evaluation.plots import plot_reliability
+
+    notes: list[str] = []
+    fitted = fit_scorer(scorer, ref, ref_systems)
+    knownness, per = fitted.score(emb)
+    stored = Path(model_path) / files.CALIBRATION
+    cal, source = None, f"fitted on {cal_split} by analyze"
+    if files.is_bundle(model_path) and stored.is_file():
+        try:
+            cal = Calibration.from_dict(files.read_json(Path(model_path), files.CALIBRATION))
+        except CalibrationError as err:
+            raise files.BundleError(f"{stored}: {err}") from None
+        if cal.scorer == scorer:
+            source = f"the bundle's {files.CALIBRATION}"
+        else:
+            notes.append(
+                f"the bundle's calibration is for the {cal.scorer} scorer; refitted for {scorer} on {cal_split}"
+            )
+            cal = None
+    if cal is None:
+        try:
+            cal = fit_calibration(scorer, ref, ref_systems, cal_data[0], cal_data[1], cal_split, fitted)
+        except CalibrationError as err:
+            notes.append(f"no calibrated probabilities: {err}")
+            return {"calibration": None, "metrics": {}, "artifacts": [], "notes": notes, "source": None}
+    if split == cal.split:
+        notes.append(f"calibration error on {split}, the split the calibration was fitted on: in-sample, optimistic")
+    rels = split_reliability(cal, knownness, per, systems, fitted.systems)
+    if "knownness" in rels and cal.negatives == NEGATIVES_UNSEEN:
+        here = float(np.isin(systems, fitted.systems).mean())
+        there = cal.n_known / (cal.n_known + cal.n_unknown)
+        if abs(here - there) > 0.1:
+            notes.append(
+                f"P(known) is calibrated at {cal.split}'s mix ({100 * there:.0f}% known clips); {split} has "
+                f"{100 * here:.0f}%, which alone moves its calibration error"
+            )
+    metrics = {f"calibration_ece_{k}": r.ece for k, r in rels.items()}
+    report = {
+        "split": split,
+        "source": source,
+        "calibration": cal.to_dict(),
+        "bins": len(next(iter(rels.values())).count) if rels else None,
+        "reliability": {k: r.to_dict() for k, r in rels.items()},
+    }
+    artifacts = [_write_json(out / "calibration.json", report)]
+    if rels:
+        artifacts.append(
+            plot_reliability(rels.values(), out / "reliability.png", f"Reliability on {split} ({cal.method()})")
+        )
+    return {"calibration": cal, "metrics": metrics, "artifacts": artifacts, "notes": notes, "source": source}
+
+
+def analyze_calibration(
+    model_path: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    protocol: str | os.PathLike | None = None,
+    split: str = "eval",
+    out: str | os.PathLike | None = None,
+    *,
+    device: str = "auto",
+    batch_size: int = 64,
+    scorer: str | None = None,
+) -> dict[str, Any]:
+    """Only the reliability of the calibrated probabilities on ``split`` (``analyze`` does it among the rest):
+    ``calibration.json`` and ``reliability.png`` in ``out``. For a bundle, ``scorer`` defaults to the bundle's."""
+    from sourcetrace.bundle import files
+
+    dev = flag_device(device)
+    loaded = load_any(model_path, dev)
+    if scorer is None:
+        scorer = str(loaded.meta.get("scorer") or DEFAULT_SCORER) if files.is_bundle(loaded.path) else DEFAULT_SCORER
+    lookup(SCORERS, scorer, "open-set scorer")
+    root, protocol = loaded.data_location(root, protocol)
+    train_split, cal_split = loaded.config.data.train_split, loaded.config.data.dev_split
+    proto = read_checked(root, protocol, tuple(dict.fromkeys((train_split, cal_split, split))))
+    out = Path(out) if out else Path(model_path) / f"analysis_{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    ref_table = reference_table(proto.tables[train_split], list(loaded.known_systems))
+    ref = embed_table(loaded, ref_table, dev, batch_size)
+    table = proto.tables[split]
+    emb, systems = embed_table(loaded, table, dev, batch_size), table["system"].to_numpy(dtype=str)
+    if split == cal_split:
+        cal_data = (emb, systems)
+    else:
+        cal = proto.tables[cal_split]
+        cal_data = (embed_table(loaded, cal, dev, batch_size), cal["system"].to_numpy(dtype=str))
+    res = calibration_reliability(
+        loaded.path, scorer, ref, ref_table["system"].to_numpy(dtype=str), emb, systems, split, cal_split, cal_data, out
+    )
+    return res | {"out": out, "scorer": scorer}
+
+
+def calibration_summary(res: dict[str, Any], split: str) -> str:
+    """What ``analyze --calibration-only`` prints."""
+    lines = []
+    cal = res["calibration"]
+    if cal is not None:
+        lines.append(f"calibration ({res['source']}): {cal.describe()}")
+    for key, what in (("knownness", "P(known)"), ("top1", "top-1 p")):
+        value = res["metrics"].get(f"calibration_ece_{key}")
+        if value is not None:
+            lines.append(f"{split}: expected calibration error of {what}: {value:.4f}")
+    lines += [f"note: {note}" for note in res["notes"]]
+    lines.append(f"wrote {len(res['artifacts'])} files to {res['out']}")
+    return "\n".join(lines)
 
 
 def _write_json(path: Path, obj: Any) -> Path:
@@ -196,6 +350,13 @@ def summary(res: dict[str, Any], split: str) -> str:
                 f"  applied to {split}: false-unknown {100 * m['openset_false_unknown_rate']:.1f}%"
                 + (f", false-known {100 * fkr:.1f}%" if fkr is not None else "")
             )
+    if "calibration_ece_knownness" in m or "calibration_ece_top1" in m:
+        parts = [
+            f"{what} {m[key]:.3f}"
+            for what, key in (("P(known)", "calibration_ece_knownness"), ("top-1 p", "calibration_ece_top1"))
+            if key in m
+        ]
+        lines.append(f"expected calibration error ({res['calibration'].method()}): " + "  ".join(parts))
     lines += [f"note: {note}" for note in res["notes"]]
     lines.append(f"wrote {len(res['artifacts'])} files to {res['out']}")
     return "\n".join(lines)
@@ -203,6 +364,10 @@ def summary(res: dict[str, Any], split: str) -> str:
 
 def cli_analyze(args) -> int:
     """``sourcetrace analyze MODEL [--root DIR] [--protocol P] [--split dev|eval] [--out DIR]``."""
+    if getattr(args, "calibration_only", False):
+        res = analyze_calibration(args.model, args.root, args.protocol, args.split, args.out)
+        print(calibration_summary(res, args.split))
+        return 0
     res = analyze(args.model, args.root, args.protocol, args.split, args.out)
     print(summary(res, args.split))
     return 0

@@ -41,10 +41,21 @@ MIN_WINDOW_S, MAX_WINDOW_S = 0.1, 600.0  # an evaluation window: a few STFT fram
 UNSEEN_SYSTEM_CONDITIONS = ("lang_seen___model_not_seen", "lang_not_seen___model_not_seen")
 
 
+def split_csv(folder: Path, split: str) -> Path:
+    """The CSV of ``split`` in the protocol ``folder``: a split is a name (``dev``, ``eval``), never a path, so a
+    value with a path separator or a leading dot (``..``) is refused, with the splits the folder has."""
+    if not split or split.startswith(".") or any(sep in split for sep in ("/", "\\", os.sep)):
+        have = ", ".join(sorted(p.stem for p in Path(folder).glob("*.csv"))) or "none: it holds no CSV files"
+        if not Path(folder).is_dir():
+            have = "none: it does not exist"
+        raise ProtocolError(f"--split {split!r} names a split, not a path; the splits of {folder}: {have}")
+    return Path(folder) / f"{split}.csv"
+
+
 def read_corpus(root: str, protocol: str | None, split: str) -> tuple[pd.DataFrame, pd.DataFrame | None, str, list]:
     """(split table, train table or None, where conditions come from, notes); checks every file exists."""
     folder = protocol_folder(root, protocol)
-    if not (folder / f"{split}.csv").is_file():
+    if not split_csv(folder, split).is_file():
         have = ", ".join(sorted(p.name for p in folder.glob("*.csv"))) or "no CSV files"
         raise ProtocolError(f"no {split!r} split: {folder / f'{split}.csv'} does not exist ({folder} has: {have})")
     notes = []
@@ -140,6 +151,11 @@ def score(
     require(rendered_parts(names))  # a missing encoder is named before the model is loaded or a clip decoded
     if not Path(root).is_dir():
         raise ProtocolError(f"corpus root {root!r} is not a folder")
+    try:
+        folder = protocol_folder(root, str(protocol) if protocol else None)
+    except ProtocolError:  # a missing protocol folder is named after the model, as it always was
+        folder = Path(root) / "protocol"
+    split_csv(folder, split)  # --split is a name, not a path: refused before the model loads
     dev = flag_device(device)
     loaded = load_any(model_path, dev)  # a folder without a model fails here, before any decoding
     table, train, source, notes = read_corpus(root, str(protocol) if protocol else None, split)

@@ -153,3 +153,44 @@ def plot_det(
     ax.grid(True, lw=0.3)
     ax.legend(loc="upper right", fontsize=8)
     return _save(fig, path)
+
+
+def plot_reliability(reliabilities: Sequence[Any], path: str | os.PathLike, title: str = "Reliability") -> Path:
+    """Reliability diagrams side by side, one per ``calibration.Reliability``: per equal-width probability
+    bin, the fraction of positive outcomes (bar) and the mean predicted probability (red line; the gap between
+    the two is the bin's calibration error, and the diagonal is perfect calibration), the ECE in each panel's
+    title and the clips per bin along the bottom."""
+    rels = list(reliabilities)
+    if not rels:
+        raise ValueError("no reliability to plot")
+    fig = Figure(figsize=(5 * len(rels), 5.2))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(rels), squeeze=False)[0]
+    for ax, rel in zip(axes, rels):
+        edges = np.asarray(rel.edges, dtype=float)
+        width = np.diff(edges)
+        acc = np.array([np.nan if a is None else a for a in rel.accuracy], dtype=float)
+        conf = np.array([np.nan if c is None else c for c in rel.confidence], dtype=float)
+        ax.bar(
+            edges[:-1],
+            np.nan_to_num(acc),
+            width=width,
+            align="edge",
+            color="steelblue",
+            alpha=0.8,
+            edgecolor="white",
+            label="observed fraction",
+        )
+        ax.hlines(conf, edges[:-1], edges[1:], colors="crimson", lw=2, label="mean predicted probability")
+        ax.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="perfect calibration")
+        for x, w, n in zip(edges[:-1], width, rel.count):
+            if n:
+                ax.text(x + w / 2, 0.02, str(n), ha="center", va="bottom", fontsize=6, rotation=90)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel(f"predicted probability ({rel.what})")
+        ax.set_ylabel("observed fraction")
+        ax.set_title(f"{rel.what}: ECE {rel.ece:.3f} ({rel.n} clips)", fontsize=9)
+        ax.legend(loc="best", fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from sourcetrace.config import Config
-from sourcetrace.errors import CheckpointError, ProtocolError, SourcetraceError
+from sourcetrace.errors import CheckpointError, ConfigError, ProtocolError, SourcetraceError
 
 STATE = "state.pt"
 
@@ -139,9 +139,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
 
     if is_fusion(path):
         return load_fused(path, device)
+    from sourcetrace.validation import build_within_cap, check_sizes
+
     folder = resolve_checkpoint(path)
     cfg, state, meta = load_state(folder)
-    model = build_model(cfg)
+    try:  # a checkpoint handed over is not trusted to ask for a sane model size
+        model = build_within_cap(lambda: build_model(check_sizes(cfg)), "its model")
+    except ConfigError as err:
+        raise CheckpointError(f"{folder / 'config.json'}: {err}") from None
     model.load_state_dict(state["model"])
     model.to(device).eval()
     return LoadedModel(model, cfg, tuple(meta["known_systems"]), folder, meta, dict(state.get("best_metrics", {})))
