@@ -48,7 +48,7 @@ from IPython.display import display
 import sourcetrace
 from sourcetrace.evaluation.baseline import NAME as BASELINE
 from sourcetrace.evaluation.comparison import baseline_cells
-from sourcetrace.report import RECORD, table1_cells
+from sourcetrace.report import RECORD, ci95, table1_cells
 
 
 def repository_root() -> Path | None:
@@ -259,12 +259,22 @@ else:
     print(f"{experiment} is not the sweep's folder (no {RECORD}): no training-loss curves")
 
 # %% [markdown]
-# ## EER vs embedding size, per loss and sampler (error bars: 95 % CI over seeds)
+# ## EER vs embedding size, per run label (error bars: 95 % CI over seeds)
+# One line per run label without its size and seed (what the sweep varied besides them); the fusion is one
+# model, so one starred point at its concatenated size.
 
 # %%
-models = cells[~cells["backbone"].map(without_size)].copy()
-models["row"] = models["backbone"] + " | " + models["loss"] + " | " + models["sampler"]
-models["row"] += np.where(models["variant"] != "", " | " + models["variant"].str.slice(0, 30), "")
+best_rows = trials[trials["best"]].dropna(subset=["dev_eer"]).copy()
+best_rows["row"] = best_rows["label"].str.rsplit("/", n=2).str[0]  # the run label without its size and seed
+rows = []  # per run label (without size and seed), size and split: mean and 95 % CI over seeds
+for (row, dim), g in best_rows.groupby(["row", "dim"]):
+    for split in ("dev", "test"):
+        values = g[f"{split}_eer"].dropna().to_numpy() if f"{split}_eer" in g else np.array([])
+        if len(values):
+            rows.append(
+                {"row": row or "all", "dim": dim, "split": split, "eer_mean": values.mean(), "eer_ci95": ci95(values)}
+            )
+models = pd.DataFrame(rows, columns=["row", "dim", "split", "eer_mean", "eer_ci95"])
 fused = cells[cells["backbone"].str.startswith("fusion")]
 fusion_file = report.parent / "fusion" / "fusion.json"
 fusion_size = None  # the fusion's embedding: its members' embeddings side by side
@@ -278,10 +288,11 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
 for ax, split in zip(axes, ("dev", "test")):
     for label, g in models[models["split"] == split].groupby("row"):
         g = g.sort_values("dim")
-        ax.errorbar(g["dim"], g["eer_mean"], yerr=g["eer_ci95"].fillna(0), marker="o", capsize=3, label=label)
+        yerr = g["eer_ci95"].fillna(0)
+        ax.errorbar(g["dim"], g["eer_mean"], yerr=yerr, marker="o", capsize=3, label=label, color=colour.get(label))
     f = fused[fused["split"] == split]
     if len(f):  # one model, one point: at its concatenated size when the fusion's record says it
-        x = fusion_size or models["dim"].max() * 2
+        x = fusion_size or int(best_rows["dim"].max()) * 2
         ax.plot([x], [f["eer_mean"].iloc[0]], "*", ms=14, color="k", label=f"{f['backbone'].iloc[0]} ({x}-d)")
     base = cells[(cells["backbone"] == BASELINE) & (cells["split"] == split)]
     if len(base):
