@@ -15,12 +15,14 @@ setup: venv engines
 
 # The virtual environment, rebuilt when pyproject.toml changes. samtts is installed --no-deps:
 # it declares pyaudio, which does not build here and is not needed to write files.
+# `.[all,dev]`: the whole pipeline (the sweep, ssl and corpus extras) and the test tools; a plain
+# `pip install .` is the light set that traces, enrols and evaluates with a bundle.
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(if $(TORCH_INDEX),$(PY) -m pip install -q --index-url $(TORCH_INDEX) torch==2.11.0 torchaudio==2.11.0)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[all,dev]'
 	$(PY) -m pip install -q --no-deps 'samtts==0.3.0'
 	touch $@
 

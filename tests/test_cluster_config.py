@@ -101,8 +101,8 @@ def test_launcher_commands(launcher):
     for cmd in (head, worker):
         assert "RAY_USAGE_STATS_ENABLED=0" in cmd and "RAY_AUTH_MODE=token" in cmd
     setup = " ".join(launcher["setup_commands"])
-    # the project is installed, pinned (a git tag/commit or a wheel file), on every node
-    assert re.search(r"pip install .*sourcetrace(\s*@\s*git\+\S+@[\w.\-]+|\S*\.whl)", setup), setup
+    # the project is installed, pinned (a git tag/commit or a wheel file), with the trials' extra, on every node
+    assert re.search(r"pip install .*sourcetrace(\[sweep\]\s*@\s*git\+\S+@[\w.\-]+|\S*\.whl\[sweep\])", setup), setup
     assert "mount -t nfs4" in setup and "/mnt/shared" in setup
     assert "RAY_USAGE_STATS_ENABLED=0" in setup
     # the autoscaler on the head needs the AWS SDK; MLflow needs the PostgreSQL driver

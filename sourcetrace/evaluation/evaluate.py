@@ -36,7 +36,6 @@ from sourcetrace.evaluation.embed import embed_waves
 from sourcetrace.evaluation.openset import openset_metrics
 from sourcetrace.storage import writable_folder
 
-SCORERS = ("model", "baseline")
 MIN_WINDOW_S, MAX_WINDOW_S = 0.1, 600.0  # an evaluation window: a few STFT frames at least, 10 minutes at most
 UNSEEN_SYSTEM_CONDITIONS = ("lang_seen___model_not_seen", "lang_not_seen___model_not_seen")
 
