@@ -268,6 +268,11 @@ def test_the_demo_smoke_sweep_hands_over_and_logs_the_fusion_of_its_front_ends(d
     assert fusion_run.data.tags["role"] == "fusion" and fusion_run.data.tags["sourcetrace.handed_over"] == "true"
     assert fusion_run.data.params["fusion.key"] == "front" and "model.embedding_dim" in fusion_run.data.params
     assert f"bundle/{files.MANIFEST}" in {a.path for a in client.list_artifacts(fusion_run.info.run_id, "bundle")}
+    # the sweep's results where MLflow users look: Table 1, the comparison, the field check and their figures
+    report = {a.path for a in client.list_artifacts(fusion_run.info.run_id, "report")}
+    assert {"report/table1.txt", "report/table1.parquet", "report/comparison.parquet", "report/plots"} <= report
+    figures = {a.path for a in client.list_artifacts(fusion_run.info.run_id, "report/plots")}
+    assert figures == {"report/plots/conditions.png", "report/plots/field.png"}
 
 
 @pytest.mark.slow
@@ -296,7 +301,10 @@ def test_the_mlflow_ui_shows_the_demo_smoke_runs_and_its_registered_model_in_hea
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
-        assert "MLflow UI on http://127.0.0.1:" in ui.stdout.readline()  # printed once the server answers
+        said = []  # the MLflow server may speak first on the same stdout; ours comes once the server answers
+        while not any("MLflow UI on http://127.0.0.1:" in line for line in said):
+            said.append(ui.stdout.readline())
+            assert said[-1] and len(said) < 20, said
         base = f"http://127.0.0.1:{port}"
 
         def page(url: str) -> str:

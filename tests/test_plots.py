@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from sourcetrace.evaluation.eer import all_pairs_metrics, det_points
-from sourcetrace.evaluation.plots import plot_confusion, plot_det, plot_umap, umap_coordinates
+from sourcetrace.evaluation.plots import plot_beside_baseline, plot_confusion, plot_det, plot_umap, umap_coordinates
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -35,3 +35,12 @@ def test_det_png(tmp_path):
     fpr, fnr = det_points(x, labels)
     p = plot_det(fpr, fnr, tmp_path / "det.png", m.eer, m.min_dcf)
     assert p.read_bytes()[:8] == PNG and p.stat().st_size > 1000
+
+
+def test_model_beside_baseline_png_with_and_without_intervals(tmp_path):
+    rows = [("clean", 7.36, 11.67), ("gain", 7.45, 14.22), ("replay", 12.78, 21.08)]
+    plain = plot_beside_baseline(rows, tmp_path / "a" / "conditions.png", "test EER per condition")
+    ivs = {"clean": (-10.03, -2.03), "replay": (-14.86, -3.89)}
+    marked = plot_beside_baseline(rows, tmp_path / "field.png", "field check", ivs)
+    for path in (plain, marked):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000

@@ -1,4 +1,4 @@
-"""PNG figures of an analysis: confusion matrix, UMAP of embeddings, DET curve.
+"""PNG figures of an analysis: confusion matrix, UMAP of embeddings, DET curve, model-vs-baseline bars.
 
 Figures are plain ``matplotlib.figure.Figure`` objects rendered by the Agg canvas: no pyplot, no display,
 no global backend switch (importing this module changes nothing in a notebook), nothing to leak.
@@ -193,4 +193,31 @@ def plot_reliability(reliabilities: Sequence[Any], path: str | os.PathLike, titl
         ax.set_title(f"{rel.what}: ECE {rel.ece:.3f} ({rel.n} clips)", fontsize=9)
         ax.legend(loc="best", fontsize=7)
     fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_beside_baseline(
+    rows: Sequence[tuple[str, float, float]],
+    path: str | os.PathLike,
+    title: str,
+    intervals: dict[str, tuple[float, float]] | None = None,
+) -> Path:
+    """Horizontal bars of EER % per condition, the model beside the featureless baseline; ``rows`` are
+    (condition, model EER, baseline EER). With ``intervals`` (condition -> the 95 % interval of model -
+    baseline), each condition's label carries it."""
+    fig, ax = _figure(7.5, 0.45 * len(rows) + 1.2)
+    y = np.arange(len(rows))
+    model = [r[1] for r in rows]
+    base = [r[2] for r in rows]
+    ax.barh(y - 0.2, model, height=0.4, color="tab:blue", label="model")
+    ax.barh(y + 0.2, base, height=0.4, color="tab:gray", label="featureless baseline")
+    labels = []
+    for name, m, b in rows:
+        iv = (intervals or {}).get(name)
+        labels.append(f"{name}\n{m - b:+.2f} [{iv[0]:+.2f}, {iv[1]:+.2f}]" if iv else name)
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("EER %")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)

@@ -290,8 +290,8 @@ def _finish(args, exp_dir: Path, store, sweep: SweepFile) -> int:
 
     bundle = export_best(exp_dir, reports.trials, store)  # the portable bundle of the model handed over, logged
     _mark_handed_over(exp_dir, reports, store, sweep, bundle)  # to its run, registered as an MLflow model
-    if sweep.tune["field_check"]:
-        _field_check(exp_dir, reports, sweep)
+    field = _field_check(exp_dir, reports, sweep) if sweep.tune["field_check"] else None
+    _log_reports(exp_dir, reports, store, field)
     if not args.no_analyze:
         _analyze_best(exp_dir, reports, sweep, store)
     if status.isin(["running", "pending", "interrupted"]).any():
@@ -336,7 +336,7 @@ def _fuse(exp_dir: Path, store, sweep: SweepFile) -> None:
         print(f"note: no fusion of the best trial per {key}: {err}", file=sys.stderr)
 
 
-def _field_check(exp_dir: Path, reports, sweep: SweepFile) -> None:
+def _field_check(exp_dir: Path, reports, sweep: SweepFile) -> dict | None:
     """The model handed over beside the baseline on the test split, clean and under TUNE field_check's
     conditions (``evaluate --degrade``), written to ``report/field/`` and printed as one table."""
     from sourcetrace.config import Config
@@ -361,11 +361,45 @@ def _field_check(exp_dir: Path, reports, sweep: SweepFile) -> None:
         )
     except SourcetraceError as err:  # the reports and the bundle stand
         print(f"note: no field check of the model handed over: {err}", file=sys.stderr)
-        return
+        return None
     print(f"field check of the model handed over ({what}):")
     print(format_field(res))
     for note in res["notes"]:
         print(f"  note: {note}")
+    return res
+
+
+def _log_reports(exp_dir: Path, reports, store, field: dict | None) -> None:
+    """Put the sweep's results where MLflow users look, on the handed-over run (artifact ``report/``): Table 1
+    as text and parquet, the model-vs-baseline comparison, the field check, and their figures (per condition
+    of the test split, and per field condition with its interval)."""
+    from sourcetrace.evaluation.degraded import columns, interval_of
+    from sourcetrace.evaluation.plots import plot_beside_baseline
+    from sourcetrace.report import format_table1
+    from sourcetrace.sweep.fuse import handed_over
+    from sourcetrace.tracking.store import log_artifact_dir
+
+    chosen = handed_over(exp_dir, reports.trials)
+    if chosen is None or not chosen[1]:
+        return
+    out = reports.out_dir
+    try:
+        (out / "table1.txt").write_text(format_table1(reports) + "\n")
+        if reports.comparison is not None:
+            test = reports.comparison[reports.comparison["split"] == "test"]
+            rows = [(r.condition, r.model_eer, r.baseline_eer) for r in test.itertuples()]
+            if rows:
+                plot_beside_baseline(rows, out / "plots" / "conditions.png", f"{chosen[2]}: test EER per condition")
+        if field is not None:
+            model, base = columns(field, "model"), columns(field, "baseline")
+            rows = [(n, model[n]["eer"], base[n]["eer"]) for n in model if n in base]
+            ivs = {n: (iv["lo"], iv["hi"]) for n in model if (iv := interval_of(field, n))}
+            title = f"field check: {field['split']}, {field['n_clips']} clips (model - baseline, 95 % interval)"
+            plot_beside_baseline(rows, out / "plots" / "field.png", title, ivs)
+    except OSError as err:  # the reports on disk stand
+        print(f"note: the report's figures could not be written: {err}", file=sys.stderr)
+        return
+    log_artifact_dir(store, chosen[1], out, "report")
 
 
 def _analyze_best(exp_dir: Path, reports, sweep: SweepFile, store) -> None:
