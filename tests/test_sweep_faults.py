@@ -124,7 +124,12 @@ def test_sigterm_stops_the_sweep_like_ctrl_c_and_resume_completes_it(tiny_corpus
     exp = client.get_experiment_by_name("term")
     runs = client.search_runs([exp.experiment_id])
     assert runs and not [r for r in runs if r.info.status == "RUNNING"]
-    assert set(trial_states(exp_dir).values()) != {"TERMINATED"}  # it did stop before the end
+    states = trial_states(exp_dir)
+    assert set(states.values()) != {"TERMINATED"}  # it did stop before the end
+    for run in runs:  # a true record: a trial the signal cut short is "interrupted" (KILLED), not early-stopped
+        if states.get(run.data.tags.get("trial_id")) not in (None, "TERMINATED"):
+            said = {k: run.data.tags.get(k) for k in ("status", "status_reason", "trial_id")}
+            assert run.info.status == "KILLED" and run.data.tags["status"] == "interrupted", (said, states)
 
     proc, _ = run_sweep(cmd + ["--resume"], tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -139,6 +139,20 @@ def test_failed_trial_ends_failed_with_its_reason(tmp_path, store):
     assert run.data.tags["status_reason"] == "sourcetrace.errors.TrainingError: non-finite loss (nan) at epoch 3"
 
 
+def test_a_trial_completed_by_an_interrupt_is_recorded_as_interrupted(tmp_path, store):
+    """SIGINT/SIGTERM: Tune's graceful stop may complete a running trial on its way out, but leaves it unended
+    (not TERMINATED) for --resume; its run must say "interrupted" (KILLED), not early-stopped (FINISHED)."""
+    cb = MlflowTrialCallback(store, "sw", SPEC)
+    cut, done = FakeTrial("t5", tmp_path), FakeTrial("t6", tmp_path)
+    feed(cb, cut, [1, 2], done=True)  # on_trial_complete, as the interrupt's stop calls it
+    feed(cb, done, [1, 2], done=True)
+    cut.status, done.status = "PAUSED", "TERMINATED"
+    cb.on_experiment_end([cut, done])
+    by_trial = {r.data.tags["trial_id"]: r for r in runs(store)[1]}
+    assert by_trial["t5"].info.status == "KILLED" and by_trial["t5"].data.tags["status"] == "interrupted"
+    assert by_trial["t6"].info.status == "FINISHED" and by_trial["t6"].data.tags["status"] == "early_stopped"
+
+
 def test_restore_reuses_the_run_and_skips_epochs_already_logged(tmp_path, store):
     cb = MlflowTrialCallback(store, "sw", SPEC)
     trial = FakeTrial("t4", tmp_path)

@@ -295,9 +295,23 @@ def _finish(args, exp_dir: Path, store, sweep: SweepFile) -> int:
     if not args.no_analyze:
         _analyze_best(exp_dir, reports, sweep, store)
     if status.isin(["running", "pending", "interrupted"]).any():
+        _mark_interrupted(reports, store, sweep)
         print("sweep interrupted: continue it with --resume (same --name/--storage)", file=sys.stderr)
         return 130
     return 1 if (status == "failed").any() else 0
+
+
+def _mark_interrupted(reports, store, sweep: SweepFile) -> None:
+    """True MLflow records after a signal: the runs of trials that did not end say "interrupted" (KILLED)."""
+    from sourcetrace.tracking.store import mark_interrupted, quiet_db, store_errors
+
+    per_trial = reports.trials.drop_duplicates("trial_id")
+    cut = per_trial.loc[per_trial["status"].isin(["running", "pending", "interrupted"]), "trial_id"]
+    try:
+        with quiet_db():
+            mark_interrupted(store, sweep.name, list(cut))
+    except store_errors() as err:  # the report and the sweep folder stand; --resume reopens the runs
+        print(f"note: MLflow runs of interrupted trials not marked: {type(err).__name__}: {err}", file=sys.stderr)
 
 
 def _mark_handed_over(exp_dir: Path, reports, store, sweep: SweepFile, bundle: Path | None) -> None:

@@ -223,8 +223,10 @@ class MlflowTrialCallback(Callback):
             if trial.trial_id not in self._done and getattr(trial, "status", None) in ("TERMINATED", "ERROR"):
                 self._backfill(trial)
                 (self.on_trial_complete if trial.status == "TERMINATED" else self.on_trial_error)(0, trials, trial)
-        for trial in trials:
-            if trial.trial_id in self._runs and trial.trial_id not in self._done:
+        for trial in trials:  # cut short by a signal: Tune may have completed it (FINISHED) on its way out
+            status = getattr(trial, "status", None)
+            cut_short = status is not None and status not in ("TERMINATED", "ERROR")
+            if trial.trial_id in self._runs and (trial.trial_id not in self._done or cut_short):
                 run_id = self._runs[trial.trial_id]
                 self.client.set_tag(run_id, TAG_STATUS, "interrupted")
                 self.client.set_tag(

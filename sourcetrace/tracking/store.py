@@ -203,6 +203,23 @@ def find_run(client, exp_id: str, trial_id: str):
     return runs[0] if runs else None
 
 
+def mark_interrupted(store: Store, experiment: str, trial_ids) -> None:
+    """Close the runs of trials a signal cut short as KILLED, tagged "interrupted": Tune's graceful stop may
+    have completed them on its way out (FINISHED, early-stopped), though the experiment keeps them for
+    ``--resume``, which reopens the same runs."""
+    client = client_for(store)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return
+    for trial_id in trial_ids:
+        run = find_run(client, found.experiment_id, trial_id)
+        if run is None:
+            continue
+        client.set_tag(run.info.run_id, TAG_STATUS, "interrupted")
+        client.set_tag(run.info.run_id, TAG_REASON, "the sweep stopped before this trial ended; --resume continues it")
+        client.set_terminated(run.info.run_id, status="KILLED")
+
+
 def store_errors() -> tuple[type[BaseException], ...]:
     """What a failing store raises through mlflow: its own errors, sqlite/SQLAlchemy's, OS and HTTP errors."""
     from mlflow.exceptions import MlflowException
