@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+from test_bundle import TRAIN  # the model trained for seconds on the tiny corpus, as in test_bundle
 
 from sourcetrace.evaluation.calibration import (
     NEGATIVES_LOSO,
@@ -170,20 +171,6 @@ def test_fit_uses_dev_unseen_systems_as_negatives_else_leaves_one_system_out():
 
 
 # -- a real bundle (slow) --------------------------------------------------------------------------
-TRAIN = {
-    "train.epochs": 2,
-    "train.eval_every": 2,
-    "train.warmup_epochs": 1,
-    "train.steps_per_epoch": 4,
-    "train.batch_size": 16,
-    "train.eval_test": False,
-    "model.embedding_dim": 16,
-    "model.channels": 8,
-    "loss.name": "aamsoftmax",
-    "data.crop_seconds": 1.0,
-    "data.eval_seconds": 2.0,
-    "data.short_clips": "pad",
-}
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from test_bundle import TRAIN  # the model trained for seconds on the tiny corpus, as in test_bundle
 
 from sourcetrace.cli import main, missing_extra
 from sourcetrace.data.protocol import read_protocol
@@ -21,20 +22,6 @@ from sourcetrace.data.protocol import read_protocol
 REPO = Path(__file__).resolve().parents[1]
 # what the light set must leave out: the sweep, SSL and corpus stacks
 HEAVY = ("ray", "mlflow", "optuna", "transformers", "matplotlib", "umap", "onnx", "onnxruntime", "pyworld", "piper")
-TRAIN = {  # a model trained for seconds, as in test_bundle
-    "train.epochs": 2,
-    "train.eval_every": 2,
-    "train.warmup_epochs": 1,
-    "train.steps_per_epoch": 4,
-    "train.batch_size": 16,
-    "train.eval_test": False,
-    "model.embedding_dim": 16,
-    "model.channels": 8,
-    "loss.name": "aamsoftmax",
-    "data.crop_seconds": 1.0,
-    "data.eval_seconds": 2.0,
-    "data.short_clips": "pad",
-}
 
 
 def _without(modules: tuple[str, ...], argv: list[str]) -> subprocess.CompletedProcess:

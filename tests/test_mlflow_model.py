@@ -14,6 +14,7 @@ import mlflow
 import pandas as pd
 import pytest
 import soundfile as sf
+from test_bundle import TRAIN  # the model trained for seconds on the tiny corpus, as in test_bundle
 
 from sourcetrace.bundle.model import SourceTracer
 from sourcetrace.cli import main
@@ -25,20 +26,6 @@ from sourcetrace.training.loop import train
 
 pytestmark = pytest.mark.slow  # a model trained for seconds on the tiny real corpus
 REPO = Path(__file__).resolve().parents[1]
-TRAIN = {
-    "train.epochs": 2,
-    "train.eval_every": 2,
-    "train.warmup_epochs": 1,
-    "train.steps_per_epoch": 4,
-    "train.batch_size": 16,
-    "train.eval_test": False,
-    "model.embedding_dim": 16,
-    "model.channels": 8,
-    "loss.name": "aamsoftmax",
-    "data.crop_seconds": 1.0,
-    "data.eval_seconds": 2.0,
-    "data.short_clips": "pad",
-}
 
 
 @pytest.fixture(scope="module")

@@ -188,9 +188,13 @@ class SourceTracer:
 
     def reload(self) -> None:
         """Re-read the enrolled systems (another process may have enrolled) and rebuild the scorer."""
+        self.enrolled = self._read_enrolled()
+        self.scorer = self._scorer()
+
+    def _scorer(self, without: str | None = None):
+        """The open-set scorer of the training systems plus every enrolled one (but ``without``)."""
         from sourcetrace.evaluation.scorers import scorer_from_state  # light: no sklearn/pandas on the trace path
 
-        self.enrolled = self._read_enrolled()
         try:
             scorer = scorer_from_state(dict(self._base_state))
         except (SourcetraceError, ValueError, KeyError, TypeError) as err:
@@ -198,11 +202,11 @@ class SourceTracer:
             raise BundleError(f"{where}: the open-set scorer cannot be rebuilt: {err}") from None
         try:
             for entry in self.enrolled:
-                if entry["clips"]:
+                if entry["clips"] and entry["name"] != without:
                     scorer.add(entry["name"], np.asarray([c["embedding"] for c in entry["clips"]], np.float32))
         except (SourcetraceError, ValueError, KeyError, TypeError) as err:
             raise BundleError(f"{self.path / files.ENROLLED}: an enrolled system cannot be added: {err}") from None
-        self.scorer = scorer
+        return scorer
 
     @property
     def systems(self) -> list[str]:
@@ -319,15 +323,7 @@ class SourceTracer:
     def _overlap(self, system: str, emb: np.ndarray) -> Overlap:
         """How the bundle without ``system`` (the training systems and every other enrolled one) scores its
         clips ``emb``: the nearest existing system and how many clips it would have been called."""
-        from sourcetrace.evaluation.scorers import scorer_from_state
-
-        try:
-            scorer = scorer_from_state(dict(self._base_state))
-            for entry in self.enrolled:
-                if entry["name"] != system and entry["clips"]:
-                    scorer.add(entry["name"], np.asarray([c["embedding"] for c in entry["clips"]], np.float32))
-        except (SourcetraceError, ValueError, KeyError) as err:
-            raise BundleError(f"{self.path}: the open-set scorer cannot be rebuilt: {err}") from None
+        scorer = self._scorer(without=system)
         known, per = scorer.score(emb)
         names = np.asarray(scorer.systems)
         top = names[per.argmax(1)]
