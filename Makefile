@@ -52,10 +52,12 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
-# Lint and format check (ruff, configured in pyproject.toml); CI runs it.
+# Lint, format check and the house plan's import contracts (ruff and import-linter, configured in
+# pyproject.toml); CI runs it.
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) ray_results mlruns mlflow.db

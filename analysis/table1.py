@@ -47,8 +47,8 @@ from IPython.display import display
 
 import sourcetrace
 from sourcetrace.evaluation.baseline import NAME as BASELINE
-from sourcetrace.evaluation.comparison import baseline_cells
-from sourcetrace.report import RECORD, ci95, table1_cells
+from sourcetrace.sweep.comparison import baseline_cells
+from sourcetrace.sweep.report import RECORD, ci95, table1_cells
 
 
 def repository_root() -> Path | None:

@@ -172,7 +172,7 @@ def bf16_vs_fp32(root: str, device_name: str, epochs: int, steps: int) -> dict:
     from sourcetrace.device import resolve_device
     from sourcetrace.training.checkpoint import load_model
     from sourcetrace.training.data import prepare_data
-    from sourcetrace.training.loop import evaluate, train
+    from sourcetrace.training.loop import score_splits, train
 
     extra = RECIPES[128] | {"train.epochs": epochs, "train.eval_every": epochs, "train.steps_per_epoch": steps}
     cfg = base_config(root, device_name, extra | {"train.warmup_epochs": 1, "train.lr": 1e-3})
@@ -187,7 +187,7 @@ def bf16_vs_fp32(root: str, device_name: str, epochs: int, steps: int) -> dict:
     for precision in ("fp32", "bf16"):
         c = cfg.with_values({"train.precision": precision})
         t0 = time.perf_counter()
-        m = evaluate(model, data, c, device)
+        m = score_splits(model, data, c, device)
         scores[precision] = {"dev_eer": m["dev_eer"], "test_eer": m.get("test_eer"), "eval_s": time.perf_counter() - t0}
     return scores
 

@@ -38,7 +38,7 @@ def embeddings(args) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     if args.cache and Path(args.cache).is_file():
         with np.load(args.cache, allow_pickle=False) as z:
             return {k: (z[f"{k}_x"], z[f"{k}_s"], z[f"{k}_l"]) for k in ("ref", "dev", "eval")}
-    from sourcetrace.bundle.export import load_any
+    from sourcetrace.artefacts import load_any
     from sourcetrace.data.protocol import read_checked
     from sourcetrace.device import flag_device
     from sourcetrace.evaluation.embed import embed_table

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sourcetrace.bundle.export import load_any  # noqa: E402
+from sourcetrace.artefacts import load_any  # noqa: E402
 from sourcetrace.config import FeaturesConfig  # noqa: E402
 from sourcetrace.data.bank import WaveBank  # noqa: E402
 from sourcetrace.evaluation.conditions import split_metrics  # noqa: E402

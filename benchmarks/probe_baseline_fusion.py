@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sourcetrace.bundle.export import load_any  # noqa: E402
+from sourcetrace.artefacts import load_any  # noqa: E402
 from sourcetrace.data.bank import WaveBank  # noqa: E402
 from sourcetrace.data.protocol import read_protocol  # noqa: E402
 from sourcetrace.evaluation.baseline import clip_features, standardise  # noqa: E402

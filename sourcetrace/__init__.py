@@ -6,13 +6,14 @@
     m.trace(["clip.flac"], top_k=3)  # -> [Attribution(path, decision, top, knownness, error)]
 """
 
-__version__ = "0.1.0"
+from sourcetrace.version import __version__
+
 __all__ = ["Attribution", "SourceTracer", "load", "__version__"]
 
 
 def load(path, device: str = "auto"):
-    """A bundle (or a run / checkpoint / sweep folder, exported on first use) ready to ``trace``."""
-    from sourcetrace.bundle.model import load as _load
+    """A bundle (or a run / checkpoint / fusion / sweep folder, exported on first use) ready to ``trace``."""
+    from sourcetrace.artefacts import load as _load
 
     return _load(path, device=device)
 

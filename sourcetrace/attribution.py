@@ -1,13 +1,13 @@
 """``sourcetrace trace`` and ``enroll``: attribute clips to TTS systems with a bundle, on the command line.
 
 A model argument may be a bundle, a run, checkpoint or sweep folder (see
-``sourcetrace.bundle.export.resolve_model``); anything but a bundle is exported to one on first use.
+``sourcetrace.artefacts.resolve_model``); anything but a bundle is exported to one on first use.
 ``trace`` takes files, folders (recursively: every audio file), globs and ``@list.txt`` files (one
 path per line) and prints a table, JSON or CSV. JSON and CSV carry, per clip, the evidence a case file needs:
 the clip's SHA-256, its duration and sample rate as read, what was done to read it (mixed down, resampled,
 level), the bundle's hash (``files.bundle_sha256``) and its enrolled systems' (``enrolled.json``), the
 sourcetrace version and the UTC time of the trace; ``--format json`` validates against ``trace_schema()``
-(``bundle/schemas/trace.schema.json``, shipped with the package). Exit 0: every clip traced; 1: some clips failed (the
+(``schemas/trace.schema.json``, shipped with the package). Exit 0: every clip traced; 1: some clips failed (the
 others are still traced); 2: a usage or model problem. Only the light modules are imported here: a
 trace never imports Ray, MLflow, pandas' analyses or plotting.
 """
@@ -28,7 +28,7 @@ from sourcetrace.errors import SourcetraceError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".au", ".caf", ".w64")
 PROGRESS_FROM = 32  # clips: below this no progress bar
-SCHEMA = "trace.schema.json"  # in sourcetrace.bundle.schemas: the schema of `trace --format json`
+SCHEMA = "trace.schema.json"  # in sourcetrace.schemas: the schema of `trace --format json`
 _ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 
@@ -77,7 +77,7 @@ def expand_inputs(items: list[str], _reading: tuple[Path, ...] = ()) -> list[str
 
 def trace_schema() -> dict:
     """The JSON schema (draft 2020-12) of ``trace --format json``: a list of one object per clip."""
-    return json.loads(resources.files("sourcetrace.bundle.schemas").joinpath(SCHEMA).read_text())
+    return json.loads(resources.files("sourcetrace.schemas").joinpath(SCHEMA).read_text())
 
 
 def level_handling(tracer) -> str:
@@ -100,8 +100,8 @@ def level_handling(tracer) -> str:
 def evidence(tracer, when: datetime | None = None) -> dict:
     """What every record of one trace shares: the bundle's hash and its enrolled systems', the sourcetrace
     version and the UTC time of the trace (``when``, default now)."""
-    from sourcetrace import __version__
     from sourcetrace.bundle import files
+    from sourcetrace.version import __version__
 
     when = (when or datetime.now(UTC)).astimezone(UTC)
     return {
@@ -201,71 +201,3 @@ def render(results, tracer, fmt: str, crop: str, crop_given: bool = True, when: 
 
 def _prob(p: float | None) -> str:
     return "" if p is None else f"{p:.4f}"
-
-
-def _tracer(args):
-    from sourcetrace.bundle.export import bundle_for
-    from sourcetrace.bundle.model import SourceTracer
-
-    bundle = bundle_for(args.model, root=args.root, protocol=args.protocol, device=args.device)
-    return SourceTracer(bundle, device=args.device)
-
-
-def cli_trace(args) -> int:
-    """``sourcetrace trace --model M [--format table|json|csv] [--crop ...] [--device D] INPUT...``."""
-    if args.top_k < 1:
-        raise SourcetraceError(f"--top-k must be >= 1, got {args.top_k}")
-    clips = expand_inputs(args.clips)
-    tracer = _tracer(args)
-    crop = args.crop or "center"
-    when = datetime.now(UTC)
-    bar = None
-    if len(clips) >= PROGRESS_FROM and not args.no_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(clips), unit="clip", file=sys.stderr, desc="trace")
-    try:
-        results = tracer.trace(clips, args.top_k, crop, progress=bar, strict=args.strict)
-    finally:
-        if bar is not None:
-            bar.close()
-    print(render(results, tracer, args.format, crop, args.crop is not None, when), flush=True)
-    return 1 if any(r.error for r in results) else 0
-
-
-def cli_enroll(args) -> int:
-    """``sourcetrace enroll --model M --system NAME CLIP...`` | ``--list`` | ``--remove NAME``."""
-    tracer = _tracer(args)
-    if args.list:
-        print("# system\tsource\tclips")
-        for name in tracer.known_systems:
-            print(f"{escape(name)}\ttraining\t")
-        for name, n in tracer.enrolled_systems():
-            print(f"{escape(name)}\tenrolled\t{n}")
-        return 0
-    if args.remove is not None:
-        n = tracer.remove(args.remove)
-        print(f"removed {escape(args.remove)} ({n} clips); {len(tracer.systems)} systems in {tracer.path}")
-        return 0
-    if not args.system or not args.clips:
-        raise SourcetraceError("enroll needs --system NAME and clips (or --list, or --remove NAME)")
-    res = tracer.enroll(args.system, expand_inputs(args.clips), args.crop or "center")
-    for msg in res.failed.values():
-        print(f"skipped: {escape(msg)}")
-    if res.overlap is not None:
-        ov = res.overlap
-        print(f"{escape(res.system)}: {escape(ov.describe())}")
-        if ov.overlaps:
-            print(
-                f"warning: {escape(res.system)} overlaps {escape(ov.nearest)}: the bundle already attributed "
-                f"{ov.known_as} of its {ov.n_clips} clips to {escape(ov.nearest)} as known; clips of either "
-                "may now be traced to the other",
-                file=sys.stderr,
-            )
-    if res.duplicates:
-        print(f"already enrolled for {escape(res.system)} (nothing to do): {len(res.duplicates)} clips")
-    print(
-        f"{escape(res.system)}: {res.added} clips added, {res.n_clips} in total; "
-        f"{len(tracer.systems)} systems in {tracer.path}"
-    )
-    return 1 if res.failed else 0

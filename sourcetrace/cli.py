@@ -1,4 +1,4 @@
-"""``sourcetrace`` command line: one sub-command per job, each handled by a function in its module.
+"""``sourcetrace`` command line: the parser of every sub-command; each is handled in ``sourcetrace/commands/``.
 
 Handlers are imported only when their command runs, so ``sourcetrace --help`` stays instant and a
 corpus build never imports Ray. A ``SourcetraceError`` is printed as one line, not a traceback, and
@@ -18,21 +18,22 @@ import sourcetrace
 from sourcetrace import interrupt
 from sourcetrace.errors import SourcetraceError
 
-# command -> "module:function"; every function takes the parsed argparse.Namespace and returns an exit code.
+# command -> "module:function" of the command layer (``sourcetrace/commands/``): each takes the parsed namespace
+# and returns an exit code.
 HANDLERS = {
-    "corpus build": "sourcetrace.data.corpus:cli_build",
-    "corpus check": "sourcetrace.data.check:cli_check",
-    "train": "sourcetrace.training.loop:cli_train",
-    "sweep": "sourcetrace.sweep.run:cli_sweep",
-    "report": "sourcetrace.report:cli_report",
-    "findings": "sourcetrace.findings.output:cli_findings",
-    "ui": "sourcetrace.ui:cli_ui",
-    "analyze": "sourcetrace.evaluation.analyze:cli_analyze",
-    "evaluate": "sourcetrace.evaluation.evaluate:cli_evaluate",
-    "enroll": "sourcetrace.attribution:cli_enroll",
-    "trace": "sourcetrace.attribution:cli_trace",
-    "export": "sourcetrace.bundle.export:cli_export",
-    "fuse": "sourcetrace.fusion:cli_fuse",
+    "corpus build": "sourcetrace.commands.corpus:run_build",
+    "corpus check": "sourcetrace.commands.corpus:run_check",
+    "train": "sourcetrace.commands.train:run",
+    "sweep": "sourcetrace.commands.sweep:run",
+    "report": "sourcetrace.commands.report:run_report",
+    "findings": "sourcetrace.commands.report:run_findings",
+    "ui": "sourcetrace.commands.ui:run",
+    "analyze": "sourcetrace.commands.analyze:run",
+    "evaluate": "sourcetrace.commands.evaluate:run",
+    "enroll": "sourcetrace.commands.trace:run_enroll",
+    "trace": "sourcetrace.commands.trace:run_trace",
+    "export": "sourcetrace.commands.export:run_export",
+    "fuse": "sourcetrace.commands.export:run_fuse",
 }
 # top-level module -> the extra of pyproject.toml that installs it (onnxruntime: `corpus` for the corpus
 # builder's piper engine, `sweep` for `export --onnx`); the core set needs none of them.
@@ -75,7 +76,7 @@ def version() -> str:
     try:
         return installed("sourcetrace")
     except PackageNotFoundError:
-        from sourcetrace import __version__
+        from sourcetrace.version import __version__
 
         return __version__
 
@@ -86,24 +87,8 @@ def _command(sub, name: str, summary: str, *examples: str) -> argparse.ArgumentP
     return sub.add_parser(name, help=summary, description=summary, epilog=epilog, formatter_class=HelpFormatter)
 
 
-def _add_model_arg(p: argparse.ArgumentParser, help: str, positional: bool = False) -> None:
-    """``--model``; ``positional``: also the older positional form, still accepted with a note."""
-    p.add_argument("--model", required=not positional, help=help)
-    if positional:
-        p.add_argument("model_positional", nargs="?", metavar="MODEL", help="deprecated: use --model")
-
-
-def _model_from_positional(parser: argparse.ArgumentParser, args: argparse.Namespace, key: str) -> None:
-    positional = vars(args).pop("model_positional", None)
-    if positional is not None:
-        if args.model is not None:
-            parser.error(f"{key}: give the model once, as --model")
-        print(
-            f"note: 'sourcetrace {key} MODEL' is deprecated; write 'sourcetrace {key} --model MODEL'", file=sys.stderr
-        )
-        args.model = positional
-    if args.model is None:
-        parser.error(f"{key}: the following arguments are required: --model")
+def _add_model_arg(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--model", required=True, help=help)
 
 
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -229,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Linear probe, confusion matrix, UMAP, DET and open-set metrics of a trained model.",
         "sourcetrace analyze --model runs/ge2e --split dev",
     )
-    _add_model_arg(a, MODEL_HELP.split(" (")[0], positional=True)
+    _add_model_arg(a, MODEL_HELP.split(" (")[0])
     _add_data_args(a, required=False)  # default: the data the model was trained on (its config.json)
     a.add_argument("--split", choices=("dev", "eval"), default="dev", help="split to analyse")
     a.add_argument("--out", default=None, help="output folder (default: MODEL/analysis_<split>)")
@@ -317,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Write a portable bundle of a checkpoint, run or sweep.",
         "sourcetrace export --model runs/ge2e --out models/ge2e --onnx",
     )
-    _add_model_arg(x, "checkpoint, run, fusion or sweep folder", positional=True)
+    _add_model_arg(x, "checkpoint, run, fusion or sweep folder")
     x.add_argument("--out", required=True, help="bundle folder to create")
     x.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     x.add_argument("--onnx", action="store_true", help="also write OUT/embedding.onnx (parity-checked)")
@@ -368,8 +353,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     key = args.command if args.command != "corpus" else f"corpus {args.corpus_command}"
-    if key in ("analyze", "export"):
-        _model_from_positional(parser, args, key)
     for needed in _stack(key, args):  # checked up front: a sweep file's or an export's own errors wrap them
         if missing_extra(key, needed) is not None:
             return _needs_extra(key, needed)

@@ -161,6 +161,10 @@ SECTIONS: dict[str, type] = {
 # key -> its value for a stored config written before the key existed
 STORED_BEFORE: dict[str, Any] = {"features.level": "none"}
 LEVELS = ("rms", "none")
+# the names the model and the optimiser steps accept (models/pooling.py, models/thin_resnet34.py, training/steps.py)
+OPTIMIZERS = ("adam", "adamw")
+POOLINGS = ("sap", "asp")
+FREQUENCY_MODES = ("mean", "flatten")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -267,11 +271,11 @@ def _check_ranges(cfg: Config) -> None:
             section, name = key.split(".")
             raise ConfigError(f"{key}={getattr(getattr(cfg, section), name)!r} is out of range")
     choices = {
-        "train.optimizer": ("adam", "adamw"),
+        "train.optimizer": OPTIMIZERS,
         "train.precision": ("auto", "fp32", "bf16", "fp16"),
         "ssl.finetune": ("full", "frozen", "top"),
-        "model.frequency": ("mean", "flatten"),
-        "model.pooling": ("sap", "asp"),
+        "model.frequency": FREQUENCY_MODES,
+        "model.pooling": POOLINGS,
         "features.level": LEVELS,
         "train.compile_mode": COMPILE_MODES,
         "data.short_clips": ("error", "pad", "drop"),

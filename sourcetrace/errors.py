@@ -65,3 +65,8 @@ def first_lines(items, limit: int = SHOWN) -> str:
     items = [str(i) for i in items]
     more = [f"... and {len(items) - limit} more"] if len(items) > limit else []
     return "\n".join(f"  {line}" for line in items[:limit] + more)
+
+
+class BundleError(SourcetraceError):
+    """A bundle (or another file a user hands over) that cannot be used: missing file, unreadable JSON, wrong
+    shapes, unsafe weights."""

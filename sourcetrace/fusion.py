@@ -110,10 +110,11 @@ MAX_BYTES = 1 << 20  # a fusion.json names at most 16 members (its schema): a me
 
 
 def read_fusion(folder: str | os.PathLike) -> dict:
-    """``fusion.json`` of ``folder``, checked against its schema (``sourcetrace/bundle/schemas``): at most 16
+    """``fusion.json`` of ``folder``, checked against its schema (``sourcetrace/schemas``): at most 16
     members, positive finite weights, finite metrics. Anything else is one ``CheckpointError`` naming the file
     and the field."""
-    from sourcetrace.bundle.files import BundleError, parse_json
+    from sourcetrace.errors import BundleError
+    from sourcetrace.schemas import parse_json
 
     path = Path(folder) / FUSION_FILE
     if not path.is_file():
@@ -123,6 +124,13 @@ def read_fusion(folder: str | os.PathLike) -> dict:
         return parse_json(path, FUSION_FILE, MAX_BYTES)
     except BundleError as err:
         raise CheckpointError(f"unreadable fusion record: {err}") from None
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """The ``LoadedModel`` of a fusion folder (its ``FusedNetwork``) or of a checkpoint or run folder."""
+    from sourcetrace.training.checkpoint import load_model as load_checkpoint
+
+    return load_fused(path, device) if is_fusion(path) else load_checkpoint(path, device)
 
 
 def load_fused(folder: str | os.PathLike, device: str | torch.device = "cpu"):
@@ -141,7 +149,7 @@ def member_path(folder: Path, checkpoint: str) -> Path:
 
 
 def load_fused_record(record: dict, folder: Path, device):
-    from sourcetrace.training.checkpoint import LoadedModel, load_model
+    from sourcetrace.training.checkpoint import LoadedModel
 
     here = Path(folder).resolve()
     if here in _LOADING:
@@ -186,22 +194,3 @@ def load_fused_record(record: dict, folder: Path, device):
         "fusion": [{"checkpoint": str(m.path), "weight": w} for m, w in zip(loaded, weights)],
     }
     return LoadedModel(network, first.config, first.known_systems, folder, meta, dict(record.get("metrics", {})))
-
-
-def cli_fuse(args) -> int:
-    """``sourcetrace fuse RUN RUN [...] --out DIR [--weights W,W]``."""
-    weights = None
-    if args.weights:
-        try:
-            weights = [float(w) for w in args.weights.split(",")]
-        except ValueError:
-            raise SourcetraceError(f"--weights {args.weights!r}: comma-separated numbers, one per member") from None
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(p.name != FUSION_FILE for p in out.iterdir())):
-        raise SourcetraceError(f"--out {out} exists and is not a fusion folder; choose a new folder")
-    write_fusion(out, args.members, weights)
-    members = read_fusion(out)["members"]
-    for m in members:
-        print(f"  {m['weight']:.3f} x {m['checkpoint']}")
-    print(f"fusion: {out}  (evaluate, analyze, export and trace take it as --model)")
-    return 0

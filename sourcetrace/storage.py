@@ -2,19 +2,19 @@
 or an object-store URI where a (shared) file system path is needed.
 
 The MLflow side lives in ``sourcetrace.tracking`` (a failing store is one line and training goes on); here the
-Tune folder is checked before Ray starts, and the report falls back to Tune's files alone when the
-MLflow store cannot be read.
+Tune folder is checked before Ray starts.
 """
 
 from __future__ import annotations
 
 import re
-import sys
 import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from sourcetrace.errors import StorageError
+
+RECORD = "sourcetrace_sweep.json"  # a sweep folder's record, beside Tune's files (``sweep/record.py``)
 
 
 def storage_error(err: OSError, where: Path) -> StorageError:
@@ -64,21 +64,3 @@ def writable_folder(folder: Path, what: str = "the sweep folder", fix: str = "ch
         raise StorageError(
             f"{what} {folder} cannot be written ({err.strerror or err}): {fix} or make it writable"
         ) from None
-
-
-def report_with_or_without_mlflow(exp_dir: Path, store):
-    """The sweep's reports with MLflow run ids; without them (one note) if the store cannot be read."""
-    from sourcetrace.report import write_reports
-
-    try:
-        return write_reports(exp_dir, tracking_uri=store.uri)
-    except OSError:
-        raise
-    except Exception as err:  # a broken store must not cost the report: Tune's files hold every result
-        first = (str(err).strip().splitlines() or [""])[0][:200]
-        print(
-            f"note: MLflow store {store.uri} cannot be read ({type(err).__name__}: {first}); "
-            "report written without run ids",
-            file=sys.stderr,
-        )
-        return write_reports(exp_dir, mlflow=False)

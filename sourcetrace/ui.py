@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from sourcetrace.errors import ServeError, SourcetraceError
-from sourcetrace.tracking.store import Store, experiment_urls, resolve_store
+from sourcetrace.tracking.store import Store
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -90,33 +90,3 @@ def start_server(store: Store, host: str = "127.0.0.1", port: int = 5000) -> sub
         raise SourcetraceError(f"no MLflow store at {store.uri}: run a sweep first or pass --tracking-uri")
     parent = os.getpid()
     return subprocess.Popen(server_command(store, host, port), env=env, preexec_fn=lambda: _preexec(parent))
-
-
-def cli_ui(args) -> int:
-    """``sourcetrace ui``: the MLflow UI on the sweep store until Ctrl-C, then the whole group is stopped."""
-    if args.tracking_uri and args.tracking_uri.startswith(("http://", "https://")):
-        raise SourcetraceError(f"{args.tracking_uri} is a server already: open it in a browser")
-    store = resolve_store(args.tracking_uri)
-    check_port(args.host, args.port)  # a busy port is one line and exit 1, before a server is started
-    proc = start_server(store, args.host, args.port)
-    base = f"http://{args.host}:{args.port}"
-    # SIGTERM (e.g. a killpg of this command's group) must still stop the server's own group below.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        wait_listening(proc, args.host, args.port)  # the URL is printed only once it serves
-        print(f"MLflow UI on {base} (store {store.uri}); Ctrl-C stops it", flush=True)
-        for name, url in experiment_urls(store, base).items():
-            print(f"  sweep {name}: {url}", flush=True)
-        code = proc.wait()
-        if code != 0:
-            raise ServeError(f"the MLflow server on {args.host}:{args.port} stopped with status {code}")
-        return 0
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)

@@ -15,7 +15,6 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sourcetrace.bundle.files import MAX_MODEL_BYTES  # what building one model (a fusion: all members) may take
 from sourcetrace.config import Config
 from sourcetrace.data.samplers import SAMPLERS
 from sourcetrace.degrade import renderings_of
@@ -23,6 +22,10 @@ from sourcetrace.errors import ConfigError
 from sourcetrace.losses import LOSSES
 from sourcetrace.models import MODEL_PARAMS, MODELS
 from sourcetrace.registry import lookup
+
+# what building one model (a fusion: all members) may take: its tensors, 1e9 float32 parameters (wav2vec2
+# XLS-R 300M is 1.3 GB); a bundle's weights file is held to the same cap (``bundle/files.py``)
+MAX_MODEL_BYTES = 4 << 30
 
 
 def validate(cfg: Config, n_classes: int | None = None) -> Config:

@@ -61,7 +61,7 @@ BASE = {
     "data.dev_degrade": "band_8k,amr_nb,replay",
 }
 
-BUNDLES = {
+RECIPES = {
     "front": {
         "log-mel": {},
         # per-band mean and std of the log-Mel beside the trunk; each training clip's bands get a random
@@ -76,7 +76,7 @@ BUNDLES = {
 }
 
 SPACE = {
-    "front": tune.grid_search(list(BUNDLES["front"])),
+    "front": tune.grid_search(list(RECIPES["front"])),
     "model.embedding_dim": tune.grid_search([50, 10]),
 }
 

@@ -49,7 +49,7 @@ BASE = {
 
 _RANDOM = {"sampler.name": "random"}
 _BALANCED = {"sampler.name": "balanced", "sampler.per_class": 2}
-BUNDLES = {
+RECIPES = {
     "recipe": {
         "softmax/random": {"loss.name": "softmax", **_RANDOM},
         "softmax/balanced": {"loss.name": "softmax", **_BALANCED},
@@ -63,7 +63,7 @@ BUNDLES = {
 }
 
 SPACE = {
-    "recipe": tune.grid_search(list(BUNDLES["recipe"])),
+    "recipe": tune.grid_search(list(RECIPES["recipe"])),
     "model.embedding_dim": tune.grid_search([10, 50, 512]),
     "train.seed": tune.grid_search([0, 1, 2]),
 }

@@ -46,9 +46,9 @@ AUGMENT = {
     "augment.noise_snr_max": 30.0,
 }
 
-BUNDLES = {"augment": {"off": {"augment.noise": 0.0}, "codecs+replay": AUGMENT}}
+RECIPES = {"augment": {"off": {"augment.noise": 0.0}, "codecs+replay": AUGMENT}}
 
-SPACE = {"augment": tune.grid_search(list(BUNDLES["augment"]))}
+SPACE = {"augment": tune.grid_search(list(RECIPES["augment"]))}
 
 TUNE = {"search": "grid", "scheduler": "fifo", "max_failures": 1, "keep_checkpoints": 1}
 

@@ -18,7 +18,7 @@ BASE = {
 }
 
 # Batch shapes a balanced batch can take with MLAAD's 24 training classes.
-BUNDLES = {
+RECIPES = {
     "batch": {
         "12x2": {"train.batch_size": 24, "sampler.per_class": 2},
         "24x2": {"train.batch_size": 48, "sampler.per_class": 2},
@@ -32,7 +32,7 @@ SPACE = {
     "loss.scale": tune.uniform(15.0, 45.0),
     "train.lr": tune.loguniform(3e-5, 1e-3),
     "data.crop_seconds": tune.choice([1.0, 2.0, 3.0]),
-    "batch": tune.choice(list(BUNDLES["batch"])),
+    "batch": tune.choice(list(RECIPES["batch"])),
     "model.embedding_dim": tune.choice([10, 50, 200, 512]),
 }
 
@@ -60,7 +60,7 @@ SMOKE = {
         "data.eval_seconds": 2.0,
         "data.short_clips": "pad",
     },
-    "BUNDLES": {
+    "RECIPES": {
         "batch": {
             "4x2": {"train.batch_size": 8, "sampler.per_class": 2},
             "8x2": {"train.batch_size": 16, "sampler.per_class": 2},

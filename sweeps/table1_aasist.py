@@ -35,7 +35,7 @@ BASE = {
 }
 
 _BALANCED = {"sampler.name": "balanced", "sampler.per_class": 2}  # 16 classes x 2 clips
-BUNDLES = {
+RECIPES = {
     "recipe": {
         "amsoftmax/random": {"loss.name": "amsoftmax", "sampler.name": "random"},
         "amsoftmax/balanced": {"loss.name": "amsoftmax", **_BALANCED},
@@ -45,7 +45,7 @@ BUNDLES = {
 }
 
 SPACE = {
-    "recipe": tune.grid_search(list(BUNDLES["recipe"])),
+    "recipe": tune.grid_search(list(RECIPES["recipe"])),
     "model.embedding_dim": tune.grid_search([10, 50, 200, 512]),
     "model.name": tune.grid_search(["w2v2_aasist", "thin_resnet34"]),
     "train.seed": tune.grid_search([0, 1, 2]),

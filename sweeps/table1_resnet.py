@@ -26,7 +26,7 @@ BASE = {
 
 _RANDOM = {"sampler.name": "random", "train.batch_size": 128}
 _BALANCED = {"sampler.name": "balanced", "sampler.per_class": 2, "train.batch_size": 24}
-BUNDLES = {
+RECIPES = {
     "recipe": {
         "softmax/random": {"loss.name": "softmax", **_RANDOM},
         "softmax/balanced": {"loss.name": "softmax", **_BALANCED},
@@ -40,7 +40,7 @@ BUNDLES = {
 }
 
 SPACE = {
-    "recipe": tune.grid_search(list(BUNDLES["recipe"])),
+    "recipe": tune.grid_search(list(RECIPES["recipe"])),
     "model.embedding_dim": tune.grid_search([10, 50, 200, 512]),
 }
 
@@ -61,7 +61,7 @@ SMOKE = {
         "data.short_clips": "pad",
         "train.lr": 1e-3,
     },
-    "BUNDLES": {
+    "RECIPES": {
         "recipe": {
             "aamsoftmax/random": {"loss.name": "aamsoftmax", "sampler.name": "random", "train.batch_size": 16},
             "ge2e/balanced": {

@@ -10,10 +10,10 @@ import pytest
 
 import sourcetrace
 from sourcetrace.bundle import files
+from sourcetrace.commands.analyze import analyze
 from sourcetrace.config import Config
 from sourcetrace.data.protocol import read_protocol
 from sourcetrace.errors import SourcetraceError
-from sourcetrace.evaluation.analyze import analyze
 from sourcetrace.training.loop import train
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,9 @@ from test_report import GE2E, make_experiment
 from sourcetrace.config import Config
 from sourcetrace.data.samplers import BalancedSampler, RandomSampler, voxceleb_epoch_steps
 from sourcetrace.errors import ConfigError
-from sourcetrace.evaluation.baseline import NAME, clip_features, standardise, sweep_baseline
-from sourcetrace.report import format_table1, write_reports
+from sourcetrace.evaluation.baseline import NAME, clip_features, standardise
+from sourcetrace.sweep.baseline import sweep_baseline
+from sourcetrace.sweep.report import format_table1, write_reports
 from sourcetrace.training.loop import steps_per_epoch
 from sourcetrace.validation import validate
 

@@ -15,8 +15,8 @@ import pytest
 import soundfile as sf
 
 import sourcetrace
+from sourcetrace.artefacts import resolve_model
 from sourcetrace.bundle import files
-from sourcetrace.bundle.export import resolve_model
 from sourcetrace.bundle.files import BundleError
 from sourcetrace.cli import main
 from sourcetrace.config import Config
@@ -307,7 +307,7 @@ def test_models_resolve_from_run_and_checkpoint_folders(run, tmp_path, capsys):
     with pytest.raises(SourcetraceError, match="not a bundle"):
         resolve_model(tmp_path)
     with pytest.raises(SourcetraceError, match="is a bundle already"):
-        from sourcetrace.bundle.export import export
+        from sourcetrace.artefacts import export
 
         shutil.copytree(run / "best", tmp_path / "ckpt")
         target = export(tmp_path / "ckpt", tmp_path / "b", scorer="centroid")
@@ -466,7 +466,7 @@ def test_a_wav2vec2_bundle_loads_without_its_ssl_source(tiny_corpus, tmp_path, c
     import torch
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
-    from sourcetrace.bundle.export import export
+    from sourcetrace.artefacts import export
     from sourcetrace.training.checkpoint import load_model
 
     tiny = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)

@@ -268,7 +268,8 @@ def test_export_fits_the_calibration_on_dev_only_and_trace_prints_it_beside_raw_
         sourcetrace.load(old, device="cpu")
 
     # reliability on eval with the bundle's own calibration
-    from sourcetrace.evaluation.analyze import analyze_calibration, calibration_summary
+    from sourcetrace.commands.analyze import analyze_calibration
+    from sourcetrace.evaluation.analyze import calibration_summary
 
     rel = analyze_calibration(bundle, tiny_corpus, split="eval", out=tmp_path / "rel", device="cpu")
     assert rel["source"] == f"the bundle's {files.CALIBRATION}"

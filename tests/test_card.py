@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from sourcetrace.artefacts import Resolved
 from sourcetrace.attribution import trace_schema
 from sourcetrace.bundle import card, files
-from sourcetrace.bundle.export import Resolved
 from sourcetrace.config import Config
 from sourcetrace.evaluation.openset import Threshold
 
@@ -255,8 +255,8 @@ def test_the_trace_schema_is_strict_and_allows_the_calibrated_fields():
 
 
 def test_the_schema_ships_with_the_package():
-    import sourcetrace.bundle.schemas
+    import sourcetrace.schemas
 
-    assert (Path(sourcetrace.bundle.schemas.__file__).parent / "trace.schema.json").is_file()
+    assert (Path(sourcetrace.schemas.__file__).parent / "trace.schema.json").is_file()
     text = Path(__file__).resolve().parents[1].joinpath("pyproject.toml").read_text()
-    assert '"sourcetrace.bundle.schemas" = ["*.schema.json"]' in text
+    assert '"sourcetrace.schemas" = ["*.schema.json"]' in text

@@ -63,16 +63,12 @@ def test_model_is_taken_as_model_everywhere(argv):
     assert args.model == "m"
 
 
-def test_positional_model_still_works_with_a_note(tmp_path, capsys):
-    assert main(["analyze", str(tmp_path / "missing")]) == 2  # it reached analyze: the model is not there
-    err = capsys.readouterr().err
-    assert "deprecated" in err and "--model" in err and "missing" in err
-    with pytest.raises(SystemExit) as done:
-        main(["analyze", "--model", "a", "b"])
-    assert done.value.code == 2 and "give the model once" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as done:
-        main(["export", "--out", str(tmp_path / "o")])
-    assert done.value.code == 2 and "--model" in capsys.readouterr().err
+def test_the_model_is_named_by_model_only(tmp_path, capsys):
+    """The positional MODEL of 0.1.0's analyze and export is gone: a bare path is refused by the parser."""
+    for argv in (["analyze", str(tmp_path / "m")], ["export", str(tmp_path / "m"), "--out", str(tmp_path / "o")]):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 2 and "--model" in capsys.readouterr().err
 
 
 def test_usage_and_config_errors_exit_2_before_anything_is_written(tmp_path, capsys):

@@ -111,3 +111,17 @@ def test_config_is_a_leaf():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_names_config_accepts_are_the_names_the_model_and_the_steps_build():
+    """One list of pooling / frequency-head / optimiser names (config.py) and the builders keyed by them agree."""
+    import torch
+
+    from sourcetrace.config import OPTIMIZERS, POOLINGS
+    from sourcetrace.models.pooling import POOLINGS as BUILT
+    from sourcetrace.training.steps import optimizer_for
+
+    assert set(BUILT) == set(POOLINGS)
+    for name in OPTIMIZERS:
+        cfg = Config().with_values({"train.optimizer": name})
+        assert optimizer_for(cfg, [torch.nn.Parameter(torch.zeros(1))], torch.device("cpu")) is not None

@@ -111,9 +111,9 @@ def test_gpu_trial_on_a_cpu_node_fails_once_and_a_zero_gpu_trial_reports_cpu(tin
     from ray import tune
 
     from sourcetrace.localray import loopback_only
+    from sourcetrace.sweep.retry import NoRetryCallback
     from sourcetrace.sweep.spec import TrialSpec
-    from sourcetrace.training.retry import NoRetryCallback
-    from sourcetrace.training.trainable import run_trial
+    from sourcetrace.sweep.trainable import run_trial
 
     base = {
         "data.root": str(tiny_corpus),

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 from sourcetrace.cli import main
+from sourcetrace.commands.evaluate import score
 from sourcetrace.config import Config
 from sourcetrace.evaluation.baseline import NAME, clip_features, standardise
-from sourcetrace.evaluation.evaluate import score, verdict
+from sourcetrace.evaluation.evaluate import verdict
 from sourcetrace.training.loop import train
 
 QUICK = {

@@ -194,7 +194,7 @@ def test_dev_under_field_conditions_joins_renderings_of_every_dev_clip(mlaad_cor
     (halving, the best checkpoint, what a sweep hands over) is measured under those conditions; bad names fail
     in validation, before any data is read."""
     from sourcetrace.training.data import prepare_data
-    from sourcetrace.training.loop import evaluate
+    from sourcetrace.training.loop import score_splits
     from sourcetrace.validation import validate
 
     monkeypatch.setenv("SOURCETRACE_CACHE", str(tmp_path))
@@ -209,7 +209,7 @@ def test_dev_under_field_conditions_joins_renderings_of_every_dev_clip(mlaad_cor
     assert all(Path(f).is_file() and str(tmp_path) in f for f in rendered)
     assert np.array_equal(field.dev.bank.clip(0), clean.dev.bank.clip(0))  # the clean clips come first, as they are
     assert len(field.train.table) == len(clean.train.table)  # training and test are untouched
-    metrics = evaluate(FrameLevels(), field, cfg, torch.device("cpu"))
+    metrics = score_splits(FrameLevels(), field, cfg, torch.device("cpu"))
     assert 0.0 <= metrics["dev_eer"] <= 100.0
     for bad, message in [("short_1s", "names no rendering"), ("mp3_16", "unknown degradation 'mp3_16'")]:
         with pytest.raises(ConfigError, match=f"data.dev_degrade='{bad}'.*{message}"):

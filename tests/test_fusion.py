@@ -16,16 +16,15 @@ import pytest
 from test_evaluate import QUICK  # two optimiser steps: the scores need models, not good ones
 
 import sourcetrace
+from sourcetrace.artefacts import resolve_model
 from sourcetrace.bundle import files
-from sourcetrace.bundle.export import resolve_model
 from sourcetrace.cli import main
 from sourcetrace.config import Config
 from sourcetrace.data.protocol import read_protocol
 from sourcetrace.errors import SourcetraceError
 from sourcetrace.evaluation.embed import embed_waves
-from sourcetrace.fusion import FUSION_FILE, FusedNetwork, check_weights, write_fusion
+from sourcetrace.fusion import FUSION_FILE, FusedNetwork, check_weights, load_model, write_fusion
 from sourcetrace.sweep.spec import load_sweep, pin_overrides
-from sourcetrace.training.checkpoint import load_model
 from sourcetrace.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,16 +187,16 @@ def test_the_fuse_setting_names_a_grid_key_and_is_dropped_with_it(tmp_path, caps
             load_sweep(_sweep(tmp_path, space, tune))
     sweep = load_sweep(_sweep(tmp_path, grid, '{"fuse": "model.embedding_dim", "scheduler": "halving"}'))
     pin_overrides(sweep, ["model.embedding_dim=8"])
-    assert sweep.tune["fuse"] == "" and "nothing is fused" in capsys.readouterr().err
+    assert sweep.tune.fuse == "" and "nothing is fused" in capsys.readouterr().err
     demo = load_sweep(REPO / "sweeps" / "demo.py")
-    assert demo.tune["fuse"] == "front" and demo.tune["scheduler"] == "halving"
+    assert demo.tune.fuse == "front" and demo.tune.scheduler == "halving"
 
 
 def test_the_reports_set_a_sweeps_fusion_beside_the_trials_and_judge_it_against_the_baseline(tmp_path):
     from test_baseline import UNSEEN, _baseline, _experiment
 
-    from sourcetrace.report import format_table1, write_reports
     from sourcetrace.sweep.fuse import FUSION_DIR
+    from sourcetrace.sweep.report import format_table1, write_reports
 
     exp = _experiment(tmp_path)  # one trial: test EER 13 overall and 10 on the unseen systems
     _baseline(exp, test_unseen=(5.0, 30.0))  # the baseline wins the first unseen-system cell against it

@@ -24,16 +24,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sourcetrace.artefacts import export
 from sourcetrace.bundle import files
-from sourcetrace.bundle.export import export
 from sourcetrace.bundle.files import BundleError
 from sourcetrace.bundle.model import SourceTracer
 from sourcetrace.cli import main
 from sourcetrace.config import Config
 from sourcetrace.data.protocol import read_protocol
 from sourcetrace.errors import SourcetraceError
-from sourcetrace.fusion import FUSION_FILE, write_fusion
-from sourcetrace.training.checkpoint import load_model
+from sourcetrace.fusion import FUSION_FILE, load_model, write_fusion
+from sourcetrace.schemas import MAX_JSON_BYTES
 from sourcetrace.training.loop import train
 
 TRAIN = {  # the smallest model that trains and exports: one step, 2 channels, 8 dimensions
@@ -392,7 +392,7 @@ def test_size_caps_of_scorer_arrays_weights_json_and_lists(made, tmp_path):
     with pytest.raises(BundleError, match=r"weights.safetensors: its tensors take 4,000,000,000,000 bytes"):
         files.read_weights(b)
     with open(b / files.ENROLLED, "wb") as f:
-        f.truncate(files.MAX_JSON_BYTES + 1)  # sparse: no disk used
+        f.truncate(MAX_JSON_BYTES + 1)  # sparse: no disk used
     with pytest.raises(BundleError, match=r"enrolled.json: 268,435,457 bytes, more than"):
         files.read_json(b, files.ENROLLED)
     many = {"systems": [{"name": "s", "clips": [{"sha256": "0" * 64, "embedding": [0.0]}] * 100_001}]}
@@ -463,7 +463,7 @@ def test_a_damaged_fusion_record_is_one_line_exit_2(made, tmp_path, capsys, cont
 
 # -- outputs checked before work -------------------------------------------------------------------------------
 def _no_model_load(monkeypatch):
-    import sourcetrace.evaluation.analyze as analyze
+    import sourcetrace.commands.analyze as analyze
     import sourcetrace.training.checkpoint as checkpoint
 
     def refuse(*args, **kwargs):
@@ -489,7 +489,7 @@ def test_export_and_analyze_check_their_output_before_loading_the_model(made, tm
 
 
 def test_report_checks_its_folder_before_reading_the_sweep(tmp_path, capsys, monkeypatch):
-    import sourcetrace.report as report
+    import sourcetrace.sweep.report as report
 
     def refuse(*args, **kwargs):
         raise AssertionError("the sweep was read before the report folder was checked")

@@ -474,7 +474,7 @@ def test_sweep_spreads_over_nodes_and_survives_losing_one(cluster, tiny_corpus):
     assert placed[killed["trial"]] == {"node_a", "node_b"}, placed  # started on b, finished on a
 
     # 3. The report reads the shared storage path and finds every trial finished, none twice.
-    from sourcetrace.report import write_reports
+    from sourcetrace.sweep.report import write_reports
 
     reports = write_reports(storage / "failover", tracking_uri=c.mlflow_url)
     per_trial = reports.trials.drop_duplicates("trial_id")

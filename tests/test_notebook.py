@@ -11,7 +11,7 @@ from test_report import AAM, GE2E, C, make_experiment
 
 from sourcetrace.evaluation.baseline import BASELINE_FILE
 from sourcetrace.findings.checks import findings_table
-from sourcetrace.report import write_reports
+from sourcetrace.sweep.report import write_reports
 
 nbclient = pytest.importorskip("nbclient", reason="nbclient is not installed (pip install -e '.[dev]')")
 nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed (pip install -e '.[dev]')")

@@ -9,9 +9,9 @@ import pytest
 from scipy import stats
 
 from sourcetrace.cli import main
-from sourcetrace.report import format_table1, trials_frame, write_reports
+from sourcetrace.sweep.report import format_table1, trials_frame, write_reports
 
-BUNDLES = {
+RECIPES = {
     "recipe": {
         "aam/random": {"loss.name": "aamsoftmax", "sampler.name": "random"},
         "ge2e/balanced": {"loss.name": "ge2e", "sampler.name": "balanced", "train.batch_size": 8},
@@ -41,7 +41,7 @@ def make_experiment(root, trials):
     exp.mkdir(parents=True)
     (exp / "sourcetrace_sweep.json").write_text(
         json.dumps(
-            {"name": "sw", "experiment": "sw", "base": {"train.epochs": 4, "train.eval_every": 2}, "bundles": BUNDLES}
+            {"name": "sw", "experiment": "sw", "base": {"train.epochs": 4, "train.eval_every": 2}, "recipes": RECIPES}
         )
     )
     data = []

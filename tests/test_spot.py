@@ -15,10 +15,10 @@ from ray.train._internal.session import _TrainingResult
 from ray.tune.experiment import Trial
 
 from sourcetrace.errors import SourcetraceError
-from sourcetrace.sweep.spec import load_sweep
+from sourcetrace.sweep.retry import CodeErrorLimit, NoRetryCallback, failure_config
+from sourcetrace.sweep.spec import TuneSettings, load_sweep
+from sourcetrace.sweep.trainable import CHECKPOINT_SCORE, checkpoint_score
 from sourcetrace.training.faults import failure_result
-from sourcetrace.training.retry import CodeErrorLimit, NoRetryCallback, failure_config
-from sourcetrace.training.trainable import CHECKPOINT_SCORE, checkpoint_score
 
 # (epoch, dev EER at an evaluation, or None for a resume-only checkpoint): the best is epoch 3
 EPOCHS = [(2, None), (3, 10.0), (4, None), (5, None), (6, 20.0), (7, None), (8, 15.0), (9, None)]
@@ -74,7 +74,7 @@ def test_without_the_score_a_resume_checkpoint_would_evict_the_best(tmp_path):
 
 def test_code_errors_end_a_trial_after_max_failures_while_lost_workers_keep_their_budget():
     limit, no_retry = CodeErrorLimit(max_failures=1), NoRetryCallback()
-    budget = failure_config({"max_failures": 1, "lost_worker_retries": 10}).max_failures
+    budget = failure_config(TuneSettings(max_failures=1, lost_worker_retries=10)).max_failures
     trial = Trial("trainable", stub=True, max_failures=budget)
     assert trial.max_failures == 11
     for cb in (limit, no_retry):
@@ -90,8 +90,10 @@ def test_code_errors_end_a_trial_after_max_failures_while_lost_workers_keep_thei
     other = Trial("trainable", stub=True, max_failures=11)
     no_retry.on_trial_result(0, [], other, failure_result(SourcetraceError("bad data"), 0))
     assert other.max_failures == 0
-    assert failure_config({"max_failures": 2, "lost_worker_retries": -1}).max_failures == -1
-    assert failure_config({"max_failures": 2}).max_failures == 2  # a sweep recorded before the key existed
+    assert failure_config(TuneSettings(max_failures=2, lost_worker_retries=-1)).max_failures == -1
+    assert (
+        failure_config(TuneSettings.from_dict({"max_failures": 2}, recorded=True)).max_failures == 2
+    )  # a sweep recorded before the key existed
 
 
 @pytest.mark.parametrize("bad", ["-2", "1.5", "'3'"])
@@ -133,7 +135,7 @@ def test_a_killed_worker_is_retried_beyond_max_failures_and_a_code_error_is_not(
     from sourcetrace.localray import loopback_only
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
-    settings = {"max_failures": 1, "lost_worker_retries": 3}
+    settings = TuneSettings(max_failures=1, lost_worker_retries=3)
     loopback_only()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
@@ -143,7 +145,7 @@ def test_a_killed_worker_is_retried_beyond_max_failures_and_a_code_error_is_not(
             run_config=tune.RunConfig(
                 name="retries",
                 storage_path=str(tmp_path / "ray"),
-                callbacks=[NoRetryCallback(), CodeErrorLimit(settings["max_failures"])],
+                callbacks=[NoRetryCallback(), CodeErrorLimit(settings.max_failures)],
                 failure_config=failure_config(settings),
                 verbose=0,
             ),

@@ -34,12 +34,12 @@ QUICK = {
 GRID = f"""
 from ray import tune
 BASE = {QUICK!r}
-BUNDLES = {{"recipe": {{
+RECIPES = {{"recipe": {{
     "aamsoftmax/random": {{"loss.name": "aamsoftmax", "sampler.name": "random", "train.batch_size": 16}},
     "ge2e/balanced": {{"loss.name": "ge2e", "sampler.name": "balanced", "sampler.per_class": 2,
                       "train.batch_size": 16}},
 }}}}
-SPACE = {{"recipe": tune.grid_search(list(BUNDLES["recipe"])), "train.seed": tune.grid_search([0, 1])}}
+SPACE = {{"recipe": tune.grid_search(list(RECIPES["recipe"])), "train.seed": tune.grid_search([0, 1])}}
 TUNE = {{"scheduler": "SCHED", "grace_period": 1, "reduction_factor": 2, "keep_checkpoints": 1}}
 RESOURCES = {{"cpu": 1}}
 """

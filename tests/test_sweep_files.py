@@ -67,7 +67,7 @@ def test_findings_sweep_is_table1_at_equal_compute_with_seeds():
     assert {(c.loss.name, c.sampler.name) for c in configs} == {(c.loss.name, c.sampler.name) for c in table1}
     assert {c.model.embedding_dim for c in configs} == {10, 50, 512} and {c.train.seed for c in configs} == {0, 1, 2}
     assert {(c.model.name, c.model.channels) for c in configs} == {("thin_resnet34", 8)}
-    assert sweep.tune["scheduler"] == "fifo" and sweep.tune["max_concurrent"] == 2 and sweep.resources["cpu"] == 1
+    assert sweep.tune.scheduler == "fifo" and sweep.tune.max_concurrent == 2 and sweep.resources["cpu"] == 1
     assert all(c.train.eval_every == c.train.epochs for c in configs)  # one evaluation, at the end of the budget
     # The same optimiser steps and clips in every cell on the full preset's training split
     train = [clip for clip in plan("full", 0, "flac") if clip.split == "train"]
@@ -107,9 +107,9 @@ def test_ranges_and_bundles_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="train.lr"):
         validate(load_sweep(path))
     path = _write(
-        tmp_path, 'BUNDLES = {"r": {"a": {"loss.name": "softmax"}}}\nSPACE = {"r": tune.choice(["a", "b"])}\n'
+        tmp_path, 'RECIPES = {"r": {"a": {"loss.name": "softmax"}}}\nSPACE = {"r": tune.choice(["a", "b"])}\n'
     )
-    with pytest.raises(ConfigError, match="bundle r='b' is unknown"):
+    with pytest.raises(ConfigError, match="recipe r='b' is unknown"):
         validate(load_sweep(path))
 
 

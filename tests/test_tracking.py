@@ -8,8 +8,8 @@ import pytest
 from mlflow import MlflowClient
 from ray import tune
 
+from sourcetrace.sweep.callback import MlflowTrialCallback, run_name
 from sourcetrace.sweep.spec import TrialSpec, expand, load_sweep, searched_keys
-from sourcetrace.tracking.callback import MlflowTrialCallback, run_name
 from sourcetrace.tracking.store import (
     KIND_TRAINING,
     TAG_KIND,

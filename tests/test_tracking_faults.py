@@ -8,8 +8,8 @@ import pytest
 from test_tracking import SPEC, FakeTrial, feed, result, runs
 
 from sourcetrace.errors import SourcetraceError
+from sourcetrace.sweep.callback import MlflowTrialCallback
 from sourcetrace.sweep.status import error_reason
-from sourcetrace.tracking.callback import MlflowTrialCallback
 from sourcetrace.tracking.store import ensure_experiment, resolve_store
 
 pytestmark = pytest.mark.skipif(subprocess.run(["which", "chattr"]).returncode != 0, reason="needs chattr")

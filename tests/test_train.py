@@ -115,7 +115,7 @@ def test_test_split_is_scored_only_when_dev_improves_and_the_best_keeps_its_test
     import torch
 
     from sourcetrace.training.data import prepare_data
-    from sourcetrace.training.loop import evaluate
+    from sourcetrace.training.loop import score_splits
 
     cfg = quick(tiny_corpus, **{"train.epochs": 4})
     result = train(cfg, tmp_path / "run")
@@ -125,9 +125,9 @@ def test_test_split_is_scored_only_when_dev_improves_and_the_best_keeps_its_test
         best_so_far = min(best_so_far, row["dev_eer"])
     model = load_model(tmp_path / "run").model  # best/: the checkpoint Table 1 reports
     data, cpu = prepare_data(cfg), torch.device("cpu")
-    full = evaluate(model, data, cfg, cpu)  # every split, as before
+    full = score_splits(model, data, cfg, cpu)  # every split, as before
     assert full["test_eer"] == result.best_metrics["test_eer"] and full["dev_eer"] == result.best_metrics["dev_eer"]
-    no_gain = evaluate(model, data, cfg, cpu, best_dev_eer=0.0)  # nothing beats 0 %: test is not scored
+    no_gain = score_splits(model, data, cfg, cpu, best_dev_eer=0.0)  # nothing beats 0 %: test is not scored
     assert "dev_eer" in no_gain and not any(k.startswith("test_") for k in no_gain)
 
 
@@ -144,7 +144,7 @@ def test_two_epochs_train_and_evaluate_on_cuda(tiny_corpus, tmp_path, compiled):
 
 
 def test_without_the_best_copy_only_last_is_written(tiny_corpus, tmp_path):
-    from sourcetrace.training.trainable import keeps_best_copy
+    from sourcetrace.sweep.trainable import keeps_best_copy
 
     train(quick(tiny_corpus, **{"train.epochs": 1}), tmp_path / "run", save_best=False)
     assert (tmp_path / "run" / "last" / "state.pt").is_file() and not (tmp_path / "run" / "best").exists()
@@ -227,7 +227,7 @@ def test_a_collapsed_model_is_divergence_not_a_best_checkpoint(mlaad_corpus):
     best) is a DivergenceError at its evaluation, as a non-finite one is; the trainer then names the epoch."""
     from sourcetrace.errors import DivergenceError
     from sourcetrace.training.data import prepare_data
-    from sourcetrace.training.loop import evaluate
+    from sourcetrace.training.loop import score_splits
 
     class OnePoint(torch.nn.Module):
         def forward(self, wave):
@@ -236,10 +236,10 @@ def test_a_collapsed_model_is_divergence_not_a_best_checkpoint(mlaad_corpus):
     cfg = quick(mlaad_corpus, **{"train.eval_test": False})
     data = prepare_data(cfg)
     with pytest.raises(DivergenceError, match=r"the embeddings collapsed: all \d+ clips embed to one point"):
-        evaluate(OnePoint(), data, cfg, torch.device("cpu"))
+        score_splits(OnePoint(), data, cfg, torch.device("cpu"))
 
     class Levels(torch.nn.Module):
         def forward(self, wave):
             return wave[:, : 8 * 400].reshape(len(wave), 8, 400).std(-1)
 
-    assert 0 <= evaluate(Levels(), data, cfg, torch.device("cpu"))["dev_eer"] <= 100
+    assert 0 <= score_splits(Levels(), data, cfg, torch.device("cpu"))["dev_eer"] <= 100

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sourcetrace.bundle import files
-from sourcetrace.sweep import RECORD
+from sourcetrace.storage import RECORD
 
 CARD_FORMAT = 2
 ENROLLED_MARK = "<!-- enrolled systems: rewritten by `sourcetrace enroll` -->"
@@ -195,8 +195,8 @@ def model_card(
 ) -> tuple[dict, str]:
     """(model_card.json content, model_card.md text). ``calibration``: the bundle's calibration, when it has one
     (its ``description`` is quoted in "how to read the scores")."""
-    from sourcetrace import __version__
     from sourcetrace.evaluation.scorers import SCORERS
+    from sourcetrace.version import __version__
 
     cfg = loaded.config
     langs = sorted(set(train["language"])) if "language" in train else []

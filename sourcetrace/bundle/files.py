@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from sourcetrace.errors import SourcetraceError
+from sourcetrace.errors import BundleError
+from sourcetrace.schemas import SCHEMAS, check, parse_json
+from sourcetrace.validation import MAX_MODEL_BYTES
 
 FORMAT = "sourcetrace-bundle"
 FORMAT_VERSION = 1
@@ -40,14 +42,9 @@ REQUIRED = (MANIFEST, CONFIG, WEIGHTS, SCORER_ARRAYS, SCORER_JSON, THRESHOLD, EN
 RESERVED_NAMES = ("unknown",)
 MAX_NAME = 200
 # Caps on what a bundle's files may ask for, checked before anything is allocated (the JSON files' own caps
-# are in their schemas, sourcetrace/bundle/schemas/): a hostile or damaged bundle is one error, not an OOM.
-MAX_JSON_BYTES = 256 << 20  # one JSON file (enrolled.json holds every enrolled clip's embedding)
-MAX_MODEL_BYTES = 4 << 30  # the network's tensors: 1e9 float32 parameters (wav2vec2 XLS-R 300M is 1.3 GB)
+# are in their schemas, sourcetrace/schemas/; the model's is validation.MAX_MODEL_BYTES): a hostile or damaged
+# bundle is one error, not an OOM.
 MAX_ARRAYS, MAX_ARRAY_DIMS, MAX_ARRAYS_BYTES = 64, 4, 2 << 30  # scorer.npz: arrays, dimensions, bytes in all
-
-
-class BundleError(SourcetraceError):
-    """A bundle that cannot be used: missing file, unreadable JSON, wrong shapes, unsafe weights."""
 
 
 def is_bundle(path: str | os.PathLike) -> bool:
@@ -91,33 +88,9 @@ def _regular_file(path: Path, folder: Path) -> Path:
     raise BundleError(f"{path}: missing (is {folder} a complete bundle? re-export it with `sourcetrace export`)")
 
 
-def parse_json(path: Path, name: str | None = None, max_bytes: int = MAX_JSON_BYTES) -> Any:
-    """The JSON of the regular file ``path``, at most ``max_bytes``; with ``name`` (a file that has a schema
-    in ``sourcetrace.bundle.schemas``) checked against it. Every failure is one ``BundleError`` naming the
-    file: too big, not UTF-8, not JSON, nested too deeply, or (with ``name``) the field that does not fit."""
-    from sourcetrace.bundle.schemas import check
-
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise BundleError(f"{path}: {size:,} bytes, more than the {max_bytes:,} a {path.name} may have")
-    try:
-        obj = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise BundleError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); the file is damaged") from None
-    except json.JSONDecodeError as err:
-        raise BundleError(f"{path}: not valid JSON ({err}); the file is truncated or damaged") from None
-    except RecursionError:
-        raise BundleError(f"{path}: not valid JSON (nested too deeply); the file is damaged") from None
-    except OSError as err:
-        raise BundleError(f"{path}: cannot be read ({err.strerror or err})") from None
-    return check(obj, name, path) if name is not None else obj
-
-
 def read_json(folder: Path, name: str, schema: bool = True) -> Any:
     """A bundle JSON file; missing, unparsable or (``schema``, for the files that have one) not fitting its
     schema -> one clear error naming it and the field."""
-    from sourcetrace.bundle.schemas import SCHEMAS
-
     path = _regular_file(Path(folder) / name, Path(folder))
     obj = parse_json(path, name if schema and name in SCHEMAS else None)
     if name == CONFIG and not isinstance(obj, dict):  # its keys and values are the Config's own checks
@@ -281,7 +254,7 @@ def check_name(name: Any, what: str = "system name", strict: bool = True) -> str
     >>> check_name("a\\tb")
     Traceback (most recent call last):
     ...
-    sourcetrace.bundle.files.BundleError: invalid system name 'a\\tb': it holds the control character '\\t'
+    sourcetrace.errors.BundleError: invalid system name 'a\\tb': it holds the control character '\\t'
     """
     if not isinstance(name, str) or not name.strip():
         raise BundleError(f"invalid {what} {name!r}: empty")
@@ -319,8 +292,6 @@ def check_manifest(folder: Path) -> dict:
     systems, dim = manifest.get("known_systems"), manifest.get("embedding_dim")
     if not isinstance(systems, list) or not systems or not isinstance(dim, int) or dim < 1:
         raise BundleError(f"{folder / MANIFEST}: needs a non-empty 'known_systems' list and an 'embedding_dim' >= 1")
-    from sourcetrace.bundle.schemas import check
-
     return check(manifest, MANIFEST, folder / MANIFEST)
 
 

@@ -398,14 +398,3 @@ def as_clips(clips: Any) -> list:
     if getattr(clips, "ndim", None) == 1:  # one numpy array or torch tensor
         return [clips]
     return list(clips)
-
-
-def load(path: str | os.PathLike, device: str = "auto") -> SourceTracer:
-    """Load a bundle (or a run / checkpoint / sweep folder whose bundle was exported) for tracing.
-
-    A run, checkpoint or sweep folder is resolved to its exported bundle, which is written on first
-    use from the model's training data (see ``sourcetrace.bundle.export.bundle_for``).
-    """
-    from sourcetrace.bundle.export import bundle_for
-
-    return SourceTracer(bundle_for(path), device=device)

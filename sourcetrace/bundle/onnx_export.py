@@ -71,10 +71,3 @@ def parity(model, onnx_path: str | os.PathLike, waves: list[np.ndarray]) -> floa
         unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
         worst = max(worst, float(np.abs(unit(ref) - unit(got)).max()))
     return worst
-
-
-def cli_onnx(args) -> int:
-    """``sourcetrace export --model MODEL --out DIR --onnx``: also write ``DIR/embedding.onnx``."""
-    path, diff = export_onnx(args.out, Path(args.out) / "embedding.onnx")
-    print(f"onnx: {path} (max |embedding difference| vs PyTorch {diff:.1e}, tolerance {TOLERANCE:g})")
-    return 0

@@ -17,18 +17,14 @@ A learned extractor is worth using only where it beats this row.
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from sourcetrace.config import Config
 from sourcetrace.data.bank import WaveBank
 from sourcetrace.data.protocol import read_checked
-from sourcetrace.degrade import renderings_of
 from sourcetrace.degrade.render import with_renderings
 from sourcetrace.evaluation.conditions import split_metrics
 from sourcetrace.evaluation.openset import openset_metrics
@@ -139,49 +135,3 @@ def corpus_baseline(
 
 
 BASELINE_FILE = "baseline.json"
-
-
-def sweep_baseline(exp_dir, base: dict, tracking_uri: str | None = None, experiment: str | None = None) -> dict:
-    """The baseline of a sweep's corpus (dev and eval), once: cached in ``exp_dir/baseline.json`` and, with
-    ``tracking_uri``, logged as a run of the sweep's MLflow experiment beside the trials."""
-
-    path = Path(exp_dir) / BASELINE_FILE
-    if path.is_file():
-        return json.loads(path.read_text())
-    cfg = Config.from_dict(base)  # the trials' settings: data.*, train.eval_test, the renderings' seed
-    splits = {"dev": cfg.data.dev_split} | ({"test": cfg.data.test_split} if cfg.train.eval_test else {})
-    d = cfg.data
-    dev_degrade = renderings_of(d.dev_degrade, "data.dev_degrade") if d.dev_degrade else []
-    metrics = corpus_baseline(
-        d.root,
-        d.protocol or None,
-        splits,
-        d.train_split,
-        d.eval_seconds,
-        d.sample_rate,
-        {"dev": dev_degrade},
-        cfg.augment.seed,
-    )
-    record = {
-        "name": NAME,
-        "eval_seconds": d.eval_seconds,
-        "standardised_on": "scored split",
-        "metrics": metrics,
-    } | ({"dev_degrade": dev_degrade} if dev_degrade else {})
-    if tracking_uri and experiment:
-        from sourcetrace.tracking.store import log_reference_run, run_tags
-
-        params = {
-            "baseline.features": f"mean+std of {N_MFCC} MFCC + deltas",
-            "baseline.standardised_on": "scored split",
-            "data.eval_seconds": d.eval_seconds,
-            "data.sample_rate": d.sample_rate,
-            "data.dev_split": d.dev_split,
-            "data.test_split": d.test_split if cfg.train.eval_test else "-",
-            "data.dev_degrade": d.dev_degrade or "-",
-            "augment.seed": cfg.augment.seed,
-        }
-        tags = run_tags(d.root, d.protocol or None)
-        record["run_id"] = log_reference_run(tracking_uri, experiment, NAME, params, metrics, "baseline", tags)
-    path.write_text(json.dumps(record, indent=2, sort_keys=True))
-    return record

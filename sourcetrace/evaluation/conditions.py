@@ -12,6 +12,9 @@ import pandas as pd
 
 from sourcetrace.evaluation.eer import all_pairs_eer, all_pairs_metrics
 
+# systems never seen in training, in a seen and an unseen language: where a model must beat the baseline
+UNSEEN_SYSTEM_CONDITIONS = ("lang_seen___model_not_seen", "lang_not_seen___model_not_seen")
+
 
 def split_metrics(prefix: str, emb: np.ndarray, table: pd.DataFrame) -> dict[str, float]:
     """``{prefix}_eer``, ``{prefix}_min_dcf`` and ``{prefix}_eer.<condition>`` for a split's embeddings."""

@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sourcetrace.evaluation.comparison import VERDICT_KEYS
 from sourcetrace.findings.stats import MARGIN, RULES, combine, compare
+from sourcetrace.sweep.comparison import VERDICT_KEYS
 
 RESNET, AASIST = "thin_resnet34", "w2v2_aasist"
 METRIC_LOSSES = ("ge2e", "angleproto")

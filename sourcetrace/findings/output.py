@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sourcetrace.evaluation.comparison import read_baseline
-from sourcetrace.findings.checks import CONDITIONS, FINDINGS, findings_table, verdict_lines
+from sourcetrace.findings.checks import CONDITIONS, findings_table, verdict_lines
 from sourcetrace.findings.stats import MARGIN
-from sourcetrace.report import format_table1, write_reports
 from sourcetrace.sweep import RECORD
+from sourcetrace.sweep.comparison import read_baseline
+from sourcetrace.sweep.report import format_table1, write_reports
 
 
 def _commit() -> str:
@@ -157,21 +157,3 @@ def write_findings(exp: str | Path, out: str | Path, margin: float = MARGIN, com
     (out / "findings.md").write_text(summary(table, reports, exp, command))
     figure(table, out / "findings.png")
     return table
-
-
-def cli_findings(args) -> int:
-    """``sourcetrace findings SWEEP_RUN --out DIR [--margin PP]``."""
-    from sourcetrace.errors import ConfigError
-    from sourcetrace.storage import local_path
-
-    if not (np.isfinite(args.margin) and args.margin > 0):
-        raise ConfigError(f"--margin {args.margin} must be a positive number of EER percentage points")
-    exp = local_path(args.sweep_run, "SWEEP_RUN")
-    command = f"sourcetrace findings {args.sweep_run} --out {args.out}" + (
-        f" --margin {args.margin:g}" if args.margin != MARGIN else ""
-    )
-    table = write_findings(exp, local_path(args.out, "--out"), args.margin, command)
-    for line in verdict_lines(table):
-        print(line)
-    print(f"findings ({', '.join(FINDINGS)}): {Path(args.out) / 'findings.md'}")
-    return 0

@@ -27,7 +27,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from sourcetrace.report import ci95
+from sourcetrace.sweep.report import ci95
 
 MARGIN = 1.0  # pp of EER: a difference smaller than this is no finding either way
 HOLDS, FAILS, UNSURE = "holds", "does not hold", "cannot tell at this budget"

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-from sourcetrace.config import FeaturesConfig
+from sourcetrace.config import FREQUENCY_MODES, FeaturesConfig
 from sourcetrace.features import LogMelFbank
 from sourcetrace.models.pooling import POOLINGS
 
@@ -100,8 +100,8 @@ class ThinResNet34(nn.Module):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; valid: {', '.join(sorted(POOLINGS))}")
-        if frequency not in ("mean", "flatten"):
-            raise ValueError(f"unknown frequency head {frequency!r}; valid: mean, flatten")
+        if frequency not in FREQUENCY_MODES:
+            raise ValueError(f"unknown frequency head {frequency!r}; valid: {', '.join(FREQUENCY_MODES)}")
         self.frequency = frequency
         self.embedding_dim = int(embedding_dim)
         self.fbank = LogMelFbank(

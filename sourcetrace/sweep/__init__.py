@@ -1,4 +1,6 @@
 """Sweeps: ``spec`` (the sweep-file schema, ``TrialSpec``, validation before launch), ``run`` (Ray Tune),
 ``record`` (what a re-run or ``--resume`` reuses) and ``status`` (what became of each trial)."""
 
-RECORD = "sourcetrace_sweep.json"  # a sweep folder's record, beside Tune's files
+from sourcetrace.storage import RECORD  # a sweep folder's record, beside Tune's files
+
+__all__ = ["RECORD"]

@@ -4,7 +4,7 @@ After the trials end, each value of the fused key (a front end, a backbone ...) 
 trial, the lowest dev EER at its best evaluation, the checkpoint the reports name. They become the
 members of ``EXP/fusion`` with equal weights (``sourcetrace/fusion.py``). No weight is tuned: the dev
 split would choose it on the very clips that chose the members. The fused network is evaluated exactly
-as a trial evaluates (``training.loop.evaluate``: dev and test, the same crops, references and open-set
+as a trial evaluates (``training.loop.score_splits``: dev and test, the same crops, references and open-set
 scorer), logged as a run of the sweep's MLflow experiment, and recorded in ``fusion.json``. The reports set
 it beside the trials and the baseline, and it is what the sweep hands over (``best_model``).
 """
@@ -17,8 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from sourcetrace.errors import SourcetraceError
-
-FUSION_DIR = "fusion"  # EXP/fusion/fusion.json
+from sourcetrace.sweep.handover import FUSION_DIR
 
 
 def fusion_name(labels: list[str]) -> str:
@@ -100,9 +99,9 @@ def measure(folder: Path) -> dict[str, float]:
     """dev_* and test_* metrics of a fusion folder, computed as a trial's evaluation computes its own, on the
     driver's GPU when it has one (as ``export`` does)."""
     from sourcetrace.device import resolve_device
-    from sourcetrace.training.checkpoint import load_model
+    from sourcetrace.fusion import load_model
     from sourcetrace.training.data import prepare_data
-    from sourcetrace.training.loop import evaluate
+    from sourcetrace.training.loop import score_splits
 
     device = resolve_device("auto")
     loaded = load_model(folder, device)
@@ -110,36 +109,5 @@ def measure(folder: Path) -> dict[str, float]:
         data = prepare_data(loaded.config)
     except SourcetraceError as err:
         raise SourcetraceError(f"the fusion {folder} cannot be scored on its training corpus: {err}") from None
-    metrics = evaluate(loaded.model, data, loaded.config, device)
+    metrics = score_splits(loaded.model, data, loaded.config, device)
     return {k: float(v) for k, v in metrics.items()}
-
-
-def read_sweep_fusion(exp: str | Path) -> dict | None:
-    """The measured fusion record of a sweep folder, or None (a damaged record is a note: the best trial
-    is then reported and handed over, and the next run of the sweep fuses again)."""
-    from sourcetrace.fusion import is_fusion, read_fusion
-
-    folder = Path(exp) / FUSION_DIR
-    if not is_fusion(folder):
-        return None
-    try:
-        record = read_fusion(folder)
-    except SourcetraceError as err:
-        print(f"note: {err}", file=sys.stderr)
-        return None
-    return record | {"folder": str(folder)} if record.get("metrics") else None
-
-
-def handed_over(exp: str | Path, trials: pd.DataFrame) -> tuple[str, str | None, str] | None:
-    """(model folder, MLflow run id, what it is) of what a sweep hands over: its measured fusion, else its
-    best trial's best checkpoint (lowest dev EER); None before any trial has one."""
-    fusion = read_sweep_fusion(exp)
-    if fusion is not None:
-        dev = fusion["metrics"].get("dev_eer", float("nan"))
-        return fusion["folder"], fusion.get("run_id"), f"{fusion['name']}, dev EER {dev:.2f}%"
-    rows = trials.dropna(subset=["dev_eer", "checkpoint"]) if "checkpoint" in trials else trials.iloc[:0]
-    if rows.empty:
-        return None
-    best = rows.loc[rows["dev_eer"].idxmin()]
-    run_id = best.get("run_id") if isinstance(best.get("run_id"), str) else None
-    return best["checkpoint"], run_id, f"trial {best['trial_name']}, dev EER {best['dev_eer']:.2f}%"

@@ -1,6 +1,6 @@
 """A sweep's record (``STORAGE/NAME/sourcetrace_sweep.json``): what a later run of it, or ``--resume``, reuses.
 
-It keeps the trials' settings (BASE, BUNDLES, TUNE, RESOURCES), the MLflow store and how the sweep was
+It keeps the trials' settings (BASE, RECIPES, TUNE, RESOURCES), the MLflow store and how the sweep was
 launched (a hash of the sweep file, ``--smoke``, ``--set``, the data). Running the same command again
 resumes the unfinished trials or, when every trial has ended, only reports; another sweep file or other
 settings under the same name are refused.
@@ -10,17 +10,37 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from sourcetrace.errors import SourcetraceError
 from sourcetrace.sweep import RECORD
-from sourcetrace.sweep.spec import SweepFile, pin_overrides
+from sourcetrace.sweep.spec import SweepFile, TuneSettings, pin_overrides, recipes_of
 from sourcetrace.sweep.status import UNFINISHED
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How ``sourcetrace sweep`` was asked to run a sweep file (its command-line options, typed)."""
+
+    sweep_file: str
+    root: str | None = None
+    protocol: str | None = None
+    smoke: bool = False
+    set: tuple[str, ...] = ()  # KEY=VALUE pins for every trial
+    name: str | None = None
+    storage: str | None = None
+    tracking_uri: str | None = None
+    resume: bool = False
+    address: str | None = None
+    verbose: bool = False
+    dashboard: bool = False
+
 
 _WHAT = {"sweep_sha256": "sweep file", "smoke": "--smoke", "set": "--set", "root": "--root", "protocol": "--protocol"}
 
 
-def launch(args, sweep: SweepFile) -> dict:
+def launch(args: Launch, sweep: SweepFile) -> dict:
     """How this command launches the sweep, as the record keeps it."""
     return {
         "sweep_sha256": hashlib.sha256(sweep.path.read_bytes()).hexdigest(),
@@ -31,7 +51,7 @@ def launch(args, sweep: SweepFile) -> dict:
     }
 
 
-def prepare(args, sweep: SweepFile, exp_dir: Path):
+def prepare(args: Launch, sweep: SweepFile, exp_dir: Path):
     """``(mode, store)``: mode ``""`` (a new sweep), ``"resume"`` or ``"report"`` (every trial has ended).
 
     A new sweep gets its data root, protocol and ``--set`` pins; a recorded one its recorded settings.
@@ -64,16 +84,16 @@ def prepare(args, sweep: SweepFile, exp_dir: Path):
     sweep.base.update({"data.root": str(Path(args.root).resolve())})
     if args.protocol:
         sweep.base["data.protocol"] = str(Path(args.protocol).resolve())
-    pin_overrides(sweep, args.set)
+    pin_overrides(sweep, list(args.set))
     return "", resolve_store(args.tracking_uri)
 
 
-def write_record(exp_dir: Path, sweep: SweepFile, store, args) -> None:
+def write_record(exp_dir: Path, sweep: SweepFile, store, args: Launch) -> None:
     record = {
         "sweep_file": str(sweep.path.resolve()),
         "name": sweep.name,
         "smoke": sweep.smoke,
-        "tune": sweep.tune,
+        "tune": sweep.tune.to_dict(),
         "resources": sweep.resources,
         "tracking_uri": store.uri,
         "experiment": sweep.name,
@@ -83,12 +103,12 @@ def write_record(exp_dir: Path, sweep: SweepFile, store, args) -> None:
     (exp_dir / RECORD).write_text(json.dumps(record, indent=2, default=str))
 
 
-def _adopt(record: dict, sweep: SweepFile, args):
+def _adopt(record: dict, sweep: SweepFile, args: Launch):
     """Take the recorded trial settings and store; a different ``--tracking-uri`` is refused."""
     from sourcetrace.tracking.store import resolve_store
 
-    sweep.base, sweep.bundles = record["base"], record["bundles"]  # resumed trials keep their settings
-    sweep.tune, sweep.resources = record["tune"], record["resources"]
+    sweep.base, sweep.recipes = record["base"], recipes_of(record)  # resumed trials keep their settings
+    sweep.tune, sweep.resources = TuneSettings.from_dict(record["tune"], recorded=True), record["resources"]
     store = resolve_store(record["tracking_uri"])
     if args.tracking_uri and resolve_store(args.tracking_uri).uri != store.uri:
         raise SourcetraceError(f"{sweep.name} logs to {store.uri}; it cannot move to {args.tracking_uri}")
@@ -97,7 +117,7 @@ def _adopt(record: dict, sweep: SweepFile, args):
 
 def _ended(exp_dir: Path) -> bool:
     """Every trial Tune knows of has ended (finished, early-stopped or failed)."""
-    from sourcetrace.report import trials_frame
+    from sourcetrace.sweep.report import trials_frame
 
     try:
         status = trials_frame(exp_dir).drop_duplicates("trial_id")["status"]

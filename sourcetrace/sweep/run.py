@@ -1,4 +1,4 @@
-"""Run a validated sweep with Ray Tune (local embedded Ray or a cluster), then report and analyse it."""
+"""Run a validated sweep with Ray Tune (local embedded Ray or a cluster); ``commands/sweep.py`` reports it."""
 
 from __future__ import annotations
 
@@ -6,16 +6,17 @@ import importlib.util
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sourcetrace.data.check import preflight
 from sourcetrace.errors import SourcetraceError
-from sourcetrace.interrupt import EXIT_CODES, sigterm_stops_tune
+from sourcetrace.interrupt import sigterm_stops_tune
 from sourcetrace.nodecheck import check_nodes
-from sourcetrace.storage import local_path, report_with_or_without_mlflow, storage_error, writable_folder
-from sourcetrace.sweep.record import prepare, write_record
-from sourcetrace.sweep.spec import SweepFile, load_sweep, n_train_classes, validate
+from sourcetrace.storage import local_path, storage_error, writable_folder
+from sourcetrace.sweep.record import Launch, prepare, write_record
+from sourcetrace.sweep.spec import SweepFile, TuneSettings, load_sweep, n_train_classes, validate
+from sourcetrace.training.preflight import preflight
 
 TABLE_COLUMNS = {"epoch": "epoch", "dev_eer": "dev EER %"}  # Tune's status table, beside its own columns
 
@@ -96,7 +97,7 @@ def check_resources(resources: dict[str, float], local: bool) -> None:
             print(f"note: {msg}; waiting for the autoscaler", file=sys.stderr)
 
 
-def _searcher(settings: dict[str, Any]):
+def _searcher(settings: TuneSettings):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -107,7 +108,7 @@ def _searcher(settings: dict[str, Any]):
             if self.metric in result:
                 super().on_trial_result(trial_id, result)
 
-    return EvalOnlyOptunaSearch(sampler=optuna.samplers.TPESampler(seed=settings["seed"]))
+    return EvalOnlyOptunaSearch(sampler=optuna.samplers.TPESampler(seed=settings.seed))
 
 
 def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: bool, tags: dict, verbose: bool):
@@ -117,41 +118,41 @@ def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: b
     from ray.tune import CLIReporter
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    from sourcetrace.sweep.callback import MlflowTrialCallback
     from sourcetrace.sweep.halving import GroupedHalving, SyncHalvingScheduler
     from sourcetrace.sweep.progress import ProgressLines
+    from sourcetrace.sweep.retry import CodeErrorLimit, NoRetryCallback, failure_config
     from sourcetrace.sweep.spec import fuse_groups, searched_keys
-    from sourcetrace.tracking.callback import MlflowTrialCallback
-    from sourcetrace.training.retry import CodeErrorLimit, NoRetryCallback, failure_config
-    from sourcetrace.training.trainable import CHECKPOINT_SCORE, run_trial
+    from sourcetrace.sweep.trainable import CHECKPOINT_SCORE, run_trial
 
     s = sweep.tune
-    trial = tune.with_parameters(run_trial, spec=sweep.spec, metric=s["metric"], mode=s["mode"])
+    trial = tune.with_parameters(run_trial, spec=sweep.spec, metric=s.metric, mode=s.mode)
     trainable = tune.with_resources(trial, placement(sweep.resources))
     if resume:
         return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
     epochs = max(cfg.train.epochs for _, cfg in configs)
     scheduler = FIFOScheduler()
-    grace = min(s["grace_period"] or min(cfg.train.eval_every for _, cfg in configs), epochs)
-    if s["scheduler"] == "asha":
+    grace = min(s.grace_period or min(cfg.train.eval_every for _, cfg in configs), epochs)
+    if s.scheduler == "asha":
         scheduler = ASHAScheduler(
-            time_attr=s["time_attr"], max_t=epochs, grace_period=grace, reduction_factor=s["reduction_factor"]
+            time_attr=s.time_attr, max_t=epochs, grace_period=grace, reduction_factor=s.reduction_factor
         )
-    elif s["scheduler"] == "halving":
+    elif s.scheduler == "halving":
         halving = dict(
-            time_attr=s["time_attr"], metric=s["metric"], mode=s["mode"], grace=grace,
-            reduction_factor=s["reduction_factor"], max_t=epochs,
+            time_attr=s.time_attr, metric=s.metric, mode=s.mode, grace=grace,
+            reduction_factor=s.reduction_factor, max_t=epochs,
         )  # fmt: skip
-        if s["fuse"]:  # each value of the fused key keeps its own best trial
-            scheduler = GroupedHalving(s["fuse"], fuse_groups(sweep, configs), **halving)
+        if s.fuse:  # each value of the fused key keeps its own best trial
+            scheduler = GroupedHalving(s.fuse, fuse_groups(sweep, configs), **halving)
         else:
-            scheduler = SyncHalvingScheduler(n_trials=len(configs) * s["num_samples"], **halving)
+            scheduler = SyncHalvingScheduler(n_trials=len(configs) * s.num_samples, **halving)
     tune_config = tune.TuneConfig(
-        metric=s["metric"],
-        mode=s["mode"],
+        metric=s.metric,
+        mode=s.mode,
         scheduler=scheduler,
-        search_alg=_searcher(s) if s["search"] == "optuna" else None,
-        num_samples=s["num_samples"],
-        max_concurrent_trials=s["max_concurrent"] or None,
+        search_alg=_searcher(s) if s.search == "optuna" else None,
+        num_samples=s.num_samples,
+        max_concurrent_trials=s.max_concurrent or None,
         reuse_actors=True,
     )
     run_config = tune.RunConfig(
@@ -160,9 +161,9 @@ def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: b
         verbose=2 if verbose else 1,
         progress_reporter=None if verbose else CLIReporter(metric_columns=TABLE_COLUMNS, max_report_frequency=60),
         callbacks=[
-            MlflowTrialCallback(store, sweep.name, sweep.spec, s["log_checkpoint"], tags, searched_keys(sweep.space)),
+            MlflowTrialCallback(store, sweep.name, sweep.spec, s.log_checkpoint, tags, searched_keys(sweep.space)),
             NoRetryCallback(),
-            CodeErrorLimit(s["max_failures"]),
+            CodeErrorLimit(s.max_failures),
             *([] if verbose else [ProgressLines(sweep.spec)]),
         ],
         # Checkpoints are ranked by CHECKPOINT_SCORE, which every checkpoint carries: the metric at evaluations,
@@ -172,20 +173,31 @@ def build_tuner(sweep: SweepFile, configs: list, exp_dir: Path, store, resume: b
         # next checkpoint: "results_to_delete = worst_results - {self._latest_checkpoint_result}" there, and a
         # retry restores Trial.checkpoint, the latest checkpoint, so a lost trial loses <= checkpoint_every epochs.
         checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=s["keep_checkpoints"],
+            num_to_keep=s.keep_checkpoints,
             checkpoint_score_attribute=CHECKPOINT_SCORE,
-            checkpoint_score_order=s["mode"],
+            checkpoint_score_order=s.mode,
         ),
         failure_config=failure_config(s),
     )
     return tune.Tuner(trainable, param_space=sweep.space, tune_config=tune_config, run_config=run_config)
 
 
-def cli_sweep(args) -> int:
-    """``sourcetrace sweep FILE --root DIR``: validate every trial, run Tune (one MLflow run each), print Table 1.
+@dataclass
+class Ran:
+    """A sweep that ``run_sweep`` launched (or found ended): where it is, and the signal that stopped it."""
 
-    Run again with the same file, name and storage, it resumes the sweep's unfinished trials, or only
-    reports a sweep that has ended; a changed sweep file or other settings are refused.
+    exp_dir: Path
+    store: Any  # tracking.store.Store
+    sweep: SweepFile
+    signal: int | None = None  # SIGINT / SIGTERM when one cut it short
+
+
+def run_sweep(args: Launch) -> Ran:
+    """Validate every trial of ``args.sweep_file``, then run Tune (one MLflow run each) until the trials end.
+
+    Run again with the same file, name and storage, it resumes the sweep's unfinished trials, or does nothing
+    for a sweep that has ended; a changed sweep file or other settings are refused. The end of the run
+    (baseline, fusion, reports, export) is ``commands/sweep.finish``.
     """
     from sourcetrace.tracking.store import ensure_experiment, run_tags
 
@@ -198,7 +210,7 @@ def cli_sweep(args) -> int:
     resume, store = prepare(args, sweep, exp_dir)
     if resume == "report":
         print(f"sweep {name} at {exp_dir} has ended: reporting it (nothing to train)", flush=True)
-        return _finish(args, exp_dir, store, sweep)
+        return Ran(exp_dir, store, sweep)
     configs = validate(sweep, n_train_classes(sweep.base["data.root"], sweep.base.get("data.protocol")))
     writable_folder(exp_dir)
     ensure_experiment(store, sweep.name, str(exp_dir))
@@ -213,7 +225,7 @@ def cli_sweep(args) -> int:
     tags = run_tags(sweep.base["data.root"], sweep.base.get("data.protocol"))  # git commit and dataset
 
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # dev EER exists at evaluation epochs only
-    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(sweep.tune["snapshot_period_s"])
+    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(sweep.tune.snapshot_period_s)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # frequent on purpose
     quiet_ray(args.verbose)
     address = cluster_address(args.address)  # RAY_ADDRESS alone gets the cluster's settings, not local-only ones
@@ -234,8 +246,7 @@ def cli_sweep(args) -> int:
             import ray
 
             ray.shutdown()
-    code = _finish(args, exp_dir, store, sweep)
-    return EXIT_CODES[stop.signal] if stop.signal else code
+    return Ran(exp_dir, store, sweep, stop.signal)
 
 
 def prerender(configs: list) -> None:
@@ -264,171 +275,3 @@ def prerender(configs: list) -> None:
         render_files(list(dict.fromkeys(files)), name, seed, rate)
     names = ", ".join(dict.fromkeys(n for n, _, _ in jobs))
     print(f"renderings for the trials ready in {time.perf_counter() - start:.1f} s ({names})", flush=True)
-
-
-def _finish(args, exp_dir: Path, store, sweep: SweepFile) -> int:
-    """Write and print the reports; non-zero exit when trials failed (1) or did not end (130).
-
-    (Its imports load torch, pandas and MLflow: only once the sweep has run.)"""
-    from sourcetrace.evaluation.baseline import sweep_baseline
-    from sourcetrace.report import format_table1
-
-    try:
-        sweep_baseline(exp_dir, sweep.base, store.uri, sweep.name)  # the featureless row of Table 1, an MLflow run
-    except SourcetraceError as err:  # the trials' results still get their report
-        print(f"note: no baseline row: {err}", file=sys.stderr)
-    if sweep.tune["fuse"]:
-        _fuse(exp_dir, store, sweep)
-    try:
-        reports = report_with_or_without_mlflow(exp_dir, store)
-    except OSError as err:
-        raise storage_error(err, exp_dir / "report") from err
-    print(format_table1(reports))
-    print(f"reports: {reports.out_dir}")
-    status = reports.trials.drop_duplicates("trial_id")["status"]
-    from sourcetrace.bundle.export import export_best
-
-    bundle = export_best(exp_dir, reports.trials, store)  # the portable bundle of the model handed over, logged
-    _mark_handed_over(exp_dir, reports, store, sweep, bundle)  # to its run, registered as an MLflow model
-    field = _field_check(exp_dir, reports, sweep) if sweep.tune["field_check"] else None
-    _log_reports(exp_dir, reports, store, field)
-    if not args.no_analyze:
-        _analyze_best(exp_dir, reports, sweep, store)
-    if status.isin(["running", "pending", "interrupted"]).any():
-        _mark_interrupted(reports, store, sweep)
-        print("sweep interrupted: continue it with --resume (same --name/--storage)", file=sys.stderr)
-        return 130
-    return 1 if (status == "failed").any() else 0
-
-
-def _mark_interrupted(reports, store, sweep: SweepFile) -> None:
-    """True MLflow records after a signal: the runs of trials that did not end say "interrupted" (KILLED)."""
-    from sourcetrace.tracking.store import mark_interrupted, quiet_db, store_errors
-
-    per_trial = reports.trials.drop_duplicates("trial_id")
-    cut = per_trial.loc[per_trial["status"].isin(["running", "pending", "interrupted"]), "trial_id"]
-    try:
-        with quiet_db():
-            mark_interrupted(store, sweep.name, list(cut))
-    except store_errors() as err:  # the report and the sweep folder stand; --resume reopens the runs
-        print(f"note: MLflow runs of interrupted trials not marked: {type(err).__name__}: {err}", file=sys.stderr)
-
-
-def _mark_handed_over(exp_dir: Path, reports, store, sweep: SweepFile, bundle: Path | None) -> None:
-    """Tag the MLflow run of the model the sweep hands over (its fusion's, else its best trial's), and log its
-    ``bundle`` there as an MLflow model registered under the sweep's name (``tracking/pyfunc.py``)."""
-    from sourcetrace.sweep.fuse import handed_over
-    from sourcetrace.tracking.pyfunc import log_handed_over_model
-    from sourcetrace.tracking.store import mark_handed_over, quiet_db, store_errors
-
-    chosen = handed_over(exp_dir, reports.trials)
-    if chosen is None or not chosen[1]:
-        return
-    try:
-        with quiet_db():
-            mark_handed_over(store, sweep.name, chosen[1])
-    except store_errors() as err:  # the bundle on disk stands
-        print(f"note: MLflow run {chosen[1]} not tagged as handed over: {type(err).__name__}: {err}", file=sys.stderr)
-        return
-    if bundle is not None:
-        log_handed_over_model(store, sweep.name, chosen[1], bundle)
-
-
-def _fuse(exp_dir: Path, store, sweep: SweepFile) -> None:
-    """Fuse the best trial of each value of TUNE fuse once every trial has ended (``sweep/fuse.py``)."""
-    from sourcetrace.report import trials_frame
-    from sourcetrace.sweep.fuse import sweep_fusion
-    from sourcetrace.sweep.status import UNFINISHED
-
-    key = sweep.tune["fuse"]
-    try:
-        trials = trials_frame(exp_dir)
-        if trials["status"].isin(["running", *UNFINISHED]).any():
-            return  # fused when the resumed sweep ends
-        sweep_fusion(exp_dir, trials, key, sweep.space[key]["grid_search"], store.uri, sweep.name)
-    except SourcetraceError as err:  # the trials' results still get their report
-        print(f"note: no fusion of the best trial per {key}: {err}", file=sys.stderr)
-
-
-def _field_check(exp_dir: Path, reports, sweep: SweepFile) -> dict | None:
-    """The model handed over beside the baseline on the test split, clean and under TUNE field_check's
-    conditions (``evaluate --degrade``), written to ``report/field/`` and printed as one table."""
-    from sourcetrace.config import Config
-    from sourcetrace.evaluation.degraded import format_field
-    from sourcetrace.evaluation.evaluate import score
-    from sourcetrace.sweep.fuse import handed_over
-
-    chosen = handed_over(exp_dir, reports.trials)
-    if chosen is None:
-        return
-    model, _, what = chosen
-    cfg = Config.from_dict(sweep.base)
-    try:
-        res = score(
-            model,
-            cfg.data.root,
-            cfg.data.protocol or None,
-            cfg.data.test_split,
-            reports.out_dir / "field",
-            degrade=sweep.tune["field_check"],
-            max_clips_per_system=int(sweep.tune["field_check_clips"]),
-        )
-    except SourcetraceError as err:  # the reports and the bundle stand
-        print(f"note: no field check of the model handed over: {err}", file=sys.stderr)
-        return None
-    print(f"field check of the model handed over ({what}):")
-    print(format_field(res))
-    for note in res["notes"]:
-        print(f"  note: {note}")
-    return res
-
-
-def _log_reports(exp_dir: Path, reports, store, field: dict | None) -> None:
-    """Put the sweep's results where MLflow users look, on the handed-over run (artifact ``report/``): Table 1
-    as text and parquet, the model-vs-baseline comparison, the field check, and their figures (per condition
-    of the test split, and per field condition with its interval)."""
-    from sourcetrace.evaluation.degraded import columns, interval_of
-    from sourcetrace.evaluation.plots import plot_beside_baseline
-    from sourcetrace.report import format_table1
-    from sourcetrace.sweep.fuse import handed_over
-    from sourcetrace.tracking.store import log_artifact_dir
-
-    chosen = handed_over(exp_dir, reports.trials)
-    if chosen is None or not chosen[1]:
-        return
-    out = reports.out_dir
-    try:
-        (out / "table1.txt").write_text(format_table1(reports) + "\n")
-        if reports.comparison is not None:
-            test = reports.comparison[reports.comparison["split"] == "test"]
-            rows = [(r.condition, r.model_eer, r.baseline_eer) for r in test.itertuples()]
-            if rows:
-                plot_beside_baseline(rows, out / "plots" / "conditions.png", f"{chosen[2]}: test EER per condition")
-        if field is not None:
-            model, base = columns(field, "model"), columns(field, "baseline")
-            rows = [(n, model[n]["eer"], base[n]["eer"]) for n in model if n in base]
-            ivs = {n: (iv["lo"], iv["hi"]) for n in model if (iv := interval_of(field, n))}
-            title = f"field check: {field['split']}, {field['n_clips']} clips (model - baseline, 95 % interval)"
-            plot_beside_baseline(rows, out / "plots" / "field.png", title, ivs)
-    except OSError as err:  # the reports on disk stand
-        print(f"note: the report's figures could not be written: {err}", file=sys.stderr)
-        return
-    log_artifact_dir(store, chosen[1], out, "report")
-
-
-def _analyze_best(exp_dir: Path, reports, sweep: SweepFile, store) -> None:
-    """Linear probe / confusion / UMAP of the model the sweep hands over (as ``sourcetrace analyze``), logged
-    to its MLflow run."""
-    from sourcetrace.evaluation.analyze import analyze, summary
-    from sourcetrace.sweep.fuse import handed_over
-    from sourcetrace.tracking.store import log_artifact_dir
-
-    chosen = handed_over(exp_dir, reports.trials)
-    if chosen is None:
-        return
-    model, run_id, _ = chosen
-    root, protocol = sweep.base["data.root"], sweep.base.get("data.protocol")
-    res = analyze(model, root, protocol, "dev", reports.out_dir / "best_analysis")
-    print(summary(res, "dev"))
-    if run_id:  # the plots and tables beside the model's run in MLflow
-        log_artifact_dir(store, run_id, res["out"], "best_analysis")

@@ -169,7 +169,7 @@ def _tracking_uri(uri: str):
 
 
 def _version() -> str:
-    from sourcetrace import __version__
+    from sourcetrace.version import __version__
 
     return __version__
 

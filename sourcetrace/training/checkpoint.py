@@ -25,8 +25,6 @@ from sourcetrace.errors import CheckpointError, ConfigError, ProtocolError, Sour
 
 STATE = "state.pt"
 
-PathArg = str | os.PathLike | None
-
 
 @dataclass
 class LoadedModel:
@@ -132,13 +130,9 @@ def load_state(folder: str | Path) -> tuple[Config, dict[str, Any], dict[str, An
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """The backbone of a checkpoint or run folder (or the fused network of a fusion folder), in eval mode,
-    with its config and known systems."""
-    from sourcetrace.fusion import is_fusion, load_fused
+    """The backbone of a checkpoint or run folder, in eval mode, with its config and known systems (a fusion
+    folder as well: ``sourcetrace.fusion.load_model``)."""
     from sourcetrace.models import build_model
-
-    if is_fusion(path):
-        return load_fused(path, device)
     from sourcetrace.validation import build_within_cap, check_sizes
 
     folder = resolve_checkpoint(path)

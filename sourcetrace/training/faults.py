@@ -3,7 +3,7 @@
 A diverged run (non-finite loss or embeddings, exploding weights) is a ``DivergenceError`` naming the
 epoch and the learning rate. Any ``SourcetraceError`` raised inside a trial (bad data, bad config,
 divergence) is deterministic: the trial flags it with ``NO_RETRY`` in one last result (see
-``training/retry.py``, the Ray side), so it fails once instead of being retried. Any other exception of
+``sweep/retry.py``, the Ray side), so it fails once instead of being retried. Any other exception of
 the code is flagged ``CODE_ERROR``: retried ``max_failures`` times, while a failure without a flag (the
 worker or its node was lost) gets the spot-node budget too. No Ray in here: the trainer imports this module.
 """

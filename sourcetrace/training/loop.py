@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,8 +23,8 @@ import torch
 
 from sourcetrace.config import Config
 from sourcetrace.data.samplers import SAMPLERS, voxceleb_epoch_steps
-from sourcetrace.device import autocast_dtype, device_report, resolve_device
-from sourcetrace.errors import AudioError, DivergenceError, ProtocolError, TrainingError
+from sourcetrace.device import autocast_dtype, resolve_device
+from sourcetrace.errors import DivergenceError, TrainingError
 from sourcetrace.evaluation.conditions import split_metrics
 from sourcetrace.evaluation.embed import embed_waves
 from sourcetrace.evaluation.openset import openset_metrics, reference_rows
@@ -90,7 +89,7 @@ def steps_per_epoch(cfg: Config, sampler, labels: np.ndarray) -> int:
 COLLAPSED = 1e-3  # unit embeddings of every clip within this distance of one another: the model has collapsed
 
 
-def evaluate(
+def score_splits(
     model: torch.nn.Module, data: TrialData, cfg: Config, device: torch.device, best_dev_eer: float = math.inf
 ) -> dict[str, float]:
     """Dev (and test) EER overall and per condition with minDCF, and open-set metrics.
@@ -219,7 +218,7 @@ def train(
         if evaluated:
             t1 = time.perf_counter()
             try:
-                metrics.update(evaluate(model, data, cfg, device, best_eer))  # test only if dev improves
+                metrics.update(score_splits(model, data, cfg, device, best_eer))  # test only if dev improves
             except DivergenceError as err:  # evaluate cannot know the epoch
                 raise diverged(cfg, epoch, optimizer.param_groups[0]["lr"], str(err)) from None
             metrics["eval_seconds"] = time.perf_counter() - t1
@@ -262,41 +261,3 @@ def _best(eer: float, epoch: int, metrics: dict[str, float]) -> dict:
 def _write_history(out_dir: Path, history: list[dict[str, float]]) -> None:
     lines = "".join(json.dumps(h, sort_keys=True) + "\n" for h in history)
     (out_dir / "metrics.jsonl").write_text(lines)
-
-
-def cli_train(args) -> int:
-    """``sourcetrace train --root DIR [--protocol P] --set k=v ... --out RUN_DIR [--resume]``."""
-    cfg = Config().with_values({"data.root": args.root, "data.protocol": args.protocol or ""})
-    cfg = cfg.with_overrides(args.set)
-    out = Path(args.out)
-    resume = out / "last" if args.resume and (out / "last").exists() else None
-
-    def show(r: EpochResult) -> None:
-        m = r.metrics
-        line = f"epoch {r.epoch:4d}  loss {m['train_loss']:.4f}  lr {m['lr']:.2e}  {m['clips_per_s']:.0f} clips/s"
-        if r.evaluated:
-            line += f"  dev EER {m['dev_eer']:.2f}%" + (f"  test EER {m['test_eer']:.2f}%" if "test_eer" in m else "")
-        print(line, flush=True)
-
-    device = resolve_device(cfg.train.device)
-    for line in device_report(cfg.train.device, device):
-        print(line, file=sys.stderr if line.startswith("warning") else sys.stdout, flush=True)
-    try:
-        result = train(cfg, out, on_epoch=show, resume_from=resume, device=device)
-    except (AudioError, ProtocolError):
-        from sourcetrace.data.check import preflight
-
-        preflight([cfg])  # the trainer stops at the first bad file: name them all (only on failure)
-        raise
-    except KeyboardInterrupt:
-        print(f"training interrupted: add --resume to the same command to continue from {out / 'last'}")
-        raise
-    best = result.best_metrics
-    print(
-        f"best dev EER {best.get('dev_eer', float('nan')):.2f}% at epoch {result.best_epoch}; "
-        f"test EER there {best.get('test_eer', float('nan')):.2f}%"
-    )
-    for key in sorted(k for k in best if "." in k):
-        print(f"  {key:45s} {best[key]:6.2f}%")
-    print(f"run folder: {out}")
-    return 0

@@ -18,26 +18,6 @@ data), pyworld (BSD) and torchaudio (BSD) are free software. Check them before p
 
 from __future__ import annotations
 
-import sys
-
 from sourcetrace.data.corpus.build import build_corpus, format_summary
 
 __all__ = ["build_corpus", "cli_build", "format_summary"]
-
-
-def cli_build(args) -> int:
-    """``sourcetrace corpus build``: build, then print the summary (exit 130 when interrupted)."""
-    try:
-        summary = build_corpus(
-            args.out,
-            preset=args.preset,
-            seed=args.seed,
-            workers=args.workers,
-            fmt=args.format,
-            progress=not args.no_progress,
-        )
-    except KeyboardInterrupt:
-        print("corpus build interrupted: finished clips are kept; run the same command to resume", file=sys.stderr)
-        return 130
-    print(format_summary(summary))
-    return 0

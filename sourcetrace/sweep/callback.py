@@ -18,6 +18,7 @@ from mlflow.entities import Metric, Param, RunTag
 from ray.tune import Callback
 
 from sourcetrace.sweep.status import error_reason, trial_status
+from sourcetrace.sweep.trainable import CHECKPOINT_SCORE
 from sourcetrace.tracking.store import (
     TAG_DEVICE,
     TAG_NOTE,
@@ -39,7 +40,6 @@ from sourcetrace.tracking.store import (
     store_errors,
 )
 from sourcetrace.training.faults import FAILURE_FLAGS
-from sourcetrace.training.trainable import CHECKPOINT_SCORE
 from sourcetrace.validation import used_params
 
 # Keys of a Tune result that are bookkeeping, not metrics of the trial.

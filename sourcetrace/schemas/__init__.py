@@ -10,11 +10,11 @@ or an integer, and every list, string and size a file can set is capped. A file 
 >>> check({"value": float("nan")}, "threshold.json", "b/threshold.json")
 Traceback (most recent call last):
 ...
-sourcetrace.bundle.files.BundleError: b/threshold.json: 'value' must be a finite number, got nan
+sourcetrace.errors.BundleError: b/threshold.json: 'value' must be a finite number, got nan
 >>> check({"value": True}, "threshold.json", "b/threshold.json")
 Traceback (most recent call last):
 ...
-sourcetrace.bundle.files.BundleError: b/threshold.json: 'value' must be a finite number, got a boolean (true)
+sourcetrace.errors.BundleError: b/threshold.json: 'value' must be a finite number, got a boolean (true)
 """
 
 from __future__ import annotations
@@ -24,13 +24,17 @@ import json
 import math
 from collections.abc import Iterable
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 from jsonschema import Draft202012Validator
 
+from sourcetrace.errors import BundleError
+
 SCHEMAS = ("bundle.json", "threshold.json", "enrolled.json", "scorer.json", "fusion.json")
 SHOWN = 60  # characters of a value quoted in an error
+MAX_JSON_BYTES = 256 << 20  # one JSON file (enrolled.json holds every enrolled clip's embedding)
 
 
 def _finite_number(checker, instance) -> bool:
@@ -132,7 +136,6 @@ def _explain(err: jsonschema.ValidationError) -> str:
 def check(obj: Any, name: str, path: Any) -> Any:
     """``obj`` (the parsed JSON of the file ``name`` at ``path``) if it fits its schema, else one ``BundleError``
     naming ``path`` and the field."""
-    from sourcetrace.bundle.files import BundleError
 
     try:
         err = next(_validator(name).iter_errors(obj), None)  # the first: a hostile file may hold millions
@@ -141,3 +144,23 @@ def check(obj: Any, name: str, path: Any) -> Any:
     if err is not None:
         raise BundleError(f"{path}: {_explain(err)}")
     return obj
+
+
+def parse_json(path: Path, name: str | None = None, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """The JSON of the regular file ``path``, at most ``max_bytes``; with ``name`` (a file that has a schema
+    here) checked against it. Every failure is one ``BundleError`` naming the
+    file: too big, not UTF-8, not JSON, nested too deeply, or (with ``name``) the field that does not fit."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise BundleError(f"{path}: {size:,} bytes, more than the {max_bytes:,} a {path.name} may have")
+    try:
+        obj = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise BundleError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); the file is damaged") from None
+    except json.JSONDecodeError as err:
+        raise BundleError(f"{path}: not valid JSON ({err}); the file is truncated or damaged") from None
+    except RecursionError:
+        raise BundleError(f"{path}: not valid JSON (nested too deeply); the file is damaged") from None
+    except OSError as err:
+        raise BundleError(f"{path}: cannot be read ({err.strerror or err})") from None
+    return check(obj, name, path) if name is not None else obj

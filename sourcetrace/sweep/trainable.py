@@ -89,6 +89,6 @@ def run_trial(config: dict[str, Any], spec: TrialSpec, metric: str = "dev_eer", 
             return
         with checkpoint.as_directory() as folder:
             train(cfg, out_dir, resume_from=folder, **run)
-    except Exception as err:  # flagged, so Tune's retries tell it from a lost worker (training/retry.py)
+    except Exception as err:  # flagged, so Tune's retries tell it from a lost worker (sweep/retry.py)
         tune.report(failure_result(err, reached[0]))
         raise

@@ -14,17 +14,16 @@ its error must end it.
 
 from __future__ import annotations
 
-from typing import Any
-
 from ray import tune
 from ray.tune import Callback
 
+from sourcetrace.sweep.spec import TuneSettings
 from sourcetrace.training.faults import CODE_ERROR, NO_RETRY
 
 
-def failure_config(settings: dict[str, Any]) -> tune.FailureConfig:
+def failure_config(settings: TuneSettings) -> tune.FailureConfig:
     """Tune's budget for all failures of a trial: code errors plus lost workers (-1 in either: no limit)."""
-    code, lost = settings["max_failures"], settings.get("lost_worker_retries", 0)  # absent in older records
+    code, lost = settings.max_failures, settings.lost_worker_retries
     return tune.FailureConfig(max_failures=-1 if -1 in (code, lost) else code + lost)
 
 

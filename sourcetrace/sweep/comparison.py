@@ -1,8 +1,8 @@
 """The featureless baseline inside a sweep's reports: its Table-1 row and the best trial measured against it.
 
 ``baseline_cells``: the baseline as a Table-1 row (its EER does not depend on the embedding size, so the
-same value stands in every dim column). ``compare_best``: the best trial (lowest dev EER, at its best
-evaluation, i.e. the checkpoint the sweep hands over) beside the baseline, per split and condition,
+same value stands in every dim column). ``compare_best``: the model the sweep hands over (``sweep/handover.py``)
+beside the baseline, per split and condition,
 with a verdict on the eval split overall and on the unseen-system conditions.
 """
 
@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from sourcetrace.evaluation.baseline import BASELINE_FILE, NAME
-from sourcetrace.evaluation.evaluate import UNSEEN_SYSTEM_CONDITIONS
+from sourcetrace.evaluation.conditions import UNSEEN_SYSTEM_CONDITIONS
+from sourcetrace.sweep.handover import HandedOver
 
 VERDICT_KEYS = ("all",) + UNSEEN_SYSTEM_CONDITIONS  # conditions of the test split the model must win
 
@@ -58,16 +59,12 @@ def fusion_label(fusion: dict) -> str:
     return f"fusion (best per {fusion.get('key', 'group')})"
 
 
-def compare_best(trials: pd.DataFrame, baseline: dict, fusion: dict | None = None) -> pd.DataFrame | None:
+def compare_best(chosen: HandedOver | None, baseline: dict) -> pd.DataFrame | None:
     """(split, condition, model_eer, baseline_eer, model_wins, trial_name, checkpoint) of the model the sweep
-    hands over: its fusion when it made one (``sweep/fuse.py``), else the best trial."""
-    if fusion is not None:
-        best = pd.Series({**fusion["metrics"], "trial_name": fusion["name"], "checkpoint": fusion.get("folder")})
-    else:
-        rows = trials[trials["best"]].dropna(subset=["dev_eer"])
-        if rows.empty:
-            return None
-        best = rows.loc[rows["dev_eer"].idxmin()]
+    hands over (``sweep/handover.py``: its fusion when it made one, else its best trial with a checkpoint)."""
+    if chosen is None:
+        return None
+    best = pd.Series({**chosen.metrics, "trial_name": chosen.name, "checkpoint": chosen.folder})
     base, out = baseline["metrics"], []
     for split in ("dev", "test"):
         for key in sorted(k for k in base if k == f"{split}_eer" or k.startswith(f"{split}_eer.")):

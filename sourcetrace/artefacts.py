@@ -1,4 +1,9 @@
-"""Checkpoint / run / sweep -> bundle, and the one function that turns any ``--model`` into a model.
+"""What a ``--model`` names, and loading it: the one owner of model artefacts.
+
+A model argument is a bundle (``bundle/``), a checkpoint folder, a run folder (its ``best/``), a fusion folder
+(``fusion.json``) or a sweep folder (what it hands over: ``sweep/handover.py``). ``resolve_model`` says which,
+without reading weights; ``load_any`` loads any of them for analyses; ``export`` writes the bundle of a
+non-bundle model and ``load`` gives a ``SourceTracer`` ready to ``trace``.
 
 Exporting needs the training data once: the known systems' reference clips (every training clip, up
 to ``openset.REFERENCE_CLIPS_PER_SYSTEM`` per system: the policy of analyze and training) fit the
@@ -6,12 +11,13 @@ open-set scorer, and the dev split calibrates the "unknown" threshold (5 % false
 known systems) and the probabilities ``trace`` prints beside the raw scores (``calibration.json``,
 ``sourcetrace.evaluation.calibration``). After that the bundle needs no data. A bundle is written
 into a temporary sibling and renamed into place, so a failed export never leaves half a bundle.
+A non-bundle model handed to ``trace``, ``enroll`` or ``load`` is exported once, into ``CHECKPOINT/bundle``
+(or ``SWEEP/best_model``), and that bundle is used from then on; ``resolve_model`` and ``load_any`` write nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -21,7 +27,7 @@ from pathlib import Path
 
 from sourcetrace.bundle import files
 from sourcetrace.errors import SourcetraceError
-from sourcetrace.sweep import RECORD
+from sourcetrace.storage import RECORD
 
 SWEEP_BUNDLE = "best_model"  # STORAGE/NAME/best_model: the sweep's best trial, exported
 CHECKPOINT_BUNDLE = "bundle"  # CHECKPOINT/bundle: a checkpoint's bundle, exported at first trace
@@ -65,19 +71,17 @@ def resolve_model(path: str | os.PathLike) -> Resolved:
 
 
 def best_checkpoint(sweep: Path) -> Path:
-    """What the sweep hands over: its fusion folder when it fused trials, else the checkpoint of its best
-    evaluation (lowest dev EER) that still exists."""
-    from sourcetrace.report import trials_frame
-    from sourcetrace.sweep.fuse import read_sweep_fusion
+    """The folder of what the sweep hands over (``sweep/handover.py``)."""
+    from sourcetrace.sweep.handover import handed_over, read_sweep_fusion
+    from sourcetrace.sweep.report import trials_frame
 
-    fusion = read_sweep_fusion(sweep)
+    fusion = read_sweep_fusion(sweep)  # a sweep that fused needs no Tune files read
     if fusion is not None:
         return Path(fusion["folder"])
-    frame = trials_frame(sweep)
-    rows = frame.dropna(subset=["dev_eer", "checkpoint"]) if "checkpoint" in frame else frame.iloc[:0]
-    if rows.empty:
+    chosen = handed_over(sweep, trials_frame(sweep))
+    if chosen is None:
         raise SourcetraceError(f"sweep {sweep}: no trial has a checkpoint with a dev EER yet")
-    return Path(rows.loc[rows["dev_eer"].idxmin(), "checkpoint"])
+    return Path(chosen.folder)
 
 
 def bundle_for(path: str | os.PathLike, **export_kw) -> Path:
@@ -92,7 +96,7 @@ def load_any(path: str | os.PathLike, device):
     """A ``LoadedModel`` (network, config, known systems) of any model argument, for analyses."""
     res = resolve_model(path)
     if res.kind != "bundle":
-        from sourcetrace.training.checkpoint import load_model
+        from sourcetrace.fusion import load_model
 
         return load_model(res.checkpoint, device)
     from sourcetrace.bundle.model import SourceTracer
@@ -132,7 +136,7 @@ def export(
         fit_scorer,
         reference_table,
     )
-    from sourcetrace.training.checkpoint import load_model
+    from sourcetrace.fusion import load_model
 
     res = resolve_model(source)
     if res.kind == "bundle":
@@ -221,41 +225,9 @@ def export(
     return out
 
 
-def export_best(exp_dir: Path, trials, store=None) -> Path | None:
-    """What a finished sweep hands over -> ``EXP/best_model``: its fusion (``sweep/fuse.py``) when it made
-    one, else its best trial (lowest dev EER); printed and logged to that MLflow run as the ``bundle``
-    artifact folder. A failure is a note: the sweep's results stand."""
-    from sourcetrace.sweep.fuse import handed_over
+def load(path: str | os.PathLike, device: str = "auto"):
+    """A ``SourceTracer`` of a bundle (or of a run / checkpoint / fusion / sweep folder: its bundle, exported
+    on first use from the model's training data, see ``bundle_for``)."""
+    from sourcetrace.bundle.model import SourceTracer
 
-    model = handed_over(exp_dir, trials)
-    if model is None:
-        return None
-    source, run_id, what = model
-    try:
-        out = export(source, Path(exp_dir) / SWEEP_BUNDLE, overwrite=True)
-    except SourcetraceError as err:
-        print(f"note: the best model's bundle was not written: {err}", file=sys.stderr)
-        return None
-    print(f"best model bundle: {out}  ({what})", flush=True)
-    if store is not None and run_id:
-        from sourcetrace.tracking.store import log_artifact_dir
-
-        log_artifact_dir(store, run_id, out, "bundle")
-    return out
-
-
-def cli_export(args) -> int:
-    """``sourcetrace export --model CHECKPOINT|RUN|SWEEP --out DIR``."""
-    out = export(args.model, args.out, root=args.root, protocol=args.protocol, device=args.device, scorer=args.scorer)
-    with open(out / files.THRESHOLD) as f:
-        thr = json.load(f)
-    print(f"bundle: {out}")
-    print(f"operating point: {thr['description']}")
-    if (out / files.CALIBRATION).is_file():
-        with open(out / files.CALIBRATION) as f:
-            print(f"calibration: {json.load(f)['description']}")
-    if getattr(args, "onnx", False):
-        from sourcetrace.bundle.onnx_export import cli_onnx
-
-        return cli_onnx(args)
-    return 0
+    return SourceTracer(bundle_for(path), device=device)

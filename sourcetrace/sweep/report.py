@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,16 +21,16 @@ import numpy as np
 import pandas as pd
 
 from sourcetrace.errors import SourcetraceError
-from sourcetrace.evaluation.comparison import (
+from sourcetrace.sweep import RECORD
+from sourcetrace.sweep.comparison import (
     baseline_cells,
     compare_best,
     format_comparison,
     fusion_label,
     read_baseline,
 )
-from sourcetrace.sweep import RECORD
-from sourcetrace.sweep.fuse import read_sweep_fusion
-from sourcetrace.sweep.spec import TrialSpec
+from sourcetrace.sweep.handover import handed_over, read_sweep_fusion
+from sourcetrace.sweep.spec import TrialSpec, recipes_of
 from sourcetrace.sweep.status import UNFINISHED, error_reason, trial_status
 from sourcetrace.validation import used_params
 
@@ -78,7 +79,7 @@ def trials_frame(exp: str | Path) -> pd.DataFrame:
     """The long table: one row per trial x evaluation of a Tune experiment folder."""
     exp = Path(exp)
     record = json.loads((exp / RECORD).read_text()) if (exp / RECORD).is_file() else {}
-    spec = TrialSpec(record.get("base", {}), record.get("bundles", {}))
+    spec = TrialSpec(record.get("base", {}), recipes_of(record))
     rows = []
     for t in _trials(exp):
         folder = Path(t.path)
@@ -213,7 +214,7 @@ def write_reports(
     if baseline is not None:
         cells = pd.concat([cells, baseline_cells(baseline, dims)], ignore_index=True)
     wide = table1_wide(cells)
-    comparison = compare_best(trials, baseline, fusion) if baseline is not None else None
+    comparison = compare_best(handed_over(exp, trials), baseline) if baseline is not None else None
     out_dir = Path(out) if out else exp / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     trials.to_parquet(out_dir / "trials.parquet", index=False)
@@ -264,15 +265,17 @@ def _cell(c: pd.Series) -> str:
     return text + marks
 
 
-def cli_report(args) -> int:
-    """``sourcetrace report SWEEP_RUN [--out DIR] [--tracking-uri URI]``."""
-    from sourcetrace.storage import local_path, writable_folder
-
-    out = local_path(args.out, "--out") if args.out else None
-    exp = local_path(args.sweep_run, "SWEEP_RUN")
-    if exp.is_dir():  # the report folder is checked before the trials and the MLflow store are read
-        writable_folder(out or exp / "report", "the report folder", "choose another --out")
-    reports = write_reports(exp, out, args.tracking_uri)
-    print(format_table1(reports))
-    print(f"reports: {reports.out_dir}")
-    return 0
+def report_with_or_without_mlflow(exp_dir: Path, store):
+    """The sweep's reports with MLflow run ids; without them (one note) if the store cannot be read."""
+    try:
+        return write_reports(exp_dir, tracking_uri=store.uri)
+    except OSError:
+        raise
+    except Exception as err:  # a broken store must not cost the report: Tune's files hold every result
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        print(
+            f"note: MLflow store {store.uri} cannot be read ({type(err).__name__}: {first}); "
+            "report written without run ids",
+            file=sys.stderr,
+        )
+        return write_reports(exp_dir, mlflow=False)
