@@ -48,8 +48,9 @@ def tiny_systems() -> set[str]:
 
 # -- design (no synthesis) ----------------------------------------------------------------------
 def test_system_table_follows_the_design():
-    assert len(SYSTEMS) == 28 and len(BY_NAME) == 28
-    unseen = [s for s in SYSTEMS if not s.seen]
+    assert len(SYSTEMS) == 31 and len(BY_NAME) == 31
+    tested = [s for s in SYSTEMS if not s.dev_only]  # the 28 of train and eval
+    unseen = [s for s in tested if not s.seen]
     assert 8 <= len(unseen) <= 10, "about a third of the systems are unseen"
     assert len({s.engine for s in unseen}) >= 5, "unseen systems are spread over engine families"
     for s in SYSTEMS:
@@ -59,7 +60,29 @@ def test_system_table_follows_the_design():
     assert {s.name for s in unseen if s.in_dev} < {s.name for s in unseen}, "dev shows a strict subset of unseen"
     demo = PRESETS["demo"]
     assert len(demo.languages) >= 6
-    assert all(sum(cell_split_counts(s, lang, 100).values()) == 100 for s in SYSTEMS for lang in s.languages)
+    assert all(sum(cell_split_counts(s, lang, 100).values()) == 100 for s in tested for lang in s.languages)
+    dev_only = [s for s in SYSTEMS if s.dev_only]
+    assert len(dev_only) == 3 and not any(s.seen or s.in_dev for s in dev_only)
+    for s in dev_only:  # half a cell, in dev only, in seen and dev-visible languages only
+        for lang in s.languages:
+            want = {"dev": 50} if lang in SEEN_LANGUAGES or lang in ("it", "nl") else {}
+            assert cell_split_counts(s, lang, 100) == want
+
+
+def test_dev_has_unseen_near_relatives_in_unseen_languages_and_eval_does_not_change(monkeypatch):
+    """The validation design: dev's unseen-system cells hold systems that are near relatives of each other (two
+    espeak-ng variants beside the dev-visible klatt4) in an unseen language; eval's clips are exactly those of
+    the design without dev's own systems."""
+    from sourcetrace.data.corpus import systems
+
+    clips = plan("demo", 0, "flac")
+    dev_unseen_it = {c.system for c in clips if c.split == "dev" and c.language == "it" and not BY_NAME[c.system].seen}
+    assert {"espeak_m2", "espeak_klatt5", "espeak_klatt4"} <= dev_unseen_it
+    assert not {c.system for c in clips if c.split != "dev"} & {s.name for s in SYSTEMS if s.dev_only}
+    monkeypatch.setattr(systems, "SYSTEMS", tuple(s for s in SYSTEMS if not s.dev_only))
+    without = systems.plan("demo", 0, "flac")
+    assert [c for c in clips if c.split != "dev"] == [c for c in without if c.split != "dev"]
+    assert [c for c in clips if not BY_NAME[c.system].dev_only] == without
 
 
 def test_text_pools_are_large_and_disjoint():
@@ -92,10 +115,10 @@ def test_plan_is_deterministic_across_processes():
 
 
 def test_full_preset_is_100_clips_per_system_and_language():
-    clips = plan("full", 0, "flac")
+    clips = [c for c in plan("full", 0, "flac") if not BY_NAME[c.system].dev_only]
     cells = Counter((c.system, c.language) for c in clips)
     assert set(cells.values()) == {100}
-    assert len(cells) == sum(len(s.languages) for s in SYSTEMS)
+    assert len(cells) == sum(len(s.languages) for s in SYSTEMS if not s.dev_only)
 
 
 def test_missing_engine_is_named_with_its_package(monkeypatch):
@@ -162,7 +185,10 @@ def test_split_semantics_mirror_mlaad(tiny_corpus):
     assert min(per_system.values()) >= 3 and np.median(list(per_system.values())) >= 6
     dev_sys = {r["model_name"] for r in rows["dev"]}
     eval_sys = {r["model_name"] for r in rows["eval"]}
-    assert train_sys < dev_sys < eval_sys == tiny_systems(), "dev shows some unseen systems, eval all"
+    dev_only = {s.name for s in SYSTEMS if s.dev_only}
+    assert eval_sys == tiny_systems() - dev_only, "eval shows every system but dev's own"
+    assert train_sys < dev_sys - dev_only < eval_sys, "dev shows some unseen systems"
+    assert dev_only <= dev_sys
     assert {r["language"] for r in rows["eval"]} == set(PRESETS["tiny"].languages)
     train_text = {(r["language"], r["text"]) for r in rows["train"]}
     assert not train_text & {(r["language"], r["text"]) for s in ("dev", "eval") for r in rows[s]}

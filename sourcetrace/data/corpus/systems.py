@@ -1,15 +1,22 @@
-"""The 28 TTS systems of the corpus, the seen/unseen design, the presets and the clip plan.
+"""The 31 TTS systems of the corpus (28 in train and eval, 3 in dev only), the seen/unseen design, the
+presets and the clip plan.
 
 Split design (mirrors MLAAD's source-tracing protocol):
 
-* Seen languages en, de, fr, es; unseen it, nl, pt, pl. Nine of the 28 systems (a third) are
+* Seen languages en, de, fr, es; unseen it, nl, pt, pl. Nine of the 28 systems of train and eval (a third) are
   unseen, spread over the families: most have a seen relative (mbrola_us2 vs festival_us2_mbrola,
   espeak_klatt4 vs espeak_klatt, pico_griffinlim vs pico_world), some none (sam).
 * A cell is one system in one language. Seen system x seen language: 60 % train, 20 % dev,
   20 % eval. Train holds nothing else.
-* Dev holds a subset of the unseen: the systems in ``DEV_UNSEEN`` and the languages in
+* Dev holds a subset of the unseen: the systems marked ``in_dev`` and the languages in
   ``DEV_LANGUAGES``. A cell whose system and language are both seen or dev-visible splits 50/50
   between dev and eval; every other cell goes to eval only. So eval has every system and language.
+* Dev also holds three systems of its own (``dev_only``), never in train or eval: two espeak-ng variants
+  (``m2``, ``klatt5``: near relatives of each other and of seen and dev-visible variants) and Festival's
+  ``us3_mbrola`` (a relative of the seen ``mbrola_us3``). They give dev what eval has and dev lacked: unseen
+  systems that are near relatives of one another, in unseen languages (it, nl) as in seen ones, so every
+  recipe and scorer choice can be made on dev while eval's own unseen systems stay unseen by the choice.
+  Eval is the same with or without them (its cells, clips and texts do not change).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ class System:
     params: dict = field(default_factory=dict, hash=False, compare=False)
     seen: bool = True  # in train
     in_dev: bool = False  # unseen but already shown in dev
+    dev_only: bool = False  # unseen, and shown in dev only (never in eval): the validation design's own systems
     costly: bool = False  # neural / re-vocoded: fewer clips in the small presets
 
 
@@ -89,6 +97,10 @@ SYSTEMS: tuple[System, ...] = (
     System(
         "piper_world", "world_vocoder", "revocode", ("en",), {"source": "piper_joe", "method": "world"}, costly=True
     ),
+    # dev only (appended: the clips and texts of every system above do not depend on them)
+    _espeak("m2", seen=False, dev_only=True),
+    _espeak("klatt5", seen=False, dev_only=True),
+    System("festival_us3_mbrola", "diphone", "festival", ("en",), {"voice": "us3_mbrola"}, seen=False, dev_only=True),
 )
 BY_NAME = {s.name: s for s in SYSTEMS}
 assert {lang for s in SYSTEMS for lang in s.languages} <= set(LANGUAGES)
@@ -124,6 +136,8 @@ class Clip:
 def cell_split_counts(system: System, lang: str, n: int) -> dict[str, int]:
     """Clips of one (system, language) cell per split, following the design above."""
     lang_seen = lang in SEEN_LANGUAGES
+    if system.dev_only:
+        return {"dev": max(1, n // 2)} if lang_seen or lang in DEV_LANGUAGES else {}
     if system.seen and lang_seen:
         dev = ev = max(1, round(0.2 * n))
         return {"train": max(1, n - dev - ev), "dev": dev, "eval": ev}
