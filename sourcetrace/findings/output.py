@@ -6,8 +6,9 @@ the best trial vs the baseline) are written into DIR beside the findings:
 
 * ``findings.parquet``: one row per comparison and condition (``checks.findings_table``), with the verdict
   of the row and of its finding;
-* ``findings.md``: how it was produced (command, commit, the sweep's launch), the verdict per finding, the
-  comparisons' table, and Table 1 at this budget;
+* ``findings.md``: how it was produced (command, commit, the sweep's launch), the verdict per finding (first,
+  when every cell is worse than the featureless baseline, a line that says so), the comparisons' table,
+  and Table 1 at this budget;
 * ``findings.png``: A-B with its 95 % interval per comparison and condition, against 0 and the margin.
 """
 
@@ -68,7 +69,7 @@ def _ci(mean: float, half: float) -> str:
 
 
 def markdown_table(table: pd.DataFrame) -> str:
-    columns = ["finding", "comparison (A vs B)", "condition", "A: EER % (n)", "B: EER % (n)", "A−B [95 % CI]"]
+    columns = ["finding", "comparison (A vs B)", "condition", "A: EER % (seeds)", "B: EER % (seeds)", "A−B [95 % CI]"]
     columns += ["test, p", "baseline", "verdict"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in table.itertuples():
@@ -78,7 +79,9 @@ def markdown_table(table: pd.DataFrame) -> str:
             )
             continue
         diff = "—" if not np.isfinite(r.diff) else f"{r.diff:+.2f} [{r.diff_lo:+.2f}, {r.diff_hi:+.2f}]"
-        test = r.test if r.test == "none" else f"{r.test} (n={r.n_pairs:.0f}), p={r.p:.3g}"
+        block = getattr(r, "block", "unit")
+        n = getattr(r, "n_independent", r.n_pairs)
+        test = r.test if r.test == "none" else f"{r.test} ({n:.0f} {block}s, {r.n_pairs:.0f} units), p={r.p:.3g}"
         claim = "A beats B" if r.claim == "beats" else "A no worse than B"
         lines.append(
             f"| ({r.finding}) | {r.comparison} ({claim}) | {r.condition} "
@@ -97,7 +100,8 @@ def summary(table: pd.DataFrame, reports, exp: Path, command: str) -> str:
             f"- report: `{command}` at commit `{_commit()}`",
             f"- sweep: `{sweep_command(exp)}`",
             "- EER % on the eval split (overall and the unseen-system conditions) at each finished trial's best "
-            f"evaluation; mean ± 95 % t interval over units; {left_out} unfinished/failed trial(s) left out",
+            f"evaluation; mean ± 95 % t interval over seeds (the units of one seed, which share initial weights and "
+            f"data order, averaged first); {left_out} unfinished/failed trial(s) left out",
             "",
             "## Verdicts",
             "",
