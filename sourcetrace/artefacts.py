@@ -46,7 +46,7 @@ class Resolved:
 
 def resolve_model(path: str | os.PathLike) -> Resolved:
     """A bundle, a checkpoint folder, a run folder (its ``best/``), a fusion folder (``fusion.json``) or a
-    sweep folder (the fusion it made, else its best trial)."""
+    sweep folder (what it hands over: ``sweep/handover.py``)."""
     from sourcetrace.fusion import is_fusion
 
     path = Path(path)
@@ -72,12 +72,9 @@ def resolve_model(path: str | os.PathLike) -> Resolved:
 
 def best_checkpoint(sweep: Path) -> Path:
     """The folder of what the sweep hands over (``sweep/handover.py``)."""
-    from sourcetrace.sweep.handover import handed_over, read_sweep_fusion
+    from sourcetrace.sweep.handover import handed_over
     from sourcetrace.sweep.report import trials_frame
 
-    fusion = read_sweep_fusion(sweep)  # a sweep that fused needs no Tune files read
-    if fusion is not None:
-        return Path(fusion["folder"])
     chosen = handed_over(sweep, trials_frame(sweep))
     if chosen is None:
         raise SourcetraceError(f"sweep {sweep}: no trial has a checkpoint with a dev EER yet")

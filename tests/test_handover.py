@@ -33,7 +33,7 @@ def test_an_evaluation_without_its_checkpoint_is_neither_handed_over_nor_describ
     assert table.set_index("split")["model_eer"].to_dict() == {"dev": 11.0, "test": 9.0}  # not the pruned 5.0
 
 
-def test_a_measured_fusion_is_handed_over_and_an_unmeasured_one_is_not(tmp_path):
+def test_a_measured_fusion_is_handed_over_when_it_beats_its_best_member_on_dev(tmp_path):
     folder = tmp_path / FUSION_DIR
     folder.mkdir()
     record = {"format": "sourcetrace-fusion", "members": [{"checkpoint": "a1", "weight": 0.5}] * 2, "name": "f"}

@@ -17,7 +17,7 @@ from sourcetrace.errors import SourcetraceError
 from sourcetrace.interrupt import EXIT_CODES
 from sourcetrace.storage import storage_error
 from sourcetrace.sweep.baseline import sweep_baseline
-from sourcetrace.sweep.handover import HandedOver, handed_over
+from sourcetrace.sweep.handover import HandedOver, handed_over, read_sweep_fusion
 from sourcetrace.sweep.record import Launch
 from sourcetrace.sweep.report import format_table1, report_with_or_without_mlflow
 from sourcetrace.sweep.run import run_sweep
@@ -63,6 +63,13 @@ def finish(exp_dir: Path, store, sweep: SweepFile, analyze: bool = True) -> int:
     print(f"reports: {reports.out_dir}")
     status = reports.trials.drop_duplicates("trial_id")["status"]
     chosen = handed_over(exp_dir, reports.trials)
+    fusion = read_sweep_fusion(exp_dir)
+    if fusion is not None and chosen is not None and chosen.kind == "trial":
+        print(
+            f"note: the fusion ({fusion['name']}, dev EER {fusion['metrics'].get('dev_eer', float('nan')):.2f}%) does "
+            f"not beat its best member on dev: {chosen.what} is handed over",
+            flush=True,
+        )
     bundle = export_best(exp_dir, chosen, store)  # the portable bundle of the model handed over, logged
     _mark_handed_over(chosen, store, sweep, bundle)  # to its run, registered as an MLflow model
     field = _field_check(chosen, reports, sweep) if sweep.tune.field_check else None
@@ -90,7 +97,7 @@ def _mark_interrupted(reports, store, sweep: SweepFile) -> None:
 
 
 def _mark_handed_over(chosen: HandedOver | None, store, sweep: SweepFile, bundle: Path | None) -> None:
-    """Tag the MLflow run of the model the sweep hands over (its fusion's, else its best trial's), and log its
+    """Tag the MLflow run of the model the sweep hands over (its fusion's or its best trial's), and log its
     ``bundle`` there as an MLflow model registered under the sweep's name (``tracking/pyfunc.py``)."""
     from sourcetrace.tracking.pyfunc import log_handed_over_model
     from sourcetrace.tracking.store import mark_handed_over, quiet_db, store_errors

@@ -61,7 +61,7 @@ def fusion_label(fusion: dict) -> str:
 
 def compare_best(chosen: HandedOver | None, baseline: dict) -> pd.DataFrame | None:
     """(split, condition, model_eer, baseline_eer, model_wins, trial_name, checkpoint) of the model the sweep
-    hands over (``sweep/handover.py``: its fusion when it made one, else its best trial with a checkpoint)."""
+    hands over (``sweep/handover.py``: its best trial with a checkpoint, or its fusion when that is better on dev)."""
     if chosen is None:
         return None
     best = pd.Series({**chosen.metrics, "trial_name": chosen.name, "checkpoint": chosen.folder})

@@ -6,7 +6,8 @@ members of ``EXP/fusion`` with equal weights (``sourcetrace/fusion.py``). No wei
 split would choose it on the very clips that chose the members. The fused network is evaluated exactly
 as a trial evaluates (``training.loop.score_splits``: dev and test, the same crops, references and open-set
 scorer), logged as a run of the sweep's MLflow experiment, and recorded in ``fusion.json``. The reports set
-it beside the trials and the baseline, and it is what the sweep hands over (``best_model``).
+it beside the trials and the baseline, and the sweep hands it over (``best_model``) when it beats its best
+member on dev (``sweep/handover.py``).
 """
 
 from __future__ import annotations

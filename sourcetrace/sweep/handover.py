@@ -1,8 +1,10 @@
 """What a sweep hands over: the one rule that the fusion, the export, the comparison and the reports follow.
 
-A sweep hands over its measured fusion (``EXP/fusion``, made by ``sweep/fuse.py``) when it made one, else the
-evaluation with the lowest dev EER among those whose checkpoint still exists (Tune keeps the best ones; an
-evaluation whose checkpoint is gone cannot be handed over, so the comparison does not describe it either).
+A sweep hands over the evaluation with the lowest dev EER among those whose checkpoint still exists (Tune keeps
+the best ones; an evaluation whose checkpoint is gone cannot be handed over, so the comparison does not describe
+it either), unless its measured fusion (``EXP/fusion``, made by ``sweep/fuse.py``) has a lower dev EER still.
+Dev decides, as it decides everything else: a fusion that does not beat its best member on dev is reported
+beside the trials but not handed over.
 """
 
 from __future__ import annotations
@@ -53,10 +55,17 @@ def read_sweep_fusion(exp: str | Path) -> dict | None:
 
 def handed_over(exp: str | Path, trials: pd.DataFrame) -> HandedOver | None:
     """What the sweep in ``exp`` (its trials' long table ``trials``) hands over; None before any evaluation
-    with a checkpoint."""
-    fusion = read_sweep_fusion(exp)
+    with a checkpoint (or a measured fusion)."""
+    fusion, best = read_sweep_fusion(exp), best_trial(trials)
     if fusion is not None:
-        return HandedOver(fusion["folder"], fusion.get("run_id"), fusion["name"], "fusion", dict(fusion["metrics"]))
+        fused = HandedOver(fusion["folder"], fusion.get("run_id"), fusion["name"], "fusion", dict(fusion["metrics"]))
+        if best is None or fused.metrics.get("dev_eer", float("inf")) < best.metrics.get("dev_eer", float("inf")):
+            return fused
+    return best
+
+
+def best_trial(trials: pd.DataFrame) -> HandedOver | None:
+    """The evaluation with the lowest dev EER whose checkpoint still exists; None before there is one."""
     rows = trials.dropna(subset=["dev_eer", "checkpoint"]) if "checkpoint" in trials else trials.iloc[:0]
     if rows.empty:
         return None

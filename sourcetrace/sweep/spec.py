@@ -52,7 +52,8 @@ class TuneSettings:
     seed: int = 0  # Optuna sampler seed
     log_checkpoint: bool = True  # upload each trial's best checkpoint to MLflow
     # "" or a SPACE key searched by tune.grid_search: halving runs within each of its values, and the sweep
-    # hands over the equal-weight score fusion of each value's best trial (sourcetrace/fusion.py)
+    # scores the equal-weight score fusion of each value's best trial (sourcetrace/fusion.py), handed over when
+    # it beats its best member on dev (sweep/handover.py)
     fuse: str = ""
     # "" or degradations as `evaluate --degrade` takes them (e.g. "everyday"): when the sweep ends, the model it
     # hands over and the baseline are scored on the test split clean and under each, side by side

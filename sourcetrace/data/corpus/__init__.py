@@ -1,8 +1,8 @@
 """A real source-tracing corpus from TTS engines that install offline, in MLAAD's layout.
 
-``build_corpus(out, preset)`` synthesises 31 systems (28 of train and eval, 3 of dev only: espeak-ng variants, MBROLA voices, SVOX
-Pico, Flite, Festival diphone/HTS/MBROLA voices, SAM, Piper VITS, and WORLD / Griffin-Lim
-re-vocodings of Pico and Piper) in up to 8 languages into ``out/fake/<lang>/<system>/<stem>.flac``
+``build_corpus(out, preset)`` synthesises 31 systems (28 of train and eval, 3 of dev only: espeak-ng
+variants, MBROLA voices, SVOX Pico, Flite, Festival diphone/HTS/MBROLA voices, SAM, Piper VITS, and WORLD /
+Griffin-Lim re-vocodings of Pico and Piper) in up to 8 languages into ``out/fake/<lang>/<system>/<stem>.flac``
 (16 kHz mono, trimmed, peak-normalised) and writes ``out/protocol/{train,dev,eval}.csv`` plus
 ``out/protocol/fine/<split>___lang_[not_]seen___model_[not_]seen.csv``. The seen/unseen design is
 in ``systems``; the sentences in ``text``. Presets: ``tiny`` (tests, < 1 min), ``demo`` (a few
