@@ -40,18 +40,18 @@ class Launch:
 _WHAT = {"sweep_sha256": "sweep file", "smoke": "--smoke", "set": "--set", "root": "--root", "protocol": "--protocol"}
 
 
-def launch(args: Launch, sweep: SweepFile) -> dict:
+def launch(how: Launch, sweep: SweepFile) -> dict:
     """How this command launches the sweep, as the record keeps it."""
     return {
         "sweep_sha256": hashlib.sha256(sweep.path.read_bytes()).hexdigest(),
         "smoke": bool(sweep.smoke),
-        "set": sorted(args.set),
-        "root": str(Path(args.root).resolve()) if args.root else None,
-        "protocol": str(Path(args.protocol).resolve()) if args.protocol else None,
+        "set": sorted(how.set),
+        "root": str(Path(how.root).resolve()) if how.root else None,
+        "protocol": str(Path(how.protocol).resolve()) if how.protocol else None,
     }
 
 
-def prepare(args: Launch, sweep: SweepFile, exp_dir: Path):
+def prepare(how: Launch, sweep: SweepFile, exp_dir: Path):
     """``(mode, store)``: mode ``""`` (a new sweep), ``"resume"`` or ``"report"`` (every trial has ended).
 
     A new sweep gets its data root, protocol and ``--set`` pins; a recorded one its recorded settings.
@@ -60,35 +60,35 @@ def prepare(args: Launch, sweep: SweepFile, exp_dir: Path):
 
     record_file = exp_dir / RECORD
     has_state = exp_dir.is_dir() and any(exp_dir.glob("experiment_state-*.json"))
-    if args.resume:
+    if how.resume:
         if not record_file.is_file():
             raise SourcetraceError(f"nothing to resume at {exp_dir} (no {RECORD}); run without --resume")
-        if args.set:
+        if how.set:
             raise SourcetraceError("--set cannot change a sweep being resumed: its trials keep their settings")
-        return "resume", _adopt(json.loads(record_file.read_text()), sweep, args)
+        return "resume", _adopt(json.loads(record_file.read_text()), sweep, how)
     if record_file.is_file() and has_state:
         record = json.loads(record_file.read_text())
-        was, now = record.get("launch"), launch(args, sweep)
+        was, now = record.get("launch"), launch(how, sweep)
         if was is not None and was != now:
             changed = ", ".join(_WHAT[k] for k in now if was.get(k) != now[k])
             raise SourcetraceError(
                 f"a sweep named {sweep.name!r} at {exp_dir} was launched with another {changed}: pass --name for a "
                 "new sweep (or --storage for another folder)"
             )
-        store = _adopt(record, sweep, args)
+        store = _adopt(record, sweep, how)
         return ("report" if _ended(exp_dir) else "resume"), store
     if has_state:
         raise SourcetraceError(
             f"{exp_dir} holds a Tune experiment that no sourcetrace sweep recorded: pass --name for a new one"
         )
-    sweep.base.update({"data.root": str(Path(args.root).resolve())})
-    if args.protocol:
-        sweep.base["data.protocol"] = str(Path(args.protocol).resolve())
-    pin_overrides(sweep, list(args.set))
-    return "", resolve_store(args.tracking_uri)
+    sweep.base.update({"data.root": str(Path(how.root).resolve())})
+    if how.protocol:
+        sweep.base["data.protocol"] = str(Path(how.protocol).resolve())
+    pin_overrides(sweep, list(how.set))
+    return "", resolve_store(how.tracking_uri)
 
 
-def write_record(exp_dir: Path, sweep: SweepFile, store, args: Launch) -> None:
+def write_record(exp_dir: Path, sweep: SweepFile, store, how: Launch) -> None:
     record = {
         "sweep_file": str(sweep.path.resolve()),
         "name": sweep.name,
@@ -98,20 +98,20 @@ def write_record(exp_dir: Path, sweep: SweepFile, store, args: Launch) -> None:
         "tracking_uri": store.uri,
         "experiment": sweep.name,
         "space_keys": list(sweep.space),
-        "launch": launch(args, sweep),
+        "launch": launch(how, sweep),
     } | sweep.spec.to_dict()
     (exp_dir / RECORD).write_text(json.dumps(record, indent=2, default=str))
 
 
-def _adopt(record: dict, sweep: SweepFile, args: Launch):
+def _adopt(record: dict, sweep: SweepFile, how: Launch):
     """Take the recorded trial settings and store; a different ``--tracking-uri`` is refused."""
     from sourcetrace.tracking.store import resolve_store
 
     sweep.base, sweep.recipes = record["base"], recipes_of(record)  # resumed trials keep their settings
     sweep.tune, sweep.resources = TuneSettings.from_dict(record["tune"], recorded=True), record["resources"]
     store = resolve_store(record["tracking_uri"])
-    if args.tracking_uri and resolve_store(args.tracking_uri).uri != store.uri:
-        raise SourcetraceError(f"{sweep.name} logs to {store.uri}; it cannot move to {args.tracking_uri}")
+    if how.tracking_uri and resolve_store(how.tracking_uri).uri != store.uri:
+        raise SourcetraceError(f"{sweep.name} logs to {store.uri}; it cannot move to {how.tracking_uri}")
     return store
 
 

@@ -192,8 +192,8 @@ class Ran:
     signal: int | None = None  # SIGINT / SIGTERM when one cut it short
 
 
-def run_sweep(args: Launch) -> Ran:
-    """Validate every trial of ``args.sweep_file``, then run Tune (one MLflow run each) until the trials end.
+def run_sweep(how: Launch) -> Ran:
+    """Validate every trial of ``how.sweep_file``, then run Tune (one MLflow run each) until the trials end.
 
     Run again with the same file, name and storage, it resumes the sweep's unfinished trials, or does nothing
     for a sweep that has ended; a changed sweep file or other settings are refused. The end of the run
@@ -201,13 +201,13 @@ def run_sweep(args: Launch) -> Ran:
     """
     from sourcetrace.tracking.store import ensure_experiment, run_tags
 
-    if args.dashboard:
+    if how.dashboard:
         check_dashboard()
-    storage = local_path(args.storage or "ray_results", "--storage").resolve()  # never ./s3:/bucket
-    sweep = load_sweep(args.sweep_file, smoke=args.smoke)
-    name = sweep.name = args.name or sweep.name  # Tune experiment folder and MLflow experiment alike
+    storage = local_path(how.storage or "ray_results", "--storage").resolve()  # never ./s3:/bucket
+    sweep = load_sweep(how.sweep_file, smoke=how.smoke)
+    name = sweep.name = how.name or sweep.name  # Tune experiment folder and MLflow experiment alike
     exp_dir = storage / name
-    resume, store = prepare(args, sweep, exp_dir)
+    resume, store = prepare(how, sweep, exp_dir)
     if resume == "report":
         print(f"sweep {name} at {exp_dir} has ended: reporting it (nothing to train)", flush=True)
         return Ran(exp_dir, store, sweep)
@@ -220,25 +220,25 @@ def run_sweep(args: Launch) -> Ran:
         f"MLflow store {store.uri}" + ("; resuming its unfinished trials" if resume else ""),
         flush=True,
     )
-    if cluster_address(args.address) is None or os.environ.get("SOURCETRACE_CACHE"):  # trials read its cache
+    if cluster_address(how.address) is None or os.environ.get("SOURCETRACE_CACHE"):  # trials read its cache
         prerender([cfg for _, cfg in configs])
     tags = run_tags(sweep.base["data.root"], sweep.base.get("data.protocol"))  # git commit and dataset
 
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # dev EER exists at evaluation epochs only
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(sweep.tune.snapshot_period_s)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # frequent on purpose
-    quiet_ray(args.verbose)
-    address = cluster_address(args.address)  # RAY_ADDRESS alone gets the cluster's settings, not local-only ones
-    started = start_ray(address, args.verbose, args.dashboard)
+    quiet_ray(how.verbose)
+    address = cluster_address(how.address)  # RAY_ADDRESS alone gets the cluster's settings, not local-only ones
+    started = start_ray(address, how.verbose, how.dashboard)
     try:
         check_resources(sweep.resources, local=address is None)
         if address is not None:  # every node type sees the sweep folder and the data, before fit
             check_nodes(exp_dir, sweep.base["data.root"], sweep.base.get("data.protocol"))
         if not resume:
-            write_record(exp_dir, sweep, store, args)
+            write_record(exp_dir, sweep, store, how)
         with sigterm_stops_tune() as stop:  # after ray.init: Ray's own SIGTERM handler aborts
             try:
-                build_tuner(sweep, configs, exp_dir, store, bool(resume), tags, args.verbose).fit()
+                build_tuner(sweep, configs, exp_dir, store, bool(resume), tags, how.verbose).fit()
             except OSError as err:
                 raise storage_error(err, exp_dir) from err
     finally:
