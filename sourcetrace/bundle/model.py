@@ -48,6 +48,17 @@ class Attribution:
         return d
 
 
+# The values each open-set scorer's knownness can take (``evaluation/scorers.py``): a cosine of unit vectors
+# (centroid; knn's mean cosine) lies in [-1, 1]; minus a squared Mahalanobis distance is at most 0. The
+# relative Mahalanobis score has no bound. A threshold is checked against its scorer's range, with room for
+# float rounding (a clip identical to a reference has a cosine of 1.0000001).
+KNOWNNESS_RANGE: dict[str, tuple[float, float]] = {
+    "centroid": (-1.0, 1.0),
+    "knn": (-1.0, 1.0),
+    "mahalanobis": (-math.inf, 0.0),
+}
+KNOWNNESS_ROUNDING = 1e-3
+
 OVERLAP_SHARE = 0.5  # a new system overlaps an existing one when more than this share of its clips are called it
 
 
@@ -132,6 +143,7 @@ class SourceTracer:
         self.model = embedder.build_network(self.config, weights, self.manifest.get("network", {}), self.path)
         self.model.to(self.device)
         self.reload()
+        self._check_threshold()  # once the scorer is rebuilt: its name is then a real scorer's
 
     # -- state ----------------------------------------------------------------------------------
     def _read_scorer_state(self) -> dict:
@@ -148,6 +160,32 @@ class SourceTracer:
                     f"the model's embeddings have {self.dim} dimensions"
                 )
         return state | arrays
+
+    def _check_threshold(self) -> None:
+        """The threshold is on the knownness of the bundle's scorer (``scorer.json``): threshold.json and
+        bundle.json, where they name a scorer, name that one, and the value lies in the range that scorer's
+        knownness can take (``KNOWNNESS_RANGE``). Outside it, every clip would get the same answer: never
+        "unknown" below the range, always "unknown" above it."""
+        scorer = str(self._base_state["name"])
+        for name, record in ((files.THRESHOLD, self.threshold), (files.MANIFEST, self.manifest)):
+            named = record.get("scorer")
+            if named is not None and named != scorer:
+                raise BundleError(
+                    f"{self.path / name}: field 'scorer' is {named!r}, but the bundle's scorer "
+                    f"({files.SCORER_JSON}) is {scorer!r}"
+                )
+        if scorer not in KNOWNNESS_RANGE:
+            return
+        lo, hi = KNOWNNESS_RANGE[scorer]
+        value = self.threshold["value"]
+        if lo - KNOWNNESS_ROUNDING <= value <= hi + KNOWNNESS_ROUNDING:
+            return
+        span = f"[{lo:g}, {hi:g}]" if math.isfinite(lo) else f"at or below {hi:g}"
+        effect = "no clip would ever be called unknown" if value < lo else "every clip would be called unknown"
+        raise BundleError(
+            f"{self.path / files.THRESHOLD}: 'value'={value!r} is out of range: the {scorer} scorer's knownness "
+            f"lies {'in ' if math.isfinite(lo) else ''}{span}, so {effect}"
+        )
 
     def _read_calibration(self):
         """The dev-fitted calibration (``calibration.json``), or None for a bundle exported without one."""
@@ -382,12 +420,41 @@ def clip_evidence(clip: Any, sample_rate: int) -> dict:
         return {"sha256": embedder.clip_id(wave), "duration_s": wave.size / sample_rate, "sample_rate": sample_rate}
     out: dict[str, Any] = {}
     try:
-        out["sha256"] = embedder.clip_id(clip)
+        out["sha256"] = file_sha256(clip)  # a FIFO, device or folder is never opened: the clip's error says why
         info = probe_audio(clip)
         out |= {"duration_s": float(info.duration), "sample_rate": int(info.sample_rate)}
-    except (OSError, AudioError):
+    except (OSError, ValueError, AudioError):
         pass
     return out
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a regular file's bytes (as ``embedder.clip_id``); an ``AudioError`` for anything else.
+
+    A FIFO, a device (``/dev/zero``) or a folder is refused before it is opened for reading (a FIFO would block
+    the trace forever, a device never end), and the file opened is checked again, so one swapped in between is
+    refused too.
+
+    >>> file_sha256("/dev/zero")
+    Traceback (most recent call last):
+    ...
+    sourcetrace.errors.AudioError: /dev/zero: is not a regular file (a folder, a device or a pipe)
+    """
+    import hashlib
+    import stat
+
+    name = os.fspath(path)
+    refused = AudioError(f"{name}: is not a regular file (a folder, a device or a pipe)")
+    if not stat.S_ISREG(os.stat(name).st_mode):
+        raise refused
+    fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise refused
+        h = hashlib.sha256()
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def as_clips(clips: Any) -> list:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,9 +76,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder from itself, a run folder (prefers ``best/``), or a Tune checkpoint folder."""
     path = Path(path)
     for candidate in (path, path / "best", path / "last"):
-        if (candidate / STATE).is_file():
-            return candidate
-    raise SourcetraceError(f"{path} is neither a checkpoint folder (with {STATE}) nor a run folder with best/ or last/")
+        try:
+            if (candidate / STATE).is_file():
+                return candidate
+        except (OSError, ValueError) as err:  # a folder that cannot be searched; a NUL in the path
+            raise CheckpointError(f"{candidate / STATE}: cannot be read ({_first_line(err)})") from None
+    raise CheckpointError(f"{path} is neither a checkpoint folder (with {STATE}) nor a run folder with best/ or last/")
 
 
 def plain(value: Any) -> Any:
@@ -103,29 +108,161 @@ def load_weights(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file does not exist")
+        what = "not a regular file (a folder, pipe or device)" if path.exists() else "checkpoint file does not exist"
+        raise CheckpointError(f"{path}: {what}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        found = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or _first_line(err)
-        raise CheckpointError(
-            f"{path}: refused to load: it holds objects other than tensors and plain values ({found}), which "
-            "could run code when unpickled; only load checkpoints written by sourcetrace from a trusted source"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(_refusal(path, err)) from None
+    except Exception as err:  # whatever a damaged file makes torch raise is one line
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_first_line(err)})") from None
+
+
+TRUSTED = "only load checkpoints written by sourcetrace from a trusted source"
+
+
+def _refusal(path: Path, err: Exception) -> str:
+    """Why ``weights_only`` refused ``path``: the globals its pickle names (a zip checkpoint), else the
+    unpickler's own reason (a legacy, non-zip pickle, which torch cannot list the globals of)."""
+    found = ""
+    if zipfile.is_zipfile(path):
+        try:
+            found = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        except Exception:  # the listing is a courtesy; the refusal stands without it
+            found = ""
+        return (
+            f"{path}: refused to load: it holds objects other than tensors and plain values "
+            f"({found or _unpickler_reason(err)}), which could run code when unpickled; {TRUSTED}"
+        )
+    return (
+        f"{path}: not a weights-only torch checkpoint (a legacy pickle that the weights-only unpickler cannot read: "
+        f"{_unpickler_reason(err)}); refused to load it, as a pickle can run code when unpickled; {TRUSTED}"
+    )
+
+
+def _unpickler_reason(err: Exception) -> str:
+    """The weights-only unpickler's reason (``Unsupported global: GLOBAL builtins.eval``), without torch's advice."""
+    text = " ".join(str(err).split())
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global| Check the documentation|$)", text)
+    return (found.group(1).strip().rstrip(".") if found else _first_line(err))[:200]
 
 
 def _first_line(err: Exception) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
+MAX_META_BYTES = 16 << 20  # meta.json and config.json of a checkpoint: names of at most MAX_SYSTEMS systems
+MAX_SYSTEMS = 10_000  # as a bundle's known_systems (schemas/bundle.schema.json)
+MAX_SYSTEM_NAME = 1000
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON of a checkpoint's regular file ``path``; every failure one ``CheckpointError`` naming it."""
+    from sourcetrace.schemas import parse_json
+
+    try:
+        regular = path.is_file()
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: cannot be read ({_first_line(err)})") from None
+    if not regular:
+        what = "not a regular file (a folder, pipe or device)" if path.exists() else "missing"
+        raise CheckpointError(f"{path}: {what}; a checkpoint folder holds {STATE}, config.json and meta.json")
+    try:
+        return parse_json(path, None, MAX_META_BYTES)
+    except SourcetraceError as err:  # BundleError: already names the file
+        raise CheckpointError(str(err)) from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
+
+
+def read_config(folder: Path) -> Config:
+    """``config.json`` of a checkpoint folder, with the Config's own checks; one ``CheckpointError`` naming it."""
+    path = Path(folder) / "config.json"
+    values = _read_json(path)
+    if not isinstance(values, dict):
+        raise CheckpointError(
+            f"{path}: must be an object of config keys (section.key: value), got {_json_type(values)}"
+        )
+    try:
+        return Config.stored(values)
+    except (SourcetraceError, TypeError, ValueError, AttributeError, RecursionError) as err:
+        raise CheckpointError(f"{path}: {_first_line(err)}") from None
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """``meta.json`` of a checkpoint folder: ``known_systems`` (distinct non-empty names), ``embedding_dim`` and
+    ``epoch`` when given (integers). Anything else is one ``CheckpointError`` naming the file and the field."""
+    path = Path(folder) / "meta.json"
+    meta = _read_json(path)
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: must be an object with 'known_systems', got {_json_type(meta)}")
+    systems = meta.get("known_systems")
+    if "known_systems" not in meta:
+        raise CheckpointError(f"{path}: missing 'known_systems' (the systems the model was trained on)")
+    if not isinstance(systems, list):
+        raise CheckpointError(f"{path}: 'known_systems' must be a list of system names, got {_json_type(systems)}")
+    if not 1 <= len(systems) <= MAX_SYSTEMS:
+        raise CheckpointError(f"{path}: 'known_systems' has {len(systems)} names; 1 to {MAX_SYSTEMS:,} allowed")
+    seen: set[str] = set()
+    for i, name in enumerate(systems):
+        if not isinstance(name, str) or not name.strip():
+            got = repr(name) if isinstance(name, str) else _json_type(name)
+            raise CheckpointError(f"{path}: 'known_systems[{i}]' must be a non-empty system name, got {got}")
+        if len(name) > MAX_SYSTEM_NAME:
+            raise CheckpointError(
+                f"{path}: 'known_systems[{i}]' has {len(name):,} characters; at most {MAX_SYSTEM_NAME}"
+            )
+        if name in seen:
+            raise CheckpointError(f"{path}: 'known_systems[{i}]' repeats the name {name[:60]!r}")
+        seen.add(name)
+    for key, least in (("embedding_dim", 1), ("epoch", 0)):
+        value = meta.get(key)
+        if key in meta and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            got = value if isinstance(value, int) and not isinstance(value, bool) else _json_type(value)
+            raise CheckpointError(f"{path}: '{key}' must be an integer >= {least}, got {got}")
+    return meta
+
+
+def _json_type(value: Any) -> str:
+    """What a JSON value is, in words (never the value itself, which can be megabytes)."""
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    names = {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def check_state(state: Any, path: Path) -> dict[str, Any]:
+    """``state`` (read from ``path``) if it is a dict whose ``model`` maps parameter names to tensors and whose
+    ``best_metrics`` (when given) maps metric names to numbers; else one ``CheckpointError`` naming the field."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds {type(state).__name__}, not a checkpoint's dict of 'model' weights")
+    if "model" not in state:
+        keys = ", ".join(repr(k)[:60] for k in list(state)[:10]) or "none"
+        raise CheckpointError(f"{path}: no 'model' weights (its keys: {keys})")
+    weights = state["model"]
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{path}: 'model' holds {type(weights).__name__}, not a dict of parameter tensors")
+    for key, value in weights.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(
+                f"{path}: 'model' entry {str(key)[:100]!r} holds {type(value).__name__}, not a tensor"
+            )
+    metrics = state.get("best_metrics", {})
+    if not isinstance(metrics, dict) or not all(
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in metrics.items()
+    ):
+        raise CheckpointError(f"{path}: 'best_metrics' must map metric names to numbers")
+    return state
+
+
 def load_state(folder: str | Path) -> tuple[Config, dict[str, Any], dict[str, Any]]:
-    """Config, ``state.pt`` contents and meta of a checkpoint (or run) folder, read without running code."""
+    """Config, ``state.pt`` contents and meta of a checkpoint (or run) folder, read without running code.
+    A missing or damaged file is one ``CheckpointError`` naming it and what is wrong."""
     folder = resolve_checkpoint(folder)
-    cfg = Config.from_json((folder / "config.json").read_text())
-    meta = json.loads((folder / "meta.json").read_text())
-    state = load_weights(folder / STATE)
+    cfg = read_config(folder)
+    meta = read_meta(folder)
+    state = check_state(load_weights(folder / STATE), folder / STATE)
     return cfg, state, meta
 
 
@@ -141,6 +278,20 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         model = build_within_cap(lambda: build_model(check_sizes(cfg)), "its model")
     except ConfigError as err:
         raise CheckpointError(f"{folder / 'config.json'}: {err}") from None
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, ValueError, TypeError, KeyError) as err:
+        raise CheckpointError(
+            f"{folder / STATE}: its 'model' weights do not fit the model of config.json ({_state_dict_problem(err)})"
+        ) from None
     model.to(device).eval()
     return LoadedModel(model, cfg, tuple(meta["known_systems"]), folder, meta, dict(state.get("best_metrics", {})))
+
+
+def _state_dict_problem(err: Exception) -> str:
+    """The first problem ``load_state_dict`` names (its message lists every key on lines of their own)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    detail = next((ln for ln in lines[1:] if not ln.startswith("Error(s)")), None)
+    first = detail or (lines[0] if lines else type(err).__name__)
+    more = len(lines) - 2 if detail else 0
+    return first[:300] + (f"; and {more} more" if more > 0 else "")
