@@ -37,6 +37,13 @@ class StorageError(SourcetraceError, OSError):
     """A results folder or tracking store that cannot be written (named with its path)."""
 
 
+class StorageFault(StorageError):
+    """A results folder or tracking store that stopped being writable while a sweep ran: what it holds stands,
+    and the same command with ``--resume`` goes on once it is fixed."""
+
+    exit_code = 1
+
+
 class ServeError(SourcetraceError, OSError):
     """A server that cannot serve (its port busy, its address not this machine's, or it died on start)."""
 

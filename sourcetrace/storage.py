@@ -12,16 +12,16 @@ import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from sourcetrace.errors import StorageError
+from sourcetrace.errors import StorageError, StorageFault
 
 RECORD = "sourcetrace_sweep.json"  # a sweep folder's record, beside Tune's files (``sweep/record.py``)
 
 
-def storage_error(err: OSError, where: Path) -> StorageError:
-    """``err`` as a ``StorageError`` naming the file it hit (or ``where``) and what to do."""
+def storage_error(err: OSError, where: Path) -> StorageFault:
+    """``err`` as a ``StorageFault`` (exit 1) naming the file it hit (or ``where``) and what to do."""
     path = err.filename or where
     reason = err.strerror or (str(err).strip().splitlines() or [type(err).__name__])[0]
-    return StorageError(
+    return StorageFault(
         f"cannot write {path}: {reason}; make it writable (or free space) and run the same command with "
         "--resume: finished trials are kept"
     )

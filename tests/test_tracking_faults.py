@@ -33,7 +33,8 @@ def store(tmp_path):
 def test_unwritable_store_mid_sweep_is_one_line_and_resume_closes_the_runs(tmp_path, store, capsys):
     cb = MlflowTrialCallback(store, "sw", SPEC)
     trial = FakeTrial("t1", tmp_path)
-    trial.local_path = str(tmp_path / "t1")
+    trial.path = str(tmp_path / "t1")  # the trial's folder in the sweep folder, where Tune keeps result.json
+    trial.local_path = str(tmp_path / "staging")  # the driver's staging copy: a new, empty folder after a restore
     (tmp_path / "t1").mkdir()
     feed(cb, trial, [1], done=False)
     with immutable(tmp_path / "mlruns"):
@@ -58,6 +59,29 @@ def test_unwritable_store_mid_sweep_is_one_line_and_resume_closes_the_runs(tmp_p
     client, (run,) = runs(store)
     assert run.info.status == "FINISHED" and run.data.tags["status"] == "finished"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/train_loss")] == [1, 2, 3, 4]
+
+
+def test_a_resumed_trial_gets_the_epochs_its_run_missed_before_it_goes_on(tmp_path, store):
+    cb = MlflowTrialCallback(store, "sw", SPEC)
+    trial = FakeTrial("t1", tmp_path)
+    trial.path = str(tmp_path / "t1")
+    (tmp_path / "t1").mkdir()
+    feed(cb, trial, [1], done=False)
+    with immutable(tmp_path / "mlruns"):
+        for e in (2, 3):
+            cb.on_trial_result(0, [], trial, result(e, evaluated=e % 2 == 0))
+    (tmp_path / "t1" / "result.json").write_text(
+        "".join(json.dumps(result(e, evaluated=e % 2 == 0)) + "\n" for e in (1, 2, 3))
+    )
+    resumed = MlflowTrialCallback(store, "sw", SPEC)  # --resume: the driver restores the trial (checkpoint: 2)
+    resumed.set_state(cb.get_state())
+    resumed.on_trial_restore(0, [], trial)
+    for e in (3, 4):  # epoch 3 again, from the checkpoint of epoch 2: logged already
+        resumed.on_trial_result(0, [], trial, result(e, evaluated=e % 2 == 0))
+    client, (run,) = runs(store)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/train_loss")] == [1, 2, 3, 4]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/dev_eer")] == [2, 4]
+    assert run.info.status == "RUNNING" and run.data.metrics["best_dev_eer"] == 26.0
 
 
 def test_store_under_a_regular_file_is_one_clear_error(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 from sourcetrace.artefacts import SWEEP_BUNDLE, export
 from sourcetrace.commands.analyze import analyze
 from sourcetrace.commands.evaluate import score
-from sourcetrace.errors import SourcetraceError
+from sourcetrace.errors import SourcetraceError, StorageError
 from sourcetrace.interrupt import EXIT_CODES
 from sourcetrace.storage import storage_error
 from sourcetrace.sweep.baseline import sweep_baseline
@@ -22,7 +22,7 @@ from sourcetrace.sweep.record import Launch
 from sourcetrace.sweep.report import format_table1, report_with_or_without_mlflow
 from sourcetrace.sweep.run import run_sweep
 from sourcetrace.sweep.spec import SweepFile
-from sourcetrace.tracking.store import log_artifact_dir
+from sourcetrace.tracking.store import log_artifact_dir, noting_failure, store_failed, store_fault
 
 
 def run(args) -> int:
@@ -49,12 +49,20 @@ def run(args) -> int:
 def finish(exp_dir: Path, store, sweep: SweepFile, analyze: bool = True) -> int:
     """The end of a sweep: baseline, fusion, reports, the export of the model handed over, its field check and
     analyses. Writes and prints the reports; non-zero exit when trials failed (1) or did not end (130)."""
+
+    def live():  # the store, None once it has failed (mid-sweep too): what goes to it then waits for --resume
+        return None if store_failed(store) else store
+
     try:
-        sweep_baseline(exp_dir, sweep.base, store.uri, sweep.name)  # the featureless row of Table 1, an MLflow run
+        with noting_failure(store):  # the featureless row of Table 1, an MLflow run
+            sweep_baseline(exp_dir, sweep.base, live() and store.uri, sweep.name)
+    except StorageError:
+        raise
     except SourcetraceError as err:  # the trials' results still get their report
         print(f"note: no baseline row: {err}", file=sys.stderr)
     if sweep.tune.fuse:
-        _fuse(exp_dir, store, sweep)
+        with noting_failure(store):
+            _fuse(exp_dir, live(), sweep)
     try:
         reports = report_with_or_without_mlflow(exp_dir, store)
     except OSError as err:
@@ -70,12 +78,14 @@ def finish(exp_dir: Path, store, sweep: SweepFile, analyze: bool = True) -> int:
             f"not beat its best member on dev: {chosen.what} is handed over",
             flush=True,
         )
-    bundle = export_best(exp_dir, chosen, store)  # the portable bundle of the model handed over, logged
-    _mark_handed_over(chosen, store, sweep, bundle)  # to its run, registered as an MLflow model
+    bundle = export_best(exp_dir, chosen, live())  # the portable bundle of the model handed over, logged
+    _mark_handed_over(chosen, live(), sweep, bundle)  # to its run, registered as an MLflow model
     field = _field_check(chosen, reports, sweep) if sweep.tune.field_check else None
-    _log_reports(chosen, reports, store, field)
+    _log_reports(chosen, reports, live(), field)
     if analyze:
-        _analyze_best(chosen, reports, sweep, store)
+        _analyze_best(chosen, reports, sweep, live())
+    if store_failed(store):  # the trials and the reports stand; --resume logs and closes what the runs missed
+        raise store_fault(store, exp_dir)
     if status.isin(["running", "pending", "interrupted"]).any():
         _mark_interrupted(reports, store, sweep)
         print("sweep interrupted: continue it with --resume (same --name/--storage)", file=sys.stderr)
@@ -102,12 +112,13 @@ def _mark_handed_over(chosen: HandedOver | None, store, sweep: SweepFile, bundle
     from sourcetrace.tracking.pyfunc import log_handed_over_model
     from sourcetrace.tracking.store import mark_handed_over, quiet_db, store_errors
 
-    if chosen is None or not chosen.run_id:
+    if chosen is None or not chosen.run_id or store is None:  # None: the store failed during the sweep
         return
     try:
         with quiet_db():
             mark_handed_over(store, sweep.name, chosen.run_id)
     except store_errors() as err:  # the bundle on disk stands
+        store_failed(store, err)  # the sweep ends with exit 1: --resume tags it
         print(
             f"note: MLflow run {chosen.run_id} not tagged as handed over: {type(err).__name__}: {err}", file=sys.stderr
         )
@@ -127,7 +138,7 @@ def _fuse(exp_dir: Path, store, sweep: SweepFile) -> None:
         trials = trials_frame(exp_dir)
         if trials["status"].isin(["running", *UNFINISHED]).any():
             return  # fused when the resumed sweep ends
-        sweep_fusion(exp_dir, trials, key, sweep.space[key]["grid_search"], store.uri, sweep.name)
+        sweep_fusion(exp_dir, trials, key, sweep.space[key]["grid_search"], store and store.uri, sweep.name)
     except SourcetraceError as err:  # the trials' results still get their report
         print(f"note: no fusion of the best trial per {key}: {err}", file=sys.stderr)
 
@@ -188,7 +199,8 @@ def _log_reports(chosen: HandedOver | None, reports, store, field: dict | None) 
     except OSError as err:  # the reports on disk stand
         print(f"note: the report's figures could not be written: {err}", file=sys.stderr)
         return
-    log_artifact_dir(store, chosen.run_id, out, "report")
+    if store is not None:  # None: the store failed during the sweep
+        log_artifact_dir(store, chosen.run_id, out, "report")
 
 
 def _analyze_best(chosen: HandedOver | None, reports, sweep: SweepFile, store) -> None:
@@ -202,7 +214,7 @@ def _analyze_best(chosen: HandedOver | None, reports, sweep: SweepFile, store) -
     root, protocol = sweep.base["data.root"], sweep.base.get("data.protocol")
     res = analyze(model, root, protocol, "dev", reports.out_dir / "best_analysis")
     print(summary(res, "dev"))
-    if run_id:  # the plots and tables beside the model's run in MLflow
+    if run_id and store is not None:  # the plots and tables beside the model's run in MLflow
         log_artifact_dir(store, run_id, res["out"], "best_analysis")
 
 

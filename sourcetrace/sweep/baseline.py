@@ -13,30 +13,34 @@ from sourcetrace.evaluation.baseline import BASELINE_FILE, N_MFCC, NAME, corpus_
 
 def sweep_baseline(exp_dir, base: dict, tracking_uri: str | None = None, experiment: str | None = None) -> dict:
     """The baseline of a sweep's corpus (dev and eval), once: cached in ``exp_dir/baseline.json`` and, with
-    ``tracking_uri``, logged as a run of the sweep's MLflow experiment beside the trials."""
+    ``tracking_uri``, logged as a run of the sweep's MLflow experiment beside the trials (a cached baseline
+    without its run, the store having failed, is logged now). The file is written before MLflow is tried."""
     path = Path(exp_dir) / BASELINE_FILE
-    if path.is_file():
-        return json.loads(path.read_text())
+    record = json.loads(path.read_text()) if path.is_file() else None
+    if record is not None and ("run_id" in record or not (tracking_uri and experiment)):
+        return record
     cfg = Config.from_dict(base)  # the trials' settings: data.*, train.eval_test, the renderings' seed
-    splits = {"dev": cfg.data.dev_split} | ({"test": cfg.data.test_split} if cfg.train.eval_test else {})
     d = cfg.data
-    dev_degrade = renderings_of(d.dev_degrade, "data.dev_degrade") if d.dev_degrade else []
-    metrics = corpus_baseline(
-        d.root,
-        d.protocol or None,
-        splits,
-        d.train_split,
-        d.eval_seconds,
-        d.sample_rate,
-        {"dev": dev_degrade},
-        cfg.augment.seed,
-    )
-    record = {
-        "name": NAME,
-        "eval_seconds": d.eval_seconds,
-        "standardised_on": "scored split",
-        "metrics": metrics,
-    } | ({"dev_degrade": dev_degrade} if dev_degrade else {})
+    if record is None:
+        splits = {"dev": d.dev_split} | ({"test": d.test_split} if cfg.train.eval_test else {})
+        dev_degrade = renderings_of(d.dev_degrade, "data.dev_degrade") if d.dev_degrade else []
+        metrics = corpus_baseline(
+            d.root,
+            d.protocol or None,
+            splits,
+            d.train_split,
+            d.eval_seconds,
+            d.sample_rate,
+            {"dev": dev_degrade},
+            cfg.augment.seed,
+        )
+        record = {
+            "name": NAME,
+            "eval_seconds": d.eval_seconds,
+            "standardised_on": "scored split",
+            "metrics": metrics,
+        } | ({"dev_degrade": dev_degrade} if dev_degrade else {})
+        _write(path, record)
     if tracking_uri and experiment:
         from sourcetrace.tracking.store import log_reference_run, run_tags
 
@@ -51,6 +55,16 @@ def sweep_baseline(exp_dir, base: dict, tracking_uri: str | None = None, experim
             "augment.seed": cfg.augment.seed,
         }
         tags = run_tags(d.root, d.protocol or None)
+        metrics = record["metrics"]
         record["run_id"] = log_reference_run(tracking_uri, experiment, NAME, params, metrics, "baseline", tags)
-    path.write_text(json.dumps(record, indent=2, sort_keys=True))
+        _write(path, record)
     return record
+
+
+def _write(path: Path, record: dict) -> None:
+    from sourcetrace.storage import storage_error
+
+    try:
+        path.write_text(json.dumps(record, indent=2, sort_keys=True))
+    except OSError as err:  # the results folder: one line naming the file, not a traceback
+        raise storage_error(err, path) from None

@@ -38,6 +38,7 @@ from sourcetrace.tracking.store import (
     metric_name,
     quiet_db,
     store_errors,
+    store_failed,
 )
 from sourcetrace.training.faults import FAILURE_FLAGS
 from sourcetrace.validation import used_params
@@ -76,8 +77,9 @@ def _guarded(hook):
             with quiet_db():
                 return hook(self, *args, **kwargs)
         except store_errors() as err:
-            first = (str(err).strip().splitlines() or [""])[0][:300]
-            self._broken = f"{type(err).__name__}: {first}"
+            if self._broken:  # a hook nested in another (a back-fill) has said it already
+                return None
+            self._broken = store_failed(self.store, err)  # the sweep then ends with exit 1 (sweep/run.py)
             print(
                 f"sourcetrace sweep: MLflow store {self.store.uri} cannot be written ({self._broken}); "
                 "training goes on, and --resume logs and closes the runs once the store is writable",
@@ -150,6 +152,7 @@ class MlflowTrialCallback(Callback):
             if run.info.status != "RUNNING" and tid not in self._done:
                 client.update_run(run.info.run_id, status="RUNNING")
             self._runs[tid] = run.info.run_id
+            self._backfill(trial)  # a run of an earlier driver: the epochs it missed, before the trial goes on
             return run.info.run_id
         cfg = self.spec.config(trial.config)
         tags = {TAG_SWEEP: self.experiment, TAG_TRIAL: tid, TAG_TRIAL_NAME: str(trial), TAG_STATUS: "running"}
@@ -235,12 +238,15 @@ class MlflowTrialCallback(Callback):
                 self.client.set_terminated(run_id, status="KILLED")
 
     def _backfill(self, trial) -> None:
-        """Log a trial's per-epoch results from its ``result.json`` (epochs logged already are skipped)."""
-        path = Path(getattr(trial, "local_path", None) or ".") / "result.json"
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                if line.strip():
-                    self.on_trial_result(0, [], trial, json.loads(line))
+        """Log a trial's per-epoch results from its ``result.json`` in the sweep folder (``trial.path``; the
+        driver's staging copy, ``local_path``, is a new empty folder after a restore); logged epochs are skipped."""
+        for folder in (getattr(trial, "path", None), getattr(trial, "local_path", None)):
+            path = Path(folder or ".") / "result.json"
+            if folder and path.is_file():
+                for line in path.read_text().splitlines():
+                    if line.strip():
+                        self.on_trial_result(0, [], trial, json.loads(line))
+                return
 
     def _log_curve(self, run_id: str, title: str) -> None:
         """The trial's learning curve (``learning_curve.png``): training loss, dev and test EER per epoch."""

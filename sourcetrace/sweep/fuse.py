@@ -56,22 +56,34 @@ def sweep_fusion(exp_dir: Path, trials: pd.DataFrame, key: str, values: list, tr
         except SourcetraceError:  # damaged: made again below
             record = {"members": []}
         if [m["checkpoint"] for m in record["members"]] == checkpoints and record.get("metrics"):
-            return record  # a report run again, or a resumed sweep that changed nothing
+            if record.get("run_id") or not (tracking_uri and experiment):
+                return record  # a report run again, or a resumed sweep that changed nothing
+            extra = {k: record[k] for k in ("name", "key", "labels", "trials", "metrics")}  # its run: the store
+            return _log_fusion(folder, checkpoints, extra, tracking_uri, experiment)  # had failed
     labels = [f"{key}={m[f'param:{key}']}" for m in members]
     name = fusion_name(labels)
     trial_names = [str(m["trial_name"]) for m in members]
     write_fusion(folder, checkpoints, name=name, key=key, labels=labels, trials=trial_names)
     metrics = measure(folder)
     extra = {"name": name, "key": key, "labels": labels, "trials": trial_names, "metrics": metrics}
+    write_fusion(folder, checkpoints, check=False, **extra)  # measured: kept before MLflow is tried
     if tracking_uri and experiment:
-        from sourcetrace.tracking.store import log_reference_run, run_tags
+        return _log_fusion(folder, checkpoints, extra, tracking_uri, experiment)
+    return read_fusion(folder)
 
-        configs = member_configs(checkpoints)
-        params = member_params(configs) | {"fusion.key": key, "fusion.weights": "equal"}
-        params |= {f"fusion.member{i}": f"{label} ({t})" for i, (label, t) in enumerate(zip(labels, trial_names))}
-        tags = run_tags(configs[0].data.root, configs[0].data.protocol or None)
-        extra["run_id"] = log_reference_run(tracking_uri, experiment, name, params, metrics, "fusion", tags)
-    write_fusion(folder, checkpoints, check=False, **extra)  # the members were checked by the first write
+
+def _log_fusion(folder: Path, checkpoints: list[str], extra: dict, tracking_uri: str, experiment: str) -> dict:
+    """Log a measured fusion as a run of the sweep's experiment; its id goes into ``fusion.json``."""
+    from sourcetrace.fusion import read_fusion, write_fusion
+    from sourcetrace.tracking.store import log_reference_run, run_tags
+
+    key, labels, trial_names = extra["key"], extra["labels"], extra["trials"]
+    configs = member_configs(checkpoints)
+    params = member_params(configs) | {"fusion.key": key, "fusion.weights": "equal"}
+    params |= {f"fusion.member{i}": f"{label} ({t})" for i, (label, t) in enumerate(zip(labels, trial_names))}
+    tags = run_tags(configs[0].data.root, configs[0].data.protocol or None)
+    run_id = log_reference_run(tracking_uri, experiment, extra["name"], params, extra["metrics"], "fusion", tags)
+    write_fusion(folder, checkpoints, check=False, **extra, run_id=run_id)  # checked by the first write
     return read_fusion(folder)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,7 @@ def prepare(how: Launch, sweep: SweepFile, exp_dir: Path):
     from sourcetrace.tracking.store import resolve_store
 
     record_file = exp_dir / RECORD
+    set_aside_cut_short(exp_dir)
     has_state = exp_dir.is_dir() and any(exp_dir.glob("experiment_state-*.json"))
     if how.resume:
         if not record_file.is_file():
@@ -101,6 +103,41 @@ def write_record(exp_dir: Path, sweep: SweepFile, store, how: Launch) -> None:
         "launch": launch(how, sweep),
     } | sweep.spec.to_dict()
     (exp_dir / RECORD).write_text(json.dumps(record, indent=2, default=str))
+
+
+# Tune's state files: Ray writes them into the sweep folder in place, so a storage fault mid-write (a full disk, a
+# folder made read-only) leaves one empty or cut short, and Tune, failing to restore it, restarts the whole sweep.
+TUNE_STATE = (
+    "experiment_state-*.json",
+    "basic-variant-state-*.json",
+    "search_gen_state-*.json",
+    "searcher-state-*.pkl",
+    "callback-states-*.pkl",
+)
+
+
+def set_aside_cut_short(exp_dir: Path) -> None:
+    """Rename Tune's state files that a storage fault cut short to ``*.cut-short`` (one note each), so a resume
+    restores the trials from the last whole ones (the trials' own folders hold their results)."""
+    from sourcetrace.storage import storage_error
+
+    for pattern in TUNE_STATE:
+        for path in sorted(exp_dir.glob(pattern)):
+            data = path.read_bytes()
+            if pattern.startswith("experiment_state"):
+                try:
+                    whole = isinstance(json.loads(data), dict)
+                except ValueError:
+                    whole = False
+            else:
+                whole = data.endswith(b".")  # a pickle ends with its STOP opcode
+            if whole:
+                continue
+            try:
+                path.rename(path.with_name(path.name + ".cut-short"))
+            except OSError as err:
+                raise storage_error(err, path) from None
+            print(f"note: {path} was cut short by a storage fault: set aside as {path.name}.cut-short", file=sys.stderr)
 
 
 def _adopt(record: dict, sweep: SweepFile, how: Launch):

@@ -199,7 +199,7 @@ def run_sweep(how: Launch) -> Ran:
     for a sweep that has ended; a changed sweep file or other settings are refused. The end of the run
     (baseline, fusion, reports, export) is ``commands/sweep.finish``.
     """
-    from sourcetrace.tracking.store import ensure_experiment, run_tags
+    from sourcetrace.tracking.store import ensure_experiment, forget_failure, run_tags
 
     if how.dashboard:
         check_dashboard()
@@ -208,6 +208,7 @@ def run_sweep(how: Launch) -> Ran:
     name = sweep.name = how.name or sweep.name  # Tune experiment folder and MLflow experiment alike
     exp_dir = storage / name
     resume, store = prepare(how, sweep, exp_dir)
+    forget_failure(store)  # failures of the store this command meets are its own
     if resume == "report":
         print(f"sweep {name} at {exp_dir} has ended: reporting it (nothing to train)", flush=True)
         return Ran(exp_dir, store, sweep)

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sourcetrace.errors import SourcetraceError
+from sourcetrace.errors import SourcetraceError, StorageError, StorageFault
 
 TAG_SWEEP, TAG_TRIAL, TAG_TRIAL_NAME, TAG_STATUS, TAG_REASON = (
     "sweep",
@@ -226,6 +226,71 @@ def store_errors() -> tuple[type[BaseException], ...]:
     from sqlalchemy.exc import SQLAlchemyError
 
     return (MlflowException, SQLAlchemyError, sqlite3.Error, OSError)  # requests' errors are OSErrors
+
+
+_FAILED: dict[str, str] = {}  # store URI -> why it could not be written (this process; the first reason stays)
+
+
+def store_failed(store: Store, err: BaseException | None = None) -> str | None:
+    """Why ``store`` could not be written during this sweep (None: it could), ``err`` recorded first if given.
+
+    The Tune callback records it when a write fails mid-sweep; the end of the sweep then leaves the store alone
+    and exits 1 with ``store_fault`` (``--resume`` logs and closes what the runs missed)."""
+    if err is not None:
+        _FAILED.setdefault(store.uri, failure_reason(err))
+    return _FAILED.get(store.uri)
+
+
+def forget_failure(store: Store) -> None:
+    """A new command on ``store``: no failure recorded yet."""
+    _FAILED.pop(store.uri, None)
+
+
+def failure_reason(err: BaseException) -> str:
+    """``Type: first line`` of the error at the root of ``err`` (sqlite's, under SQLAlchemy's and MLflow's).
+
+    >>> try:
+    ...     try:
+    ...         raise sqlite3.OperationalError("unable to open database file")
+    ...     except sqlite3.Error as inner:
+    ...         raise RuntimeError("(raised as a result of Query-invoked autoflush)") from inner
+    ... except RuntimeError as outer:
+    ...     failure_reason(outer)
+    'OperationalError: unable to open database file'
+    """
+    root, seen = err, {id(err)}
+    while (nxt := root.__cause__ or (None if root.__suppress_context__ else root.__context__)) and id(nxt) not in seen:
+        root = nxt
+        seen.add(id(root))
+    first = (str(root).strip().splitlines() or [""])[0][:300]
+    return f"{type(root).__name__}: {first}" if first else type(root).__name__
+
+
+def store_fault(store: Store, exp_dir: str | Path) -> StorageFault:
+    """The sweep's one line (exit 1) once ``store`` has failed: the store, why, and what to run."""
+    return StorageFault(
+        f"MLflow store {store.uri} cannot be written ({store_failed(store)}); the trials' results and the report "
+        f"stand in {exp_dir}: make the store writable and run the same command with --resume, which logs what "
+        "the runs missed and closes them"
+    )
+
+
+@contextlib.contextmanager
+def noting_failure(store: Store):
+    """Around writes to ``store`` at the end of a sweep: its error is recorded (``store_failed``), not raised, and
+    MLflow's own traceback of it silenced. A file that cannot be written raises, as a ``StorageFault`` naming it.
+    """
+    try:
+        with quiet_db():
+            yield
+    except StorageError:
+        raise
+    except store_errors() as err:
+        if isinstance(err, OSError) and err.filename:  # a file (the results folder's or the store's artefacts)
+            from sourcetrace.storage import storage_error
+
+            raise storage_error(err, Path(err.filename)) from None
+        store_failed(store, err)
 
 
 @contextlib.contextmanager

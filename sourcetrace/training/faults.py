@@ -3,12 +3,15 @@
 A diverged run (non-finite loss or embeddings, exploding weights) is a ``DivergenceError`` naming the
 epoch and the learning rate. Any ``SourcetraceError`` raised inside a trial (bad data, bad config,
 divergence) is deterministic: the trial flags it with ``NO_RETRY`` in one last result (see
-``sweep/retry.py``, the Ray side), so it fails once instead of being retried. Any other exception of
+``sweep/retry.py``, the Ray side), so it fails once instead of being retried; so does a storage fault (an
+unwritable trial folder, a full disk: ``--resume`` once it is fixed). Any other exception of
 the code is flagged ``CODE_ERROR``: retried ``max_failures`` times, while a failure without a flag (the
 worker or its node was lost) gets the spot-node budget too. No Ray in here: the trainer imports this module.
 """
 
 from __future__ import annotations
+
+import errno
 
 import torch
 
@@ -19,6 +22,8 @@ PARAM_LIMIT = 1e6  # |weight| above this is an explosion: healthy weights of the
 NO_RETRY = "sourcetrace_no_retry"  # result key: the trial's next error is not to be retried
 CODE_ERROR = "sourcetrace_code_error"  # result key: the trial's next error is its code's, not a lost worker
 FAILURE_FLAGS = (NO_RETRY, CODE_ERROR)  # results carrying one are no epoch's metrics
+# A folder that cannot be written or a full disk: a retry would meet it again at once; --resume once it is fixed.
+STORAGE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
 
 
 def failure_result(err: BaseException, epoch: int) -> dict[str, float]:
@@ -26,8 +31,11 @@ def failure_result(err: BaseException, epoch: int) -> dict[str, float]:
 
     >>> failure_result(DivergenceError("x"), 3), failure_result(KeyError("x"), 3)
     ({'epoch': 3.5, 'sourcetrace_no_retry': 1.0}, {'epoch': 3.5, 'sourcetrace_code_error': 1.0})
+    >>> failure_result(PermissionError(1, "Operation not permitted"), 1)  # the trial's folder cannot be written
+    {'epoch': 1.5, 'sourcetrace_no_retry': 1.0}
     """
-    flag = NO_RETRY if isinstance(err, SourcetraceError) else CODE_ERROR
+    storage = isinstance(err, PermissionError) or (isinstance(err, OSError) and err.errno in STORAGE_ERRNOS)
+    flag = NO_RETRY if isinstance(err, SourcetraceError) or storage else CODE_ERROR
     return {"epoch": epoch + 0.5, flag: 1.0}
 
 
