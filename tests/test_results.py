@@ -17,6 +17,7 @@ DEMO = "demo"  # README's demo table: the model `make demo` hands over, seed 0
 # train.seed -> study folder of the previous protocol (dev without unseen relatives; the fusion always handed over)
 SEEDS = {s: f"demo_eval_chosen/seed{s}" for s in (0, 1, 2)}
 FRESH = "fresh"  # the fresh outside set, scored once
+DEV_SEEDS = {0: DEMO, 1: "demo_seed1", 2: "demo_seed2"}  # the same under the dev protocol
 
 
 def metrics(study: str) -> dict:
@@ -44,7 +45,7 @@ def eers(res: dict, scorer: str) -> dict[str, float]:
 
 
 def test_every_study_records_its_command_commit_and_machine():
-    for study in (DEMO, *SEEDS.values()):
+    for study in (*DEV_SEEDS.values(), *SEEDS.values()):
         res = metrics(study)
         assert res["command"].startswith("sourcetrace evaluate --model ") and "--degrade everyday" in res["command"]
         assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", res["git_commit"]) and "CPUs" in res["machine"]
@@ -90,3 +91,13 @@ def test_the_readme_fresh_set_line_is_the_committed_evaluation():
         f"baseline {res['metrics']['baseline']['eer']:.2f} %" in line
     )
     assert f"{iv['diff']:+.2f} pp [{iv['lo']:+.2f}, {iv['hi']:+.2f}]" in line
+
+
+def test_the_dev_protocol_seeds_table_is_the_committed_evaluations():
+    rows = table_after((REPO / "benchmarks" / "README.md").read_text(), "| seed (dev protocol) | handed over |")
+    by_seed = {r[0]: r for r in rows}
+    for seed, study in DEV_SEEDS.items():
+        res, row = metrics(study), by_seed[str(seed)]
+        assert number(row[2]) == pytest.approx(res["metrics"]["model"]["eer"], abs=0.005)
+        assert number(row[3]) == pytest.approx(res["degraded_summary"]["model"]["mean_eer"], abs=0.005)
+        assert number(row[4]) == pytest.approx(res["degraded_summary"]["model"]["worst_eer"], abs=0.005)
