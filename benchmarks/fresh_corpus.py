@@ -34,18 +34,19 @@ import itertools
 import os
 import random
 import sys
-import tempfile
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from outside_corpus import _run, write_csv  # beside this script (the tests put this folder on sys.path)
+from outside_corpus import (  # beside this script (the tests put this folder on sys.path)
+    _run,
+    render_clip,
+    write_protocol,
+)
 
 from sourcetrace.data.corpus import engines
-from sourcetrace.data.corpus.canonical import RATE, canonicalise
-from sourcetrace.data.protocol import CONDITIONS, SPLITS, condition_name
 
 LANGS = ("da", "hu", "tr", "id")
 TRAIN_LANGS = ("tr", "id")
@@ -363,31 +364,8 @@ def plan(per_cell: int, seed: int) -> list[dict]:
     return rows
 
 
-def conditions(rows: list[dict]) -> dict[str, dict[str, list[dict]]]:
-    """split -> condition -> rows; seen systems and languages are those of the train rows (as MLAAD)."""
-    train = [r for r in rows if r["split"] == "train"]
-    seen_models, seen_langs = {r["model_name"] for r in train}, {r["language"] for r in train}
-    out: dict[str, dict[str, list[dict]]] = {split: {cond: [] for cond in CONDITIONS} for split in SPLITS}
-    for r in rows:
-        out[r["split"]][condition_name(r["language"] in seen_langs, r["model_name"] in seen_models)].append(r)
-    return out
-
-
 def make(root: str, row: dict) -> tuple[str, float | None, str | None]:
-    final = Path(root) / row["path"][2:]
-    if final.exists():
-        return row["path"], sf.info(str(final)).duration, None
-    try:
-        with tempfile.TemporaryDirectory(prefix="sourcetrace-fresh-") as tmp:
-            audio, sr = render(row["model_name"], row["language"], row["text"], Path(tmp))
-        y = canonicalise(audio, sr)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        part = final.with_name(f".{final.name}.part.flac")
-        sf.write(str(part), y, RATE, format="FLAC", subtype="PCM_16")
-        os.replace(part, final)
-        return row["path"], len(y) / RATE, None
-    except Exception as err:  # noqa: BLE001 - reported per clip
-        return row["path"], None, f"{row['model_name']}/{row['language']}: {type(err).__name__}: {err}"
+    return render_clip(root, row, render, "fresh")
 
 
 def main() -> int:
@@ -406,12 +384,7 @@ def main() -> int:
         return 1
     for row, (_, dur, _) in zip(rows, done):
         row["duration"] = f"{dur:.3f}"
-    proto = Path(a.out) / "protocol"
-    (proto / "fine").mkdir(parents=True, exist_ok=True)
-    for split, by_cond in conditions(rows).items():  # dev stays empty: this set calibrates nothing
-        write_csv(proto / f"{split}.csv", [r for r in rows if r["split"] == split])
-        for cond, part in by_cond.items():
-            write_csv(proto / "fine" / f"{split}___{cond}.csv", part)
+    write_protocol(a.out, rows)
     hours = sum(float(r["duration"]) for r in rows) / 3600
     n_train = sum(r["split"] == "train" for r in rows)
     print(

@@ -39,7 +39,7 @@ import soundfile as sf
 from sourcetrace.data.corpus import engines
 from sourcetrace.data.corpus.canonical import RATE, canonicalise
 from sourcetrace.data.corpus.text import pick_texts
-from sourcetrace.data.protocol import CONDITIONS, SPLITS
+from sourcetrace.data.protocol import CONDITIONS, SPLITS, condition_name
 
 ESPEAK_LANG = {"en": "en-us", "sv": "sv", "cs": "cs", "ro": "ro", "fi": "fi"}
 MULTI = ("en", "sv", "cs", "ro", "fi")
@@ -116,13 +116,15 @@ def plan(per_cell: int, seed: int) -> list[dict]:
     return rows
 
 
-def make(root: str, row: dict) -> tuple[str, float | None, str | None]:
+def render_clip(root: str, row: dict, render_fn, prefix: str = "outside") -> tuple[str, float | None, str | None]:
+    """Render one planned row with ``render_fn(system, language, text, tmpdir)`` into ``root``, canonicalised
+    as the corpus is (kept if already there): (path, seconds, None) or (path, None, the error)."""
     final = Path(root) / row["path"][2:]
     if final.exists():
         return row["path"], sf.info(str(final)).duration, None
     try:
-        with tempfile.TemporaryDirectory(prefix="sourcetrace-outside-") as tmp:
-            audio, sr = render(row["model_name"], row["language"], row["text"], Path(tmp))
+        with tempfile.TemporaryDirectory(prefix=f"sourcetrace-{prefix}-") as tmp:
+            audio, sr = render_fn(row["model_name"], row["language"], row["text"], Path(tmp))
         y = canonicalise(audio, sr)
         final.parent.mkdir(parents=True, exist_ok=True)
         part = final.with_name(f".{final.name}.part.flac")
@@ -131,6 +133,31 @@ def make(root: str, row: dict) -> tuple[str, float | None, str | None]:
         return row["path"], len(y) / RATE, None
     except Exception as err:  # noqa: BLE001 - reported per clip
         return row["path"], None, f"{row['model_name']}/{row['language']}: {type(err).__name__}: {err}"
+
+
+def make(root: str, row: dict) -> tuple[str, float | None, str | None]:
+    return render_clip(root, row, render)
+
+
+def conditions(rows: list[dict]) -> dict[str, dict[str, list[dict]]]:
+    """split -> condition -> rows; seen systems and languages are those of the train rows (as MLAAD)."""
+    train = [r for r in rows if r["split"] == "train"]
+    seen_models, seen_langs = {r["model_name"] for r in train}, {r["language"] for r in train}
+    out: dict[str, dict[str, list[dict]]] = {split: {cond: [] for cond in CONDITIONS} for split in SPLITS}
+    for r in rows:
+        out[r["split"]][condition_name(r["language"] in seen_langs, r["model_name"] in seen_models)].append(r)
+    return out
+
+
+def write_protocol(root: str, rows: list[dict]) -> None:
+    """``protocol/{train,dev,eval}.csv`` and ``protocol/fine/<split>___<condition>.csv`` of the rendered rows
+    (dev stays empty: a check set calibrates nothing)."""
+    proto = Path(root) / "protocol"
+    (proto / "fine").mkdir(parents=True, exist_ok=True)
+    for split, by_cond in conditions(rows).items():
+        write_csv(proto / f"{split}.csv", [r for r in rows if r["split"] == split])
+        for cond, part in by_cond.items():
+            write_csv(proto / "fine" / f"{split}___{cond}.csv", part)
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -157,17 +184,8 @@ def main() -> int:
         return 1
     for row, (_, dur, _) in zip(rows, done):
         row["duration"] = f"{dur:.3f}"
-    proto = Path(a.out) / "protocol"
-    (proto / "fine").mkdir(parents=True, exist_ok=True)
+    write_protocol(a.out, rows)
     train = [r for r in rows if r["split"] == "train"]
-    seen_models, seen_langs = {r["model_name"] for r in train}, {r["language"] for r in train}
-    for split in SPLITS:
-        sel = [r for r in rows if r["split"] == split]  # dev stays empty: this corpus calibrates nothing
-        write_csv(proto / f"{split}.csv", sel)
-        for cond in CONDITIONS:
-            ls, ms = not cond.startswith("lang_not_"), not cond.endswith("model_not_seen")
-            part = [r for r in sel if (r["language"] in seen_langs) == ls and (r["model_name"] in seen_models) == ms]
-            write_csv(proto / "fine" / f"{split}___{cond}.csv", part)
     hours = sum(float(r["duration"]) for r in rows) / 3600
     print(
         f"{len(rows)} clips ({len(train)} train), {len(SYSTEMS)} systems, {len(MULTI)} languages, {hours:.2f} h "

@@ -125,7 +125,7 @@ def test_the_plan_has_every_condition_in_eval_and_a_modest_size():
     rows = fresh.plan(12, 0)
     assert rows == fresh.plan(12, 0)  # reproducible
     assert len({r["path"] for r in rows}) == len(rows)
-    by_split = fresh.conditions(rows)
+    by_split = outside.conditions(rows)  # the protocol both check sets write
     assert all(by_split["eval"][cond] for cond in CONDITIONS), {c: len(v) for c, v in by_split["eval"].items()}
     assert not any(by_split["dev"].values())
     assert set(map(len, by_split["train"].values())) - {0} and not any(
