@@ -83,6 +83,9 @@ def best_checkpoint(sweep: Path) -> Path:
 
 def bundle_for(path: str | os.PathLike, **export_kw) -> Path:
     """The bundle of any model argument; a checkpoint's or sweep's is exported on first use."""
+    sweep_bundle = Path(path) / SWEEP_BUNDLE
+    if (Path(path) / RECORD).is_file() and files.is_bundle(sweep_bundle):
+        return sweep_bundle  # exported at the sweep's end: no need to read Tune's files for its hand-over
     res = resolve_model(path)
     if res.kind == "bundle" or files.is_bundle(res.bundle):
         return res.bundle
@@ -222,9 +225,9 @@ def export(
     return out
 
 
-def load(path: str | os.PathLike, device: str = "auto"):
+def load(path: str | os.PathLike, device: str = "auto", root: str | None = None, protocol: str | None = None):
     """A ``SourceTracer`` of a bundle (or of a run / checkpoint / fusion / sweep folder: its bundle, exported
-    on first use from the model's training data, see ``bundle_for``)."""
+    on first use from the model's training data, at ``root``/``protocol`` if given; see ``bundle_for``)."""
     from sourcetrace.bundle.model import SourceTracer
 
-    return SourceTracer(bundle_for(path), device=device)
+    return SourceTracer(bundle_for(path, root=root, protocol=protocol, device=device), device=device)

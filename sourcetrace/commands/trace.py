@@ -10,11 +10,9 @@ from sourcetrace.errors import SourcetraceError
 
 
 def _tracer(args):
-    from sourcetrace.artefacts import bundle_for
-    from sourcetrace.bundle.model import SourceTracer
+    from sourcetrace.artefacts import load
 
-    bundle = bundle_for(args.model, root=args.root, protocol=args.protocol, device=args.device)
-    return SourceTracer(bundle, device=args.device)
+    return load(args.model, args.device, root=args.root, protocol=args.protocol)
 
 
 def run_trace(args) -> int:
