@@ -21,7 +21,7 @@ from test_fuzz import TRAIN
 from sourcetrace.artefacts import export
 from sourcetrace.bundle import files
 from sourcetrace.bundle.files import BundleError
-from sourcetrace.bundle.model import KNOWNNESS_RANGE, SourceTracer, clip_evidence, file_sha256
+from sourcetrace.bundle.model import SourceTracer, clip_evidence, file_sha256
 from sourcetrace.cli import main
 from sourcetrace.config import Config
 from sourcetrace.errors import CheckpointError
@@ -336,6 +336,5 @@ def test_every_scorers_knownness_lies_in_the_range_the_threshold_check_assumes(n
     scorer = fit_scorer(name, ref, systems)
     queries = np.concatenate([rng.normal(size=(200, 8)), -ref, ref]).astype(np.float32)
     known, _ = scorer.score(queries)
-    lo, hi = KNOWNNESS_RANGE.get(name, (-np.inf, np.inf))
+    lo, hi = SCORERS[name].knownness_range
     assert (known >= lo - 1e-5).all() and (known <= hi + 1e-5).all(), (known.min(), known.max())
-    assert set(KNOWNNESS_RANGE) <= set(SCORERS)

@@ -48,15 +48,8 @@ class Attribution:
         return d
 
 
-# The values each open-set scorer's knownness can take (``evaluation/scorers.py``): a cosine of unit vectors
-# (centroid; knn's mean cosine) lies in [-1, 1]; minus a squared Mahalanobis distance is at most 0. The
-# relative Mahalanobis score has no bound. A threshold is checked against its scorer's range, with room for
-# float rounding (a clip identical to a reference has a cosine of 1.0000001).
-KNOWNNESS_RANGE: dict[str, tuple[float, float]] = {
-    "centroid": (-1.0, 1.0),
-    "knn": (-1.0, 1.0),
-    "mahalanobis": (-math.inf, 0.0),
-}
+# room for float rounding when a threshold is checked against its scorer's knownness range (a clip identical to a
+# reference has a cosine of 1.0000001)
 KNOWNNESS_ROUNDING = 1e-3
 
 OVERLAP_SHARE = 0.5  # a new system overlaps an existing one when more than this share of its clips are called it
@@ -164,7 +157,7 @@ class SourceTracer:
     def _check_threshold(self) -> None:
         """The threshold is on the knownness of the bundle's scorer (``scorer.json``): threshold.json and
         bundle.json, where they name a scorer, name that one, and the value lies in the range that scorer's
-        knownness can take (``KNOWNNESS_RANGE``). Outside it, every clip would get the same answer: never
+        knownness can take (its ``knownness_range``). Outside it, every clip would get the same answer: never
         "unknown" below the range, always "unknown" above it."""
         scorer = str(self._base_state["name"])
         for name, record in ((files.THRESHOLD, self.threshold), (files.MANIFEST, self.manifest)):
@@ -174,9 +167,11 @@ class SourceTracer:
                     f"{self.path / name}: field 'scorer' is {named!r}, but the bundle's scorer "
                     f"({files.SCORER_JSON}) is {scorer!r}"
                 )
-        if scorer not in KNOWNNESS_RANGE:
-            return
-        lo, hi = KNOWNNESS_RANGE[scorer]
+        from sourcetrace.evaluation.scorers import SCORERS  # light: no sklearn/pandas on the trace path
+
+        if scorer not in SCORERS:
+            return  # an unknown scorer is named when the scorer is rebuilt
+        lo, hi = SCORERS[scorer].knownness_range
         value = self.threshold["value"]
         if lo - KNOWNNESS_ROUNDING <= value <= hi + KNOWNNESS_ROUNDING:
             return

@@ -3,6 +3,7 @@ its relative form (Ren et al. 2021). See ``scorers`` for the contract every scor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ class MahalanobisScorer(OpenSetScorer):
     distance to its mean. Enrolling moves or adds means only: the shared covariance stays as fitted."""
 
     name = "mahalanobis"
+    knownness_range = (-math.inf, 0.0)  # minus a squared distance
     score_label = "minus the squared Mahalanobis distance to the nearest system"
 
     def __init__(self, systems: list[str], means: np.ndarray, counts: np.ndarray, precision: np.ndarray):
@@ -102,6 +104,7 @@ class RelativeMahalanobisScorer(MahalanobisScorer):
     helps with near relatives of known systems. Per-system order is that of ``mahalanobis``."""
 
     name = "relative_mahalanobis"
+    knownness_range = (-math.inf, math.inf)  # a difference of two such: no bound
     score_label = "minus the relative Mahalanobis distance to the nearest system"
 
     def __init__(self, systems, means, counts, precision, background_mean, background_precision):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -46,6 +47,8 @@ class OpenSetScorer:
 
     name: ClassVar[str] = ""
     score_label: ClassVar[str] = "score"  # what the knownness is, for thresholds' descriptions
+    # the values its knownness can take: a threshold outside them gives every clip the same answer
+    knownness_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
     systems: list[str]
 
     @classmethod

@@ -34,6 +34,7 @@ class CentroidScorer(OpenSetScorer):
     exactly."""
 
     name = "centroid"
+    knownness_range = (-1.0, 1.0)  # a cosine of unit vectors
     score_label = "cosine to the nearest centroid"
 
     def __init__(self, systems: list[str], means: np.ndarray, counts: np.ndarray):
@@ -103,6 +104,7 @@ class KNNScorer(OpenSetScorer):
     is not averaged into one centroid). Default k = 1 (lower dev FPR95 than k = 5 on both demo models)."""
 
     name = "knn"
+    knownness_range = (-1.0, 1.0)  # a mean of cosines
     score_label = "mean cosine to the k nearest reference clips"
     CHUNK = 2048  # query rows per block: bounds memory to CHUNK x reference clips
 
